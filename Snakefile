@@ -1,0 +1,29 @@
+# streamkd: knowledge distillation from a full-context ASR encoder to a streaming one.
+#
+#   snakemake --cores 2                                   # default config.yaml
+#   snakemake --cores 2 --configfile workflow/configs/micro.yaml
+#
+# The Snakefile is only the entry point; each stage lives in workflow/rules/.
+
+import os
+
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/lang.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/results.smk"
+
+
+rule all:
+    input:
+        WER_TABLE,
+
+
+onsuccess:
+    if os.path.exists(WER_TABLE):
+        print("\n" + open(WER_TABLE).read())

@@ -1,0 +1,50 @@
+"""Saving and loading decodable models: the config that rebuilds them plus their weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from streamkd.utils import atomic_path
+
+FORMAT = "streamkd-asr-model-v1"
+
+
+def save_model(path: Path, model: torch.nn.Module, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Write everything needed to rebuild ``model`` for decoding, and nothing used only in training."""
+    payload = {
+        "format": FORMAT,
+        "model_config": model.config,
+        "state_dict": model.state_dict(),
+        "meta": dict(meta or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: Path, expected_vocab_size: Optional[int] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; errors name the file and what is wrong with it."""
+    from streamkd.model.asr import AsrModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises several unrelated types for corrupt files
+        raise ValueError(f"cannot read model checkpoint {path}: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a streamkd model checkpoint (format {FORMAT!r} expected)")
+    config = dict(payload["model_config"])
+    vocab_size = config.get("vocab_size")
+    if expected_vocab_size is not None and vocab_size != expected_vocab_size:
+        raise ValueError(
+            f"{path}: the model has vocab_size={vocab_size} but the BPE model has {expected_vocab_size} tokens"
+        )
+    model = AsrModel.from_config(config)
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model config (missing: {missing}, unexpected: {unexpected})")
+    return model, payload["meta"]

@@ -1,0 +1,37 @@
+"""Optimisation settings of one training run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class OptimisationConfig:
+    num_epochs: int
+    max_duration: float  # seconds of audio per batch
+    peak_lr: float
+    warmup_steps: int
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    spec_augment: bool = True
+    log_interval: int = 20
+    max_utterance_seconds: float = 20.0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "OptimisationConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown optimisation option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up to the peak, then inverse-square-root decay (Noam-style)."""
+        step = max(step, 1)
+        if self.warmup_steps == 0:
+            return self.peak_lr
+        return self.peak_lr * min(step / self.warmup_steps, (self.warmup_steps / step) ** 0.5)

@@ -1,0 +1,40 @@
+# Configuration checks and the helpers that name every file of the pipeline.
+
+import json
+
+from streamkd.config import validate_config
+
+validate_config(config, source="snakemake config")
+
+DATA = config["data_dir"]
+EXP = config["exp_dir"]
+RESULTS = config["results_dir"]
+WER_TABLE = f"{RESULTS}/tables/wer.md"
+
+SPLITS = ["train", "dev", "test"]
+TEST_SETS = config["decoding"]["test_sets"]
+DECODING_METHOD = "ctc-1best"
+THREADS = config["training"].get("threads", 1)
+
+TEACHER_RUN = "teacher"
+
+
+def student_runs():
+    """One streaming baseline per chunk size and seed."""
+    return [
+        f"none-chunk{chunk}-seed{seed}"
+        for chunk in config["grid"]["chunk_sizes"]
+        for seed in config["grid"]["seeds"]
+    ]
+
+
+def all_runs():
+    return [TEACHER_RUN] + student_runs()
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def train_summary(wildcards):
+    return f"{EXP}/{wildcards.run}/train_summary.json"
