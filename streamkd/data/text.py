@@ -25,9 +25,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_FORTUNES_DIR = Path("/usr/share/games/fortunes")
 FORTUNES_PACKAGES_HINT = "apt-get install fortunes fortunes-min"
 
-# Characters a synthesiser reads in engine-specific, unpredictable ways
-# (spelled out, named, or skipped), so a transcript could not match the audio.
-_SYMBOLS = set("@#$%&*_/\\<>=[]{}|~^+`")
+# Digits and symbols are read in engine-specific, unpredictable ways (spelled
+# out, named, or skipped), so a transcript could not match the audio.  Non-ASCII
+# letters and control characters would vanish from the transcript while still
+# being spoken (or mangled) by the synthesiser.
+_UNSPEAKABLE = re.compile(r"[0-9@#$%&*_/\\<>=\[\]{}|~^+`\x00-\x08\x0a-\x1f\x7f-\U0010ffff]")
 
 # Typographic quotes and dashes are folded to ASCII before anything else.
 _TYPOGRAPHIC = str.maketrans(
@@ -179,11 +181,7 @@ def _is_abbreviation(text_before_mark: str) -> bool:
 def _normalise_if_speakable(sentence: str) -> str:
     """Return the normalised sentence, or '' when TTS could not read it reliably."""
     sentence = sentence.translate(_TYPOGRAPHIC)
-    if any(ch.isdigit() or ch in _SYMBOLS for ch in sentence):
-        return ""
-    # Non-ASCII letters or control characters would vanish from the transcript
-    # while still being spoken (or mangled) by the synthesiser.
-    if any(ord(ch) > 127 or (ord(ch) < 32 and ch not in "\t") for ch in sentence):
+    if _UNSPEAKABLE.search(sentence):
         return ""
     normalised = normalize_text(sentence)
     if any(len(w) == 1 and w not in _SINGLE_LETTER_WORDS for w in normalised.split()):

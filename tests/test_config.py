@@ -1,0 +1,97 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamkd.config import ConfigError, config_hash, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config():
+    return load_config(REPO / "config.yaml")
+
+
+def test_default_and_micro_configs_are_valid(config):
+    micro = yaml.safe_load((REPO / "workflow/configs/micro.yaml").read_text())
+    merged = copy.deepcopy(config)
+    for key, value in micro.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+    validate_config(merged)
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("training", "teacher", "num_epoch"), 3, "'num_epoch' was unexpected"),
+        (("model", "student", "d_model"), "wide", "'wide' is not of type 'integer'"),
+        (("grid", "chunk_sizes"), [0], "0 is less than the minimum of 1"),
+        (("corpus", "name"), "timit", "'timit' is not one of"),
+        (("colour",), "blue", "'colour' was unexpected"),
+    ],
+)
+def test_bad_values_are_rejected_by_name(config, path, value, message):
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert message in str(err.value)
+
+
+def test_heads_must_divide_width(config):
+    config["model"]["teacher"]["num_heads"] = 5
+    with pytest.raises(ConfigError, match="not divisible by num_heads=5"):
+        validate_config(config)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nowhere.yaml"):
+        load_config(tmp_path / "nowhere.yaml")
+
+
+def test_config_hash_ignores_key_order():
+    assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_snakemake_refuses_unknown_key_at_startup(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  techer: {}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(bad)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "'techer' was unexpected" in result.stdout + result.stderr
+
+
+def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )
+    counts = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    config = load_config(REPO / "config.yaml")
+    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    models = 1 + students
+    tests = len(config["decoding"]["test_sets"])
+    assert counts["prepare_corpus"] == 1
+    assert counts["compute_fbank"] == 3
+    assert counts["train_teacher"] == 1
+    assert counts["train_student"] == students
+    assert counts["decode"] == models * tests
+    assert counts["score"] == models * tests
+    assert counts["record"] == models
+    assert counts["aggregate"] == 1

@@ -1,0 +1,46 @@
+"""The real Snakemake pipeline, every stage, on the micro config in a temporary directory."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import requires_tts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@requires_tts
+@pytest.mark.slow
+def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(REPO / "workflow/configs/micro.yaml")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    table = pd.read_csv(tmp_path / "results/tables/wer.csv")
+    assert set(table["model"]) == {"teacher", "none"}
+    assert table["wer_mean"].between(0, 1000).all()
+    assert (table["test_set"] == "test").all()
+    markdown = (tmp_path / "results/tables/wer.md").read_text()
+    assert "teacher" in markdown and "test ctc-1best @ 160 ms" in markdown
+    # The table is printed when the workflow ends.
+    assert "WER (%)" in result.stdout + result.stderr
+
+    for run in ("teacher", "none-chunk4-seed1"):
+        run_dir = tmp_path / "exp" / run
+        record = json.loads((run_dir / "record.json").read_text())
+        assert record["seed"] == (42 if run == "teacher" else 1)
+        assert record["num_params"] > 0
+        assert isinstance(record["wer"]["test"]["ctc-1best"], float)
+        errors = (run_dir / "decode/test-ctc-1best/errors.jsonl").read_text().splitlines()
+        assert len(errors) == 8
+        assert "epoch 1 done" in (run_dir / "log/train.log").read_text()
+    # Every rule leaves a log where the workflow says it does.
+    for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo"]:
+        assert (tmp_path / "data/logs" / f"{log}.log").is_file()
