@@ -59,11 +59,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -519,17 +520,28 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(samples, dtype=np.float64) * 32767.0).astype(np.int16)
 
 
-def write_wav_atomic(path: Path, pcm: np.ndarray, sampling_rate: int) -> None:
-    """Write ``pcm`` as a 16-bit WAV so that ``path`` is either absent or complete."""
+def _temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """A unique hidden name beside ``path``; ``os.replace`` from it is atomic.
+
+    Unlike ``mkstemp`` the file is created with the usual umask permissions.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
+    tmp = _temporary_sibling(path, suffix)
     try:
-        sf.write(tmp, pcm, sampling_rate, subtype="PCM_16", format="WAV")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_wav_atomic(path: Path, pcm: np.ndarray, sampling_rate: int) -> None:
+    """Write ``pcm`` as a 16-bit WAV so that ``path`` is either absent or complete."""
+    _replace_atomically(path, lambda tmp: sf.write(str(tmp), pcm, sampling_rate, subtype="PCM_16", format="WAV"))
 
 
 def render_utterance(plan: UtterancePlan, wav_path: Path, sampling_rate: int) -> None:
@@ -621,26 +633,13 @@ def build_manifests(plans: Sequence[UtterancePlan], wav_dir: Path) -> Tuple[Reco
 
 def write_manifest_atomic(manifest: Union[RecordingSet, SupervisionSet], path: Path) -> None:
     """lhotse's ``to_file`` through a temporary file with the same suffix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)  # lhotse picks the format from it
-    stem = path.name[: -len(suffix)] if suffix else path.name
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=suffix)
-    os.close(fd)
-    try:
-        manifest.to_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # lhotse picks the format from the suffix, so the temporary name keeps it.
+    _replace_atomically(path, manifest.to_file, suffix=".tmp" + "".join(path.suffixes))
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def corpus_stats(manifests: Manifests) -> Dict[str, Any]:
@@ -736,7 +735,7 @@ def _claim_output_dir(output_dir: Path, config: CorpusConfig, plans: Mapping[str
 
 def _remove_stale_temporaries(wav_dir: Path) -> None:
     # Left behind only by a killed run; a single writer per directory is assumed.
-    for tmp in wav_dir.glob(".*.tmp"):
+    for tmp in wav_dir.glob(".*.tmp"):  # names from _temporary_sibling
         tmp.unlink(missing_ok=True)
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, List
+from functools import lru_cache
+from typing import Iterable, Iterator, List, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,7 @@ def normalize_text(text: str) -> str:
     Non-ASCII letters are removed as well; callers who must not lose words
     should filter such text out first (``load_sentences`` does).
     """
-    text = text.translate(_TYPOGRAPHIC).upper()
-    words: List[str] = []
-    for chunk in re.split(r"[\s\-]+", text):
-        words.extend(_WORD.findall(chunk))
-    return " ".join(words)
+    return " ".join(_WORD.findall(text.translate(_TYPOGRAPHIC).upper()))
 
 
 def load_sentences(
@@ -87,19 +84,27 @@ def load_sentences(
     if min_words < 1 or max_words < min_words:
         raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}..{max_words}")
     files = _fortune_files(Path(source_dir))
-    kept = set()
-    for path in files:
-        for sentence in _split_sentences(_read_entries(path)):
-            normalised = _normalise_if_speakable(sentence)
-            if normalised and min_words <= len(normalised.split()) <= max_words:
-                kept.add(normalised)
-    if not kept:
+    # Keyed on the files' sizes and times, so an edited source is re-read.
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    sentences = _load_cached(signature, min_words, max_words)
+    if not sentences:
         raise ValueError(
             f"no usable sentences with {min_words}..{max_words} words in {source_dir}; "
             f"it should hold Debian's fortune files ({FORTUNES_PACKAGES_HINT})"
         )
-    logger.info("loaded %d sentences from %d fortune files in %s", len(kept), len(files), source_dir)
-    return sorted(kept)
+    logger.info("loaded %d sentences from %d fortune files in %s", len(sentences), len(files), source_dir)
+    return list(sentences)
+
+
+@lru_cache(maxsize=4)
+def _load_cached(signature: Tuple[Tuple[str, int, int], ...], min_words: int, max_words: int) -> Tuple[str, ...]:
+    kept = set()
+    for path, _, _ in signature:
+        for sentence in _split_sentences(_read_entries(Path(path))):
+            normalised = _normalise_if_speakable(sentence)
+            if normalised and min_words <= len(normalised.split()) <= max_words:
+                kept.add(normalised)
+    return tuple(sorted(kept))
 
 
 def _fortune_files(source_dir: Path) -> List[Path]:
