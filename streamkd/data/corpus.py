@@ -331,7 +331,7 @@ def plan_split(config: CorpusConfig, split: str, sentences: Sequence[str]) -> Li
                 index=index,
                 text=text,
                 voice=voice,
-                # Rounded so that the plan (and plan.json) is exactly representable.
+                # Rounded: short, readable values in the manifests' custom fields.
                 speed=round(rng.uniform(*config.speed_range), 3),
                 pitch=rng.randint(*config.pitch_range),
                 snr_db=round(rng.uniform(*config.snr_db_range), 2),
@@ -363,22 +363,29 @@ def require_binary(engine: str) -> str:
 
 @lru_cache(maxsize=None)
 def _espeak_variants() -> frozenset:
-    out = _run_quietly(["espeak-ng", "--voices=variant"]).stdout
+    out = _run_engine(["espeak-ng", "--voices=variant"]).stdout
     # Rows look like " 5  variant  --/F  Alicia  !v/Alicia"; the file name is the id.
     return frozenset(m.group(1) for m in re.finditer(r"!v/(\S+)", out))
 
 
 @lru_cache(maxsize=None)
 def _flite_voices() -> frozenset:
-    result = _run_quietly(["flite", "-lv"])
+    result = _run_engine(["flite", "-lv"])
     text = result.stdout + result.stderr
     listed = text.split(":", 1)[1] if ":" in text else text
     return frozenset(listed.split())
 
 
-def _run_quietly(cmd: List[str]) -> subprocess.CompletedProcess:
-    require_binary(cmd[0])
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=_ENGINE_TIMEOUT_S)
+def _run_engine(cmd: List[str]) -> subprocess.CompletedProcess:
+    """Run a synthesiser with its absolute path and without ``close_fds``.
+
+    Both let CPython start the child with ``posix_spawn`` instead of ``fork``,
+    which avoids copying the page tables of a process that has torch loaded
+    (several times faster per utterance).  Python's own descriptors are
+    non-inheritable, so nothing leaks into the child.
+    """
+    cmd = [require_binary(cmd[0])] + list(cmd[1:])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=_ENGINE_TIMEOUT_S, close_fds=False)
 
 
 @lru_cache(maxsize=None)
@@ -395,7 +402,7 @@ def _check_espeak_voice(voice: Voice) -> None:
     base, _, variant = voice.voice.partition("+")
     # espeak-ng rejects an unknown base voice but silently ignores an unknown
     # variant, so the variant is looked up in its list.
-    probe = _run_quietly(["espeak-ng", "-q", "-v", base, "probe"])
+    probe = _run_engine(["espeak-ng", "-q", "-v", base, "probe"])
     if probe.returncode != 0:
         raise ValueError(
             f"voice {voice.name!r}: espeak-ng has no voice {base!r} "
@@ -454,11 +461,9 @@ def engine_command(plan: UtterancePlan, out_wav: Path) -> List[str]:
 
 def synthesise_clean(plan: UtterancePlan, sampling_rate: int) -> np.ndarray:
     """Run the engine for ``plan``; mono float32 samples at ``sampling_rate``."""
-    require_binary(plan.voice.engine)
     with tempfile.TemporaryDirectory(prefix="streamkd-tts-") as tmp:
         raw = Path(tmp) / "raw.wav"
-        cmd = engine_command(plan, raw)
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=_ENGINE_TIMEOUT_S)
+        result = _run_engine(engine_command(plan, raw))
         if result.returncode != 0 or not raw.is_file() or raw.stat().st_size == 0:
             raise RuntimeError(
                 f"{plan.voice.engine} failed for utterance {plan.utt_id} "
@@ -769,18 +774,47 @@ def check_recordings(recordings: Iterable[Recording], max_reported: int = 10) ->
 
 def _recording_problem(recording: Recording) -> str:
     for source in recording.sources:
-        if source.type == "file" and not Path(source.source).is_file():
-            return "file not found"
+        if source.type == "file":
+            problem = _file_source_problem(recording, Path(source.source))
+            if problem:
+                return problem
     try:
         samples = recording.load_audio()
     except Exception as exc:  # any reader error means the file is unusable
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return f"cannot be read ({type(exc).__name__}: {first_line})"
+        return f"cannot be read: {_describe_exception(exc)}"
     if samples.size == 0:
         return "no audio samples"
     if not np.all(np.isfinite(samples)):
         return "audio holds NaN or infinite samples"
     return ""
+
+
+def _file_source_problem(recording: Recording, path: Path) -> str:
+    """Plain-language diagnosis of the common file faults, before lhotse reads it."""
+    if not path.is_file():
+        return "file not found"
+    if path.stat().st_size == 0:
+        return "file is empty (0 bytes)"
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return ""  # a format soundfile cannot parse; lhotse may still read it
+    comparable = len(recording.sources) == 1 and not recording.transforms and info.samplerate == recording.sampling_rate
+    if comparable and info.frames != recording.num_samples:
+        return (
+            f"file holds {info.frames} samples but the manifest declares {recording.num_samples} "
+            "(truncated or replaced file?)"
+        )
+    return ""
+
+
+def _describe_exception(exc: BaseException) -> str:
+    messages = []
+    while exc is not None and len(messages) < 3:
+        text = " ".join(str(exc).split())
+        messages.append(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    return "; ".join(messages)[:400]
 
 
 def check_supervisions(supervisions: Iterable[SupervisionSegment], max_reported: int = 10) -> None:

@@ -25,8 +25,10 @@ def compute_fbank(
     recordings = load_manifest(recordings_path)
     supervisions = load_manifest(supervisions_path)
     validate_recordings_and_supervisions(recordings, supervisions)
-    cuts = CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions(
-        keep_overlapping=False
+    cuts = (
+        CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
+        .trim_to_supervisions(keep_overlapping=False)
+        .to_eager()
     )
     storage_dir.mkdir(parents=True, exist_ok=True)
     # The storage name carries the cut-manifest name so that splits never share an archive.

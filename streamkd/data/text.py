@@ -9,8 +9,10 @@ text source for synthesised speech.
 
 Only sentences a speech synthesiser will read predictably are kept: no digits
 (``1984`` may be read as a year or digit by digit), no symbols such as ``$`` or
-``@``, and ASCII letters only.  Transcripts are normalised to upper-case words
-made of letters and inner apostrophes, the usual form for English ASR corpora.
+``@``, ASCII letters only, and no single-letter words other than A, I and O
+(the rest are mostly labels such as "Q:" or "n." that engines spell out).
+Transcripts are normalised to upper-case words made of letters and inner
+apostrophes, the usual form for English ASR corpora.
 """
 
 from __future__ import annotations
@@ -141,8 +143,6 @@ def _read_entries(path: Path) -> Iterator[str]:
             entry = []
         else:
             entry.append(line)
-    # Attribution lines ("-- Mark Twain") are dropped by _without_attribution
-    # inside _split_sentences, which sees the joined entry.
 
 
 def _split_sentences(entries: Iterable[str]) -> Iterator[str]:

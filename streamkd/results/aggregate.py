@@ -92,7 +92,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     table["order"] = (table["model"] != TEACHER).astype(int)
     table = table.sort_values(["order", "model"]).drop(columns="order")
-    return "WER (%), mean ± std over seeds\n\n" + table.to_markdown(index=False) + "\n"
+    return "WER (%), mean ± std over seeds\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def aggregate(record_paths: Iterable[Path], out_dir: Path) -> pd.DataFrame:
