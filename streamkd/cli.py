@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 import click
 
+from streamkd.decode.methods import METHOD_NAMES
 from streamkd.utils import setup_logging
 
 log = logging.getLogger("streamkd")
@@ -94,6 +95,32 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
     log.info("wrote the CTC topology over %d tokens to %s", vocab_size, out)
 
 
+@main.command("train-lm")
+@click.option("--cuts", required=True, type=ExistingPath, help="Cuts whose transcripts the LM is trained on.")
+@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6))
+@click.option("--arpa", required=True, type=PathType, help="Output: the word n-gram LM in ARPA format.")
+def train_lm(cuts: Path, order: int, arpa: Path) -> None:
+    """Train a Kneser-Ney word n-gram LM on the transcripts."""
+    from lhotse import load_manifest_lazy
+
+    from streamkd.lang.ngram import train_ngram_lm
+
+    train_ngram_lm((s.text for c in load_manifest_lazy(cuts) for s in c.supervisions), arpa, order)
+
+
+@main.command("compile-hlg")
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--arpa", required=True, type=ExistingPath, help="Word n-gram LM (ARPA); its words make the lexicon.")
+@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6), help="Highest LM order to use.")
+@click.option("--out", required=True, type=PathType)
+def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
+    """Build the HLG graph (CTC topology, BPE lexicon, word LM) for ctc-hlg decoding."""
+    from streamkd.lang.hlg import compile_hlg as run
+
+    run(bpe_model, arpa, order).save(out)
+    log.info("wrote %s", out)
+
+
 @main.command("train")
 @click.option("--role", required=True, type=click.Choice(["teacher", "student"]))
 @click.option("--train-cuts", required=True, type=ExistingPath)
@@ -106,7 +133,8 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
 @click.option("--left-chunks", type=int, default=-1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size, left_chunks, threads) -> None:
+@click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
+def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size, left_chunks, threads, head_json) -> None:
     """Train the teacher or a streaming student; resumes from the last epoch checkpoint."""
     from streamkd.training.run import train_asr
 
@@ -122,6 +150,7 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
         chunk_size=chunk_size,
         left_chunks=left_chunks,
         threads=threads,
+        head=_json_option(head_json, "--head") if head_json else None,
     )
 
 
@@ -129,21 +158,44 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--graph", required=True, type=ExistingPath)
+@click.option("--method", default="ctc-1best", show_default=True, type=click.Choice(METHOD_NAMES),
+              help="Decoding method; '-streaming' runs the encoder chunk by chunk with caches.")
+@click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best, HLG.pt for ctc-hlg.")
 @click.option("--hyps", required=True, type=PathType, help="Output: one JSON line per utterance.")
+@click.option("--stats", type=PathType, default=None, help="Output: RTF, latency and settings (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option("--search-beam", default=20.0, show_default=True)
-@click.option("--output-beam", default=8.0, show_default=True)
+@click.option("--search-beam", default=20.0, show_default=True, help="CTC graph search beam.")
+@click.option("--output-beam", default=8.0, show_default=True, help="CTC lattice beam.")
+@click.option("--beam", default=4, show_default=True, help="Hypotheses kept by modified beam search.")
+@click.option("--fast-beam", default=4.0, show_default=True, help="Score beam of fast_beam_search.")
+@click.option("--max-states", default=32, show_default=True, help="fast_beam_search states per frame.")
+@click.option("--max-contexts", default=8, show_default=True, help="fast_beam_search contexts per frame.")
+@click.option("--max-symbols-per-frame", default=1, show_default=True, help="Greedy search.")
+@click.option("--max-duration", default=120.0, show_default=True, help="Seconds of audio per batch (of streams).")
 @click.option("--threads", type=int, default=1, show_default=True)
-def decode(checkpoint, cuts, bpe_model, graph, hyps, chunk_size, search_beam, output_beam, threads) -> None:
-    """CTC 1-best decoding with k2 (streaming models decode chunk-wise)."""
+@click.option("--device", default="cpu", show_default=True)
+def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, search_beam, output_beam, beam,
+           fast_beam, max_states, max_contexts, max_symbols_per_frame, max_duration, threads, device) -> None:
+    """Decode with k2: CTC (topology or HLG) or transducer searches, whole-utterance or streaming."""
     import torch
 
-    from streamkd.decode.run import decode_cuts
+    from streamkd.decode.run import SearchOptions, decode_cuts
 
     torch.set_num_threads(threads)
-    stats = decode_cuts(checkpoint, cuts, bpe_model, graph, hyps, chunk_size, search_beam, output_beam)
-    log.info("decoding finished: %s", stats)
+    options = SearchOptions(
+        search_beam=search_beam,
+        output_beam=output_beam,
+        beam=beam,
+        fast_beam=fast_beam,
+        max_states=max_states,
+        max_contexts=max_contexts,
+        max_symbols_per_frame=max_symbols_per_frame,
+    )
+    result = decode_cuts(
+        checkpoint, cuts, bpe_model, hyps, method=method, graph_path=graph, stats_path=stats,
+        chunk_size=chunk_size, options=options, max_duration=max_duration, device=device,
+    )
+    log.info("decoding finished: %s", result)
 
 
 @main.command("score")
@@ -161,20 +213,28 @@ def score(hyps: Path, summary: Path, errors: Path) -> None:
 @main.command("record")
 @click.option("--run", "run_name", required=True)
 @click.option("--train-summary", required=True, type=ExistingPath)
-@click.option("--wer", "wer_items", multiple=True, required=True, help="TEST_SET=PATH of a WER summary.")
-@click.option("--decoding-method", required=True)
+@click.option("--wer", "wer_items", multiple=True, required=True,
+              help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH uses --decoding-method).")
+@click.option("--decode-stats", "stats_items", multiple=True,
+              help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
+@click.option("--decoding-method", default=None, help="Method of --wer items that name none.")
 @click.option("--out", required=True, type=PathType)
-def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], decoding_method: str, out: Path) -> None:
+def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], stats_items: Tuple[str, ...],
+           decoding_method: Optional[str], out: Path) -> None:
     """Write the run record that the tables are built from."""
     from streamkd.results.record import build_record, write_record
 
-    wer_paths = {}
-    for item in wer_items:
-        test_set, sep, path = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected TEST_SET=PATH, got {item!r}", param_hint="--wer")
-        wer_paths[test_set] = Path(path)
-    write_record(out, build_record(run_name, train_summary, wer_paths, decoding_method))
+    def keyed(items: Tuple[str, ...], option: str) -> dict:
+        paths = {}
+        for item in items:
+            key, sep, path = item.partition("=")
+            test_set, slash, method = key.partition("/")
+            if not sep or not test_set or not (method or decoding_method):
+                raise click.BadParameter(f"expected TEST_SET/METHOD=PATH, got {item!r}", param_hint=option)
+            paths[(test_set, method or decoding_method)] = Path(path)
+        return paths
+
+    write_record(out, build_record(run_name, train_summary, keyed(wer_items, "--wer"), keyed(stats_items, "--decode-stats")))
 
 
 @main.command("aggregate")

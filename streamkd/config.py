@@ -50,10 +50,25 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
                 f"{source}: model.{role}: d_model={enc['d_model']} is not divisible by "
                 f"num_heads={enc['num_heads']}"
             )
+    check_decoding_methods(config, source)
     for name in ("speed_range", "pitch_range", "snr_db_range"):
         lo_hi = config["corpus"].get(name)
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
+
+
+def check_decoding_methods(config: Mapping[str, Any], source: str = "config") -> None:
+    """Every decoding method must fit the head the models are trained with."""
+    from streamkd.decode.methods import parse_method
+
+    head = config["model"].get("head", {"type": "ctc"})["type"]
+    has = {"ctc": head in ("ctc", "transducer+ctc"), "transducer": head in ("transducer", "transducer+ctc")}
+    for name in config["decoding"].get("methods", ["ctc-1best"]):
+        method = parse_method(name)
+        if not has[method.head]:
+            raise ConfigError(
+                f"{source}: decoding.methods: {name!r} needs a {method.head} head, but model.head.type is {head!r}"
+            )
 
 
 def load_config(path: str | Path) -> dict:

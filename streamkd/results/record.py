@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from streamkd.results.wer import WerSummary, per_utterance_rows, score
 from streamkd.utils import atomic_path, write_json
@@ -59,16 +59,53 @@ def software_versions() -> Dict[str, str]:
     }
 
 
-def build_record(run: str, train_summary_path: Path, wer_paths: Mapping[str, Path], decoding_method: str) -> dict:
-    """Combine the training summary and the WER of every test set into one record."""
+WerKey = Union[str, Tuple[str, str]]  # test set, or (test set, decoding method)
+
+
+def _split_key(key: WerKey, decoding_method: Optional[str]) -> Tuple[str, str]:
+    if isinstance(key, tuple):
+        return key
+    if decoding_method is None:
+        raise ValueError(f"WER of test set {key!r} names no decoding method")
+    return key, decoding_method
+
+
+def _decode_info(path: Path) -> Dict[str, Any]:
+    """The per-decode facts a record keeps from a ``decode.json``."""
+    try:
+        stats = json.loads(Path(path).read_text())
+        return {"rtf": stats["rtf"], "latency_ms": stats["latency_ms"], "streaming": bool(stats["streaming"])}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read decoding statistics {path}: {e}") from e
+
+
+def build_record(
+    run: str,
+    train_summary_path: Path,
+    wer_paths: Mapping[WerKey, Path],
+    decoding_method: Optional[str] = None,
+    decode_stats: Optional[Mapping[WerKey, Path]] = None,
+) -> dict:
+    """Combine the training summary, the WER of every test set and decoding method, and decoding facts.
+
+    ``wer_paths`` maps ``(test_set, method)`` (or a test set, with ``decoding_method``) to a
+    ``wer.json``; ``decode_stats`` maps the same keys to ``decode.json`` files, whose RTF,
+    latency and streaming flag go to ``record["decoding"][test_set][method]``.
+    """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
-    for test_set, path in wer_paths.items():
-        wer.setdefault(test_set, {})[decoding_method] = json.loads(Path(path).read_text())["wer"]
+    for key, path in wer_paths.items():
+        test_set, method = _split_key(key, decoding_method)
+        wer.setdefault(test_set, {})[method] = json.loads(Path(path).read_text())["wer"]
+    decoding: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for key, path in (decode_stats or {}).items():
+        test_set, method = _split_key(key, decoding_method)
+        decoding.setdefault(test_set, {})[method] = _decode_info(path)
     return {
         "run": run,
         "role": train["role"],
         "method": train["method"],
+        "head": train.get("head", "ctc"),
         "chunk_size": train.get("chunk_size"),
         "left_chunks": train.get("left_chunks"),
         "seed": train["seed"],
@@ -77,6 +114,7 @@ def build_record(run: str, train_summary_path: Path, wer_paths: Mapping[str, Pat
         "train_seconds": train["train_seconds"],
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
+        "decoding": decoding,
         "versions": software_versions(),
     }
 

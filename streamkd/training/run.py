@@ -12,9 +12,10 @@ from streamkd.config import ConfigError, config_hash
 from streamkd.data.loaders import load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.asr import build_asr_model
+from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import SUBSAMPLING_FACTOR, INPUT_FRAME_SHIFT_MS
 from streamkd.training.config import OptimisationConfig
-from streamkd.training.objectives import CtcObjective
+from streamkd.training.objectives import asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def train_asr(
     chunk_size: Optional[int] = None,
     left_chunks: int = -1,
     threads: int = 1,
+    head: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Train a full-context teacher (``role='teacher'``) or a streaming baseline student."""
     if role not in ("teacher", "student"):
@@ -65,15 +67,23 @@ def train_asr(
         "chunk_size": chunk_size if streaming else None,
         "left_chunks": left_chunks,
     }
+    head_config = HeadConfig.from_dict(head)
     seed_everything(seed)
-    model = build_asr_model(encoder_config, tokenizer.vocab_size)
+    model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
     meta = {
         "role": role,
         "method": "teacher" if role == "teacher" else "none",
         "chunk_size": chunk_size if streaming else None,
         "left_chunks": left_chunks if streaming else None,
-        "config_hash": config_hash(dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}),
+        "head": head_config.type,
+        # A CTC head has no options: leaving it out keeps the hashes of earlier CTC runs.
+        "config_hash": config_hash(
+            dict(encoder_config),
+            opt.to_dict(),
+            {"seed": seed, "vocab": tokenizer.vocab_size},
+            *([] if head_config.type == "ctc" else [head_config.to_dict()]),
+        ),
     }
-    log.info("training %s: %s, %d parameters", role, encoder_config, model.num_parameters())
-    trainer = Trainer(CtcObjective(model), tokenizer, train, dev, out_dir, opt, seed, meta)
+    log.info("training %s (%s head): %s, %d parameters", role, head_config.type, encoder_config, model.num_parameters())
+    trainer = Trainer(asr_objective(model), tokenizer, train, dev, out_dir, opt, seed, meta)
     return trainer.run()

@@ -1,8 +1,10 @@
 # Configuration checks and the helpers that name every file of the pipeline.
 
 import json
+import re
 
 from streamkd.config import validate_config
+from streamkd.decode.methods import METHOD_NAMES, parse_method
 
 validate_config(config, source="snakemake config")
 
@@ -13,7 +15,8 @@ WER_TABLE = f"{RESULTS}/tables/wer.md"
 
 SPLITS = ["train", "dev", "test"]
 TEST_SETS = config["decoding"]["test_sets"]
-DECODING_METHOD = "ctc-1best"
+DECODING_METHODS = config["decoding"].get("methods", ["ctc-1best"])
+HEAD = config["model"].get("head", {"type": "ctc"})
 THREADS = config["training"].get("threads", 1)
 
 TEACHER_RUN = "teacher"
@@ -30,6 +33,20 @@ def student_runs():
 
 def all_runs():
     return [TEACHER_RUN] + student_runs()
+
+
+def run_methods(run):
+    """Decoding methods of a run: streaming ones only for the (streaming) students."""
+    return [m for m in DECODING_METHODS if run != TEACHER_RUN or not parse_method(m).streaming]
+
+
+def decode_dir(run, test_set, method):
+    return f"{EXP}/{run}/decode/{test_set}-{method}"
+
+
+def alternatives(names):
+    """A wildcard regex matching exactly one of ``names``."""
+    return "|".join(re.escape(n) for n in names)
 
 
 def as_json(obj):

@@ -1,20 +1,26 @@
 # Run records and the aggregated WER tables.
 
 
+def decode_items(run):
+    return [(t, m, decode_dir(run, t, m)) for t in TEST_SETS for m in run_methods(run)]
+
+
 rule record:
     input:
         summary=train_summary,
-        wers=lambda w: [f"{decode_dir(w.run, t)}/wer.json" for t in TEST_SETS],
+        wers=lambda w: [f"{d}/wer.json" for _, _, d in decode_items(w.run)],
+        stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
-        wer_args=lambda w, input: " ".join(f"--wer {t}={p}" for t, p in zip(TEST_SETS, input.wers)),
-        method=DECODING_METHOD,
+        decodes=lambda w: " ".join(
+            f"--wer {t}/{m}={d}/wer.json --decode-stats {t}/{m}={d}/decode.json" for t, m, d in decode_items(w.run)
+        ),
     log:
         f"{EXP}/{{run}}/log/record.log",
     shell:
         "streamkd record --run {wildcards.run} --train-summary {input.summary}"
-        " {params.wer_args} --decoding-method {params.method} --out {output.record} > {log} 2>&1"
+        " {params.decodes} --out {output.record} > {log} 2>&1"
 
 
 rule aggregate:

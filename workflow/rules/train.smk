@@ -9,7 +9,7 @@ TRAIN_SHELL = (
     "streamkd train --role {params.role} --train-cuts {input.train}"
     " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
     " --encoder {params.encoder:q} --optimisation {params.optimisation:q} --seed {params.seed}"
-    " --threads {threads} {params.streaming} > {log} 2>&1"
+    " --head {params.head:q} --threads {threads} {params.streaming} > {log} 2>&1"
 )
 
 
@@ -26,6 +26,7 @@ rule train_teacher:
         optimisation=as_json(config["training"]["teacher"]),
         seed=config["training"].get("teacher_seed", 0),
         streaming="",
+        head=as_json(HEAD),
     threads: THREADS
     log:
         f"{EXP}/{TEACHER_RUN}/log/train.log",
@@ -45,6 +46,7 @@ rule train_student:
         encoder=as_json(config["model"]["student"]),
         optimisation=as_json(config["training"]["student"]),
         seed=lambda w: w.seed,
+        head=as_json(HEAD),
         streaming=lambda w: f"--chunk-size {w.chunk} --left-chunks {config['model'].get('left_chunks', -1)}",
     wildcard_constraints:
         chunk=r"\d+",
