@@ -161,6 +161,8 @@ class FastBeamSearch:
             max_contexts=max_contexts,
         )
         self.frames = [0] * batch_size
+        # k2 formats a lattice only from the decoding object that was flushed last.
+        self._flushed: Optional[k2.RnntDecodingStreams] = None
 
     @torch.no_grad()
     def advance(self, encoder_out: Tensor, lengths: Tensor) -> None:
@@ -178,20 +180,33 @@ class FastBeamSearch:
             log_probs = self.head.step_log_probs(projected[stream_of_context, t], decoder_out)
             decoding.advance(log_probs.float())
         decoding.terminate_and_flush_to_streams()
+        self._flushed = decoding
         for b, n in enumerate(lengths.tolist()):
             self.frames[b] += int(n)
 
     def finish(self) -> List[List[int]]:
-        if not any(self.frames):
+        if self._flushed is None:
             return [[] for _ in self.streams]
-        decoding = k2.RnntDecodingStreams(self.streams, self.config)
-        lattice = decoding.format_output(self.frames)
+        # A path must end with a blank on the last frame to reach a final state. If the beam
+        # pruned every such path (a model sure of a token on the last frame), fall back to
+        # treating the last frame's states as final rather than return nothing.
+        complete = self._best_tokens(self._flushed.format_output(self.frames))
+        partial: Optional[List[List[int]]] = None
+        for b, tokens in enumerate(complete):
+            if tokens is None:
+                if partial is None:
+                    partial = self._best_tokens(self._flushed.format_output(self.frames, allow_partial=True))
+                complete[b] = partial[b] or []
+        return complete
+
+    @staticmethod
+    def _best_tokens(lattice: k2.Fsa) -> List[Optional[List[int]]]:
+        """Token ids of each stream's best path; None where the lattice has no complete path."""
         best = k2.shortest_path(lattice, use_double_scores=True)
-        labels = best.aux_labels if hasattr(best, "aux_labels") else best.labels
-        if isinstance(labels, k2.RaggedTensor):
-            return k2.get_aux_labels(best)
-        ragged = k2.RaggedTensor(best.arcs.shape().remove_axis(1), labels.contiguous())
-        return ragged.remove_values_leq(0).tolist()
+        labels = k2.RaggedTensor(best.arcs.shape().remove_axis(1), best.labels.contiguous())
+        arcs_per_stream = labels.tolist()
+        tokens = labels.remove_values_leq(0).tolist()
+        return [t if arcs else None for t, arcs in zip(tokens, arcs_per_stream)]
 
 
 __all__ = ["GreedySearch", "ModifiedBeamSearch", "FastBeamSearch"]

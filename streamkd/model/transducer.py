@@ -151,14 +151,10 @@ class TransducerHead(nn.Module):
             return_grad=return_grad,
         )
 
-    def _ranges(self, px_grad: Tensor, py_grad: Tensor, padded: PaddedTargets, num_frames: int) -> Tensor:
-        s = padded.symbols.size(1)
-        if num_frames < s:
-            # k2 derives ranges only when frames >= symbols; such a batch is rare (very fast
-            # speech) and small, so keep every symbol: the pruned loss is then exact.
-            log.warning("batch has %d frames for %d symbols: using the unpruned lattice", num_frames, s)
-            return self.full_ranges(padded.symbols.size(0), num_frames, s, padded.symbols.device)
-        return k2.get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
+    @staticmethod
+    def _prunable(padded: PaddedTargets, num_frames: int) -> bool:
+        """k2's losses and prune ranges need at least as many frames as symbols (padded sizes)."""
+        return num_frames >= padded.symbols.size(1)
 
     @staticmethod
     def full_ranges(batch: int, num_frames: int, num_symbols: int, device) -> Tensor:
@@ -172,10 +168,21 @@ class TransducerHead(nn.Module):
         encoder_out: (B, T, D) with ``T == max(encoder_lens)`` or more (extra frames are cut).
         """
         encoder_out = encoder_out[:, : int(encoder_lens.max())]
+        token_lens = torch.tensor([len(seq) for seq in targets], device=encoder_lens.device)
+        feasible = token_lens <= encoder_lens
+        if not bool(feasible.all()):
+            # k2 needs at least as many frames as tokens. Such utterances (very fast speech or
+            # a bad transcript) contribute no loss, as infeasible ones do under CTC.
+            keep = feasible.nonzero().flatten()
+            log.warning("%d utterance(s) with more tokens than frames left out of the RNN-T loss", int((~feasible).sum()))
+            if keep.numel() == 0:
+                zero = encoder_out.sum() * 0.0
+                return TransducerLoss(simple=zero, pruned=zero)
+            return self.loss(encoder_out[keep], encoder_lens[keep], [targets[i] for i in keep.tolist()])
         padded = self.pad_targets(targets, encoder_lens)
         decoder_out = self.predictor_outputs(padded.symbols)
         simple, (px_grad, py_grad) = self._simple_loss(encoder_out, decoder_out, padded, return_grad=True)
-        ranges = self._ranges(px_grad, py_grad, padded, encoder_out.size(1))
+        ranges = k2.get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
         logits = self.pruned_logits(encoder_out, decoder_out, ranges)
         pruned = k2.rnnt_loss_pruned(
             logits=logits.float(),
@@ -219,10 +226,12 @@ class TransducerHead(nn.Module):
         """
         encoder_out = encoder_out[:, : int(encoder_lens.max())]
         padded = self.pad_targets(targets, encoder_lens)
-        with torch.enable_grad():  # k2 computes the gradients that locate the band
-            decoder_out = self.predictor_outputs(padded.symbols)
-            _, (px_grad, py_grad) = self._simple_loss(encoder_out, decoder_out, padded, return_grad=True)
-        return self._ranges(px_grad, py_grad, padded, encoder_out.size(1))
+        b, t, s = encoder_out.size(0), encoder_out.size(1), padded.symbols.size(1)
+        if not self._prunable(padded, t):
+            return self.full_ranges(b, t, s, encoder_out.device)
+        decoder_out = self.predictor_outputs(padded.symbols)
+        _, (px_grad, py_grad) = self._simple_loss(encoder_out, decoder_out, padded, return_grad=True)
+        return k2.get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
 
     def collapsed_log_probs(
         self,
