@@ -234,7 +234,9 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], stats
             paths[(test_set, method or decoding_method)] = Path(path)
         return paths
 
-    write_record(out, build_record(run_name, train_summary, keyed(wer_items, "--wer"), keyed(stats_items, "--decode-stats")))
+    write_record(
+        out, build_record(run_name, train_summary, keyed(wer_items, "--wer"), decode_stats=keyed(stats_items, "--decode-stats"))
+    )
 
 
 @main.command("aggregate")

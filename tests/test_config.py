@@ -16,12 +16,34 @@ def config():
     return load_config(REPO / "config.yaml")
 
 
+def merged(base, *overrides):
+    """Snakemake's way of applying --configfile overrides: nested mappings merge key by key."""
+    out = copy.deepcopy(base)
+    for override in overrides:
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
 def test_default_and_micro_configs_are_valid(config):
     micro = yaml.safe_load((REPO / "workflow/configs/micro.yaml").read_text())
-    merged = copy.deepcopy(config)
-    for key, value in micro.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
-    validate_config(merged)
+    transducer = yaml.safe_load((REPO / "workflow/configs/micro-transducer.yaml").read_text())
+    validate_config(merged(config, micro))
+    validate_config(merged(config, micro, transducer))
+
+
+def test_decoding_methods_must_fit_the_head(config):
+    config["decoding"]["methods"] = ["ctc-1best", "rnnt-greedy-streaming"]
+    with pytest.raises(ConfigError, match="decoding.methods: 'rnnt-greedy-streaming' needs a transducer head"):
+        validate_config(config)
+    config["model"]["head"] = {"type": "transducer+ctc"}
+    validate_config(config)
+    config["model"]["head"] = {"type": "transducer", "prune_rang": 4}
+    with pytest.raises(ConfigError, match="'prune_rang' was unexpected"):
+        validate_config(config)
 
 
 @pytest.mark.parametrize(
@@ -87,11 +109,15 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
     models = 1 + students
     tests = len(config["decoding"]["test_sets"])
+    methods = config["decoding"].get("methods", ["ctc-1best"])
+    streaming = sum(m.endswith("-streaming") for m in methods)
+    decodes = tests * (models * len(methods) - streaming)  # the teacher cannot stream
     assert counts["prepare_corpus"] == 1
     assert counts["compute_fbank"] == 3
     assert counts["train_teacher"] == 1
     assert counts["train_student"] == students
-    assert counts["decode"] == models * tests
-    assert counts["score"] == models * tests
+    assert counts["decode"] == decodes
+    assert counts["score"] == decodes
+    assert counts.get("compile_hlg", 0) == int(any(m.startswith("ctc-hlg") for m in methods))
     assert counts["record"] == models
     assert counts["aggregate"] == 1

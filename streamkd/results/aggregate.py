@@ -92,6 +92,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     table = pd.DataFrame(rows)
     table["order"] = (table["model"] != TEACHER).astype(int)
     table = table.sort_values(["order", "model"]).drop(columns="order")
+    table = table.fillna("–")  # e.g. streaming decoding of the full-context teacher
     return "WER (%), mean ± std over seeds\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
