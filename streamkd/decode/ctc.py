@@ -98,8 +98,10 @@ class StreamingCtcSearch:
 
     def __init__(self, graph: k2.Fsa, batch_size: int, search_beam: float = 20.0, output_beam: float = 8.0):
         self.batch_size = batch_size
+        # The intersecter wants an FsaVec; callers decoding many batches can pass one.
+        graph_vec = graph if graph.arcs.num_axes() == 3 else k2.Fsa.from_fsas([graph])
         self.intersecter = k2.OnlineDenseIntersecter(
-            decoding_graph=k2.Fsa.from_fsas([graph]),
+            decoding_graph=graph_vec,
             num_streams=batch_size,
             search_beam=search_beam,
             output_beam=output_beam,

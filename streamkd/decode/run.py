@@ -95,12 +95,14 @@ class Decoder:
         self.fsa = graph.fsa if isinstance(graph, WordGraph) else graph
         if method.head == "ctc" and self.fsa is None:
             raise ValueError(f"decoding method {method.name!r} needs a graph")
+        # The online intersecter takes an FsaVec: build it once, not per batch.
+        self.fsa_vec = k2.Fsa.from_fsas([self.fsa]) if method.head == "ctc" and method.streaming else None
 
     def new_search(self, batch_size: int):
         o, m = self.options, self.method
         if m.head == "ctc":
             if m.streaming:
-                return _StreamingCtc(self.model, StreamingCtcSearch(self.fsa, batch_size, o.search_beam, o.output_beam))
+                return _StreamingCtc(self.model, StreamingCtcSearch(self.fsa_vec, batch_size, o.search_beam, o.output_beam))
             return _WholeUtteranceCtc(self.model, CtcOneBestDecoder(self.fsa, o.search_beam, o.output_beam), batch_size)
         head = self.model.transducer
         if m.search == "greedy":

@@ -11,6 +11,7 @@ on; with a stateless predictor a search state is just the last ``context_size`` 
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Optional, Tuple
 
 import k2
@@ -26,6 +27,11 @@ def _check_frames(encoder_out: Tensor, lengths: Tensor, batch_size: int) -> None
         raise ValueError(f"expected encoder frames of shape ({batch_size}, T, D), got {tuple(encoder_out.shape)}")
     if lengths.numel() != batch_size or bool((lengths > encoder_out.size(1)).any()):
         raise ValueError(f"lengths {lengths.tolist()} do not fit encoder frames of shape {tuple(encoder_out.shape)}")
+
+
+def _log_add(a: float, b: float) -> float:
+    high, low = (a, b) if a >= b else (b, a)
+    return high + math.log1p(math.exp(low - high))
 
 
 def _context(tokens: List[int], size: int) -> List[int]:
@@ -120,10 +126,8 @@ class ModifiedBeamSearch:
                     seq = hyp_rows[start + flat // vocab][1]
                     token = flat % vocab
                     new_seq = seq if token == BLANK_ID else seq + (token,)
-                    if new_seq in extended:
-                        extended[new_seq] = float(torch.logaddexp(torch.tensor(extended[new_seq]), torch.tensor(score)))
-                    else:
-                        extended[new_seq] = score
+                    # Two extensions that spell the same sequence are one hypothesis.
+                    extended[new_seq] = _log_add(extended[new_seq], score) if new_seq in extended else score
                 self.beams[b] = extended
                 start += count
 
