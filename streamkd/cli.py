@@ -198,6 +198,22 @@ def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, 
     log.info("decoding finished: %s", result)
 
 
+@main.command("check-streaming")
+@click.option("--checkpoint", required=True, type=ExistingPath)
+@click.option("--cuts", required=True, type=ExistingPath)
+@click.option("--chunk-size", type=int, default=None)
+@click.option("--left-chunks", type=int, default=None)
+@click.option("--threads", type=int, default=1, show_default=True)
+def check_streaming(checkpoint, cuts, chunk_size, left_chunks, threads) -> None:
+    """Compare chunk-by-chunk (cached) encoder outputs with the masked whole-utterance forward."""
+    import torch
+
+    from streamkd.decode.agreement import streaming_agreement
+
+    torch.set_num_threads(threads)
+    click.echo(json.dumps(streaming_agreement(checkpoint, cuts, chunk_size, left_chunks), indent=2))
+
+
 @main.command("score")
 @click.option("--hyps", required=True, type=ExistingPath)
 @click.option("--summary", required=True, type=PathType, help="Output: WER totals (JSON).")

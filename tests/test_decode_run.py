@@ -114,3 +114,11 @@ def test_method_names_and_head_checks():
     config = {"model": {"head": {"type": "ctc"}}, "decoding": {"methods": ["ctc-1best", "rnnt-greedy"]}}
     with pytest.raises(ConfigError, match="'rnnt-greedy' needs a transducer head"):
         check_decoding_methods(config)
+
+
+def test_check_streaming_command_reports_agreement(setup):
+    _, _, cuts, models = setup
+    result = CliRunner(mix_stderr=False).invoke(main, ["check-streaming", "--checkpoint", str(models["ctc"]), "--cuts", str(cuts)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["utterances"] == 4 and report["max_abs_diff"] < 1e-4 and report["chunk_size"] == 3
