@@ -19,6 +19,7 @@ from streamkd.training.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
+CMVN_CUTS = 1000  # utterances sampled for the global feature statistics
 ENCODER_FRAME_SECONDS = SUBSAMPLING_FACTOR * INPUT_FRAME_SHIFT_MS / 1000
 
 
@@ -67,6 +68,7 @@ def train_asr(
     }
     seed_everything(seed)
     model = build_asr_model(encoder_config, tokenizer.vocab_size)
+    model.encoder.cmvn.fit(c.load_features() for c in train.subset(first=CMVN_CUTS))
     meta = {
         "role": role,
         "method": "teacher" if role == "teacher" else "none",
