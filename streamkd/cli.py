@@ -96,7 +96,7 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
 
 
 def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
-    """"3,6" -> [3, 6]."""
+    """Parse a comma-separated list of layer numbers: '3,6' -> [3, 6]."""
     if value is None:
         return None
     try:
