@@ -316,3 +316,18 @@ def test_kd_config_rejects_bad_values_by_name():
         KdConfig.from_dict({"method": "aux", "student_layers": [1], "aux": {"positional": "absolute"}})
     with pytest.raises(ValueError, match="unknown kd option"):
         KdConfig.from_dict({"method": "aux", "layers": [1]})
+
+
+def test_kd_objective_checkpoint_round_trip_keeps_teacher_frozen():
+    # Epoch checkpoints hold the whole objective; resuming must restore branches and student.
+    trained = objective("aux", apc_shift=1).eval()
+    torch.manual_seed(9)
+    fresh = DistillationObjective(
+        build_asr_model(STUDENT, VOCAB), FrozenTeacher(build_asr_model(TEACHER, VOCAB)),
+        trained.kd_config, spec_augment=True,
+    ).eval()
+    feats, lens, targets = batch()
+    assert fresh(feats, lens, targets)[1] != trained(feats, lens, targets)[1]
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh(feats, lens, targets)[1] == trained(feats, lens, targets)[1]
+    assert not any(p.requires_grad for p in fresh.teacher.parameters())

@@ -52,9 +52,8 @@ def make_spec_augment() -> SpecAugment:
 def spec_augment_batch(transform: SpecAugment, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
     """Apply ``transform`` to a padded (B, T, F) batch as lhotse's dataset does: warping
     only within each utterance's valid frames (one supervision per cut, from frame 0)."""
-    segments = torch.stack(
-        [torch.arange(feats.size(0)), torch.zeros_like(feat_lens), feat_lens.to(torch.int64)], dim=1
-    )
+    lens = feat_lens.detach().cpu().to(torch.int64)  # lhotse walks the segments in Python
+    segments = torch.stack([torch.arange(lens.numel()), torch.zeros_like(lens), lens], dim=1)
     return transform(feats, supervision_segments=segments)
 
 
