@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import click
 
+from streamkd.distill.config import METHODS
 from streamkd.utils import setup_logging
 
 log = logging.getLogger("streamkd")
@@ -94,6 +95,16 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
     log.info("wrote the CTC topology over %d tokens to %s", vocab_size, out)
 
 
+def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
+    """Parse a comma-separated list of layer numbers: '3,6' -> [3, 6]."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name)
+
+
 @main.command("train")
 @click.option("--role", required=True, type=click.Choice(["teacher", "student"]))
 @click.option("--train-cuts", required=True, type=ExistingPath)
@@ -106,10 +117,29 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
 @click.option("--left-chunks", type=int, default=-1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
-def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size, left_chunks, threads) -> None:
+@click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
+              help="Distillation method of a student.")
+@click.option("--kd-layers", default=None, help="Student layers to distil (1-based), e.g. 3,6 (layer, aux).")
+@click.option("--kd-teacher-layers", default=None, help="Teacher layer for each student layer (default: proportional).")
+@click.option("--apc-shift", type=int, default=None, help="Target for position t is teacher frame t+k (aux; layer ablation).")
+@click.option("--kd", "kd_json", default=None, help="JSON object: the config's kd section (loss, weight, aux, ...).")
+@click.option("--teacher", "teacher_checkpoint", type=PathType, default=None, help="Teacher model.pt for KD methods.")
+@click.option("--teacher-encoder", "teacher_encoder_json", default=None,
+              help="JSON object: the configured teacher encoder, checked against the checkpoint.")
+def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
+          left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
+          teacher_encoder_json) -> None:
     """Train the teacher or a streaming student; resumes from the last epoch checkpoint."""
     from streamkd.training.run import train_asr
 
+    kd = {"method": method, **(_json_option(kd_json, "--kd") if kd_json else {})}
+    for key, value in (
+        ("student_layers", _layer_list(kd_layers, "--kd-layers")),
+        ("teacher_layers", _layer_list(kd_teacher_layers, "--kd-teacher-layers")),
+        ("apc_shift", apc_shift),
+    ):
+        if value is not None:
+            kd[key] = value
     train_asr(
         role=role,
         train_cuts=train_cuts,
@@ -122,6 +152,9 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
         chunk_size=chunk_size,
         left_chunks=left_chunks,
         threads=threads,
+        kd=kd,
+        teacher_checkpoint=teacher_checkpoint,
+        teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
     )
 
 

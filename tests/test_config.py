@@ -84,7 +84,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     config = load_config(REPO / "config.yaml")
-    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    grid = config["grid"]
+    # none and token once per chunk size and seed, layer per layer set, aux per layer set and shift.
+    per_chunk_and_seed = {"none": 1, "token": 1, "layer": len(grid["kd_layers"]),
+                          "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"])}
+    students = sum(per_chunk_and_seed[m] for m in grid["methods"]) * len(grid["chunk_sizes"]) * len(grid["seeds"])
+    assert students == 5  # the default grid: none, token, layer, aux at shifts 0 and 2
     models = 1 + students
     tests = len(config["decoding"]["test_sets"])
     assert counts["prepare_corpus"] == 1

@@ -1,6 +1,7 @@
 """The real Snakemake pipeline, every stage, on the micro config in a temporary directory."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     table = pd.read_csv(tmp_path / "results/tables/wer.csv")
-    assert set(table["model"]) == {"teacher", "none"}
+    assert set(table["model"]) == {"teacher", "none", "aux"}
+    aux_row = table[table["model"] == "aux"].iloc[0]
+    assert (aux_row["kd_layers"], aux_row["apc_shift"]) == ("1,2", 1)
     assert table["wer_mean"].between(0, 1000).all()
     assert (table["test_set"] == "test").all()
     markdown = (tmp_path / "results/tables/wer.md").read_text()
@@ -32,15 +35,28 @@ def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
     # The table is printed when the workflow ends.
     assert "WER (%)" in result.stdout + result.stderr
 
-    for run in ("teacher", "none-chunk4-seed1"):
+    records = {}
+    for run in ("teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"):
         run_dir = tmp_path / "exp" / run
-        record = json.loads((run_dir / "record.json").read_text())
+        record = records[run] = json.loads((run_dir / "record.json").read_text())
         assert record["seed"] == (42 if run == "teacher" else 1)
         assert record["num_params"] > 0
         assert isinstance(record["wer"]["test"]["ctc-1best"], float)
         errors = (run_dir / "decode/test-ctc-1best/errors.jsonl").read_text().splitlines()
         assert len(errors) == 8
         assert "epoch 1 done" in (run_dir / "log/train.log").read_text()
+    # The distilled student trains with two auxiliary branches but deploys the baseline's parameters.
+    baseline, aux = records["none-chunk4-seed1"], records["aux-chunk4-layers1_2-shift1-seed1"]
+    assert (baseline["method"], baseline["kd_layers"], baseline["apc_shift"]) == ("none", None, None)
+    assert (aux["method"], aux["kd_layers"], aux["kd_teacher_layers"], aux["apc_shift"]) == ("aux", "1,2", "1,2", 1)
+    assert (aux["kd_loss"], aux["kd_weight"]) == ("l1_cos", 1.0)
+    assert aux["num_params_deployed"] == aux["num_params"] == baseline["num_params_deployed"]
+    assert aux["num_params_training"] > aux["num_params_deployed"]
+    assert baseline["num_params_training"] == baseline["num_params_deployed"]
+    assert records["teacher"]["method"] == "teacher"
+    aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
+    assert "KD layer pairs (student -> teacher): [(1, 1), (2, 2)], APC shift 1" in aux_log
+    assert re.search(r"kd=\d+\.\d+", aux_log)
     # Every rule leaves a log where the workflow says it does.
     for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo"]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()

@@ -39,6 +39,8 @@ def load_records(paths: Iterable[Path]) -> pd.DataFrame:
                 rows.append(
                     {
                         "model": TEACHER if record["role"] == TEACHER else record["method"],
+                        "kd_layers": record.get("kd_layers"),
+                        "apc_shift": record.get("apc_shift"),
                         "chunk_size": record["chunk_size"],
                         "seed": record["seed"],
                         "test_set": test_set,
@@ -56,9 +58,10 @@ def load_records(paths: Iterable[Path]) -> pd.DataFrame:
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation of WER over seeds for every model, chunk size and test set."""
-    keys = ["model", "chunk_size", "test_set", "decoding"]
-    grouped = df.fillna({"chunk_size": -1}).groupby(keys, dropna=False)
+    """Mean and standard deviation of WER over seeds for every method/layers/shift, chunk size and test set."""
+    keys = ["model", "kd_layers", "apc_shift", "chunk_size", "test_set", "decoding"]
+    # Placeholders keep runs without layers or shift in their own group (restored below).
+    grouped = df.fillna({"chunk_size": -1, "apc_shift": -1, "kd_layers": ""}).groupby(keys, dropna=False)
     out = grouped.agg(
         wer_mean=("wer", "mean"),
         wer_std=("wer", "std"),
@@ -66,8 +69,20 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         num_params=("num_params", "first"),
         train_seconds=("train_seconds", "mean"),
     ).reset_index()
-    out["chunk_size"] = out["chunk_size"].astype(int).replace(-1, pd.NA)
+    for column in ("chunk_size", "apc_shift"):
+        out[column] = out[column].astype(int).replace(-1, pd.NA)
+    out["kd_layers"] = out["kd_layers"].replace("", pd.NA)
     return out
+
+
+def _row_label(row: pd.Series) -> str:
+    """e.g. ``aux L3,6 k2``: the method plus the layer set and APC shift it was run with."""
+    label = str(row["model"])
+    if not pd.isna(row["kd_layers"]):
+        label += f" L{row['kd_layers']}"
+    if not pd.isna(row["apc_shift"]):
+        label += f" k{int(row['apc_shift'])}"
+    return label
 
 
 def _cell(mean: float, std: float) -> str:
@@ -80,7 +95,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
     if not chunk_sizes:
         chunk_sizes = []
     rows = []
-    for model, part in summary.groupby("model", sort=False):
+    labelled = summary.assign(label=summary.apply(_row_label, axis=1))
+    for model, part in labelled.groupby("label", sort=False):
         row = {"model": model}
         for _, r in part.iterrows():
             columns = chunk_sizes if pd.isna(r["chunk_size"]) else [int(r["chunk_size"])]

@@ -1,4 +1,9 @@
-"""Training objectives. Each wraps the model it trains and says which part gets deployed."""
+"""Training objectives. Each wraps the model it trains and says which part gets deployed.
+
+An objective whose ``applies_spec_augment`` is True receives clean features from the
+trainer and augments them itself (the distillation objective needs the clean copy for
+the teacher); otherwise the dataset applies SpecAugment.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,19 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
+from streamkd.data.loaders import make_spec_augment, spec_augment_batch
+from streamkd.distill.branches import branch_for
+from streamkd.distill.config import KdConfig
+from streamkd.distill.losses import HiddenLayerKd, TokenKd
+from streamkd.distill.mapping import layer_pairs
+from streamkd.distill.teacher import FrozenTeacher
+from streamkd.model.asr import AsrModel
+
 
 class CtcObjective(nn.Module):
     """The ASR loss alone: the teacher's objective and the streaming baseline's (``none``)."""
+
+    applies_spec_augment = False
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -25,3 +40,61 @@ class CtcObjective(nn.Module):
     def deployable(self) -> nn.Module:
         """The part of the objective that decoding uses."""
         return self.model
+
+
+class DistillationObjective(nn.Module):
+    """L = L_ctc(student) + weight * L_kd(student, frozen teacher), both per encoder frame.
+
+    ``kd.method`` picks the KD term: ``token`` (posterior KL), ``layer`` (projected student
+    layers against teacher layers) or ``aux`` (auxiliary non-streaming branches on the
+    student layers). Branches and projections live here, beside the student, so that
+    :meth:`deployable` returns exactly the student a ``none`` run would save.
+    """
+
+    applies_spec_augment = True
+
+    def __init__(self, student: AsrModel, teacher: FrozenTeacher, kd: KdConfig, spec_augment: bool) -> None:
+        super().__init__()
+        if kd.method == "none":
+            raise ValueError("method 'none' trains without a teacher: use CtcObjective")
+        self.student = student
+        self.teacher = teacher
+        self.kd_config = kd
+        self.spec_augment = make_spec_augment() if spec_augment else None
+        if kd.method == "token":
+            self.pairs: List[Tuple[int, int]] = []
+            self.kd: nn.Module = TokenKd(kd.temperature, kd.token_delay)
+        else:
+            enc = student.encoder.config
+            self.pairs = layer_pairs(kd.student_layers, enc.num_layers, teacher.num_layers, kd.teacher_layers)
+            branches = [
+                branch_for(kd.method, enc.d_model, teacher.d_model, enc.num_heads, enc.ff_dim,
+                           enc.dropout, kd.aux, enc.conv_kernel)
+                for _ in self.pairs
+            ]
+            self.kd = HiddenLayerKd(self.pairs, branches, kd.loss, kd.shift)
+
+    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]]) -> Tuple[Tensor, Dict[str, float], int]:
+        student_feats = feats
+        if self.training and self.spec_augment is not None:
+            student_feats = spec_augment_batch(self.spec_augment, feats, feat_lens)
+        teacher_feats = student_feats if self.kd_config.teacher_input == "augmented" else feats
+
+        log_probs, lengths, hidden = self.student(student_feats, feat_lens)
+        asr = self.student.ctc_loss(log_probs, lengths, targets)
+        teacher_log_probs, teacher_lengths, teacher_hidden = self.teacher(teacher_feats, feat_lens)
+        if not torch.equal(lengths, teacher_lengths):
+            raise RuntimeError("teacher and student produced different numbers of encoder frames")
+        if self.kd_config.method == "token":
+            kd = self.kd(log_probs, teacher_log_probs, lengths)
+        else:
+            kd = self.kd(hidden, teacher_hidden, lengths)
+
+        frames = int(lengths.sum())
+        # kd is already a per-frame mean; scale it to a sum like the CTC loss.
+        loss = asr + self.kd_config.weight * kd * frames
+        return loss, {"ctc": asr.item() / max(frames, 1), "kd": kd.item()}, frames
+
+    def deployable(self) -> nn.Module:
+        """The student alone: no teacher, no branches, no projections."""
+        return self.student

@@ -1,8 +1,11 @@
 # Configuration checks and the helpers that name every file of the pipeline.
 
 import json
+import re
+import shlex
 
 from streamkd.config import validate_config
+from streamkd.distill.grid import expand_grid
 
 validate_config(config, source="snakemake config")
 
@@ -17,15 +20,15 @@ DECODING_METHOD = "ctc-1best"
 THREADS = config["training"].get("threads", 1)
 
 TEACHER_RUN = "teacher"
+TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
+
+# Every student of the grid, by run name (see streamkd/distill/grid.py for the naming).
+STUDENTS = {cell.run_name: cell for cell in expand_grid(config["grid"])}
+STUDENT_PATTERN = "|".join(re.escape(name) for name in STUDENTS)
 
 
 def student_runs():
-    """One streaming baseline per chunk size and seed."""
-    return [
-        f"none-chunk{chunk}-seed{seed}"
-        for chunk in config["grid"]["chunk_sizes"]
-        for seed in config["grid"]["seeds"]
-    ]
+    return list(STUDENTS)
 
 
 def all_runs():
@@ -38,3 +41,7 @@ def as_json(obj):
 
 def train_summary(wildcards):
     return f"{EXP}/{wildcards.run}/train_summary.json"
+
+
+def shell_args(args):
+    return " ".join(shlex.quote(str(a)) for a in args)
