@@ -27,7 +27,12 @@ BIG_GRID = {
 
 @pytest.fixture
 def config():
-    return load_config(REPO / "config.yaml")
+    """The default config with the model depths and grid these tests are written against."""
+    config = load_config(REPO / "config.yaml")
+    for role in ("teacher", "student"):
+        config["model"][role].update(d_model=144, num_layers=6, num_heads=4)
+    config["grid"].update(methods=["none", "token", "layer", "aux"], kd_layers=[[3, 6]], apc_shifts=[0, 2])
+    return config
 
 
 def test_grid_cells_and_names():
