@@ -268,7 +268,11 @@ def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @_fail_on_record_errors
 def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
-    """Rebuild every table and plot from a folder of run records."""
+    """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
+
+    report.html is one self-contained page (no scripts, nothing fetched) with every table,
+    figure and caption.
+    """
     from streamkd.results.config import MAIN_TABLE
     from streamkd.results.report import report_from_exp_dir
 
@@ -276,6 +280,7 @@ def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_inval
     click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
     click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
     click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")
+    click.echo(f"page:   {outputs.page}")
 
 
 if __name__ == "__main__":

@@ -108,3 +108,11 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     assert counts["record"] == models
     assert counts["aggregate"] == 1
     assert counts["plots"] == 1
+
+
+def test_the_readme_results_example_is_a_valid_config(config):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**What the tables show**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config["results"] = yaml.safe_load(block)["results"]
+    config["grid"]["chunk_sizes"] = [4, 8]
+    validate_config(config)

@@ -32,7 +32,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
     markdown = (tmp_path / "results/tables/wer.md").read_text()
     assert markdown.startswith("WER (%) on test with ctc-1best decoding")
     header = [h.strip() for h in markdown.splitlines()[2].strip("|").split("|")]
-    assert header == ["Method", "test @ 160 ms", "test @ 160 ms rel. %", "Params (M)"]
+    assert header[0] == "Method" and header[-3:] == ["test @ 160 ms", "test @ 160 ms rel. %", "Params (M)"]
     assert "| teacher " in markdown and "| none " in markdown
     assert latex_problems((tmp_path / "results/tables/wer.tex").read_text()) == []
     assert "<table" in (tmp_path / "results/tables/wer.html").read_text()
@@ -60,9 +60,10 @@ def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
     for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo"]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()
 
-    # The self-contained HTML report holds the tables and plots with their captions.
+    # The self-contained HTML report holds the tables and plots with their captions
+    # (built without downloading Snakemake's JavaScript: see snakemake_report_offline.py).
     report = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+        [sys.executable, str(REPO / "tests/snakemake_report_offline.py"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
          "--configfile", str(REPO / "workflow/configs/micro.yaml"), "--report", str(tmp_path / "report.html")],
         capture_output=True, text=True,
     )
@@ -71,3 +72,4 @@ def test_micro_pipeline_produces_a_numeric_wer_table(tmp_path):
     for name in ("wer_vs_chunk.png", "loss_curves.pdf", "wer.html", "wer.tex", "runs.csv"):
         assert name in html
     assert "WER (%) against chunk size" in html  # a caption
+    assert "Knowledge distillation from a full-context Conformer" in html  # workflow/report/workflow.rst

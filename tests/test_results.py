@@ -477,7 +477,8 @@ def test_record_stores_paths_relative_to_its_folder(tmp_path, monkeypatch):
 
 def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
     config = tmp_path / "results.yaml"
-    config.write_text("results:\n  tables:\n    small: {methods: [none, aux], chunk_sizes: [4]}\n  significance: {num_resamples: 200}\n")
+    config.write_text("results:\n  tables:\n    small: {methods: [none, aux], chunk_sizes: [4]}\n"
+                      "  significance: {num_resamples: 200}\n  plots: {dpi: 72}\n")
     result = CliRunner().invoke(cli, ["report", "--exp-dir", str(grid), "--out-dir", str(tmp_path / "out"), "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "WER (%)" in result.output
@@ -489,6 +490,16 @@ def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
             assert (tmp_path / "out/plots" / f"{name}.{ext}").is_file()
     html = (tmp_path / "out/tables/wer.html").read_text()
     assert "<b>9.50 ± 0.71</b>" in html and "<table" in html
+    # One self-contained page: tables, embedded figures and the report's captions, nothing fetched.
+    page = (tmp_path / "out/report.html").read_text()
+    assert page.count("<table") == 2 and page.count('src="data:image/png;base64,') == 3
+    assert "WER (%) against chunk size (ms)" in page  # workflow/report/wer_vs_chunk.rst
+    assert "relative WER reduction against" in page and "small.tex" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    # Outputs get the usual file permissions (not the 0600 of a temporary file).
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    assert (tmp_path / "out/report.html").stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
 
 
 def test_report_command_names_a_broken_record_and_fails(grid, tmp_path):

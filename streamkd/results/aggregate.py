@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from streamkd.results.config import MAIN_TABLE, TEACHER_METHOD, ResultsConfig, TableSpec
-from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, RecordError, load_records, system_sort_key
+from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, LoadedRecords, RecordError, load_records, system_sort_key
 from streamkd.results.significance import ErrorsFileError, compare
 from streamkd.utils import write_text
 
@@ -291,14 +291,28 @@ def aggregate(
 ) -> Dict[str, TableData]:
     """Load the records and write every configured table (and ``runs.csv``) to ``out_dir``.
 
-    ``runs.csv`` lists every record's WER per test set and decoding method, unaveraged.
     Raises :class:`RecordError` naming every unusable record unless ``skip_invalid``.
     """
+    return write_tables(load_records(record_paths, skip_invalid=skip_invalid), out_dir, config, skip_invalid)
+
+
+def write_tables(
+    loaded: LoadedRecords,
+    out_dir: Path,
+    config: Optional[ResultsConfig] = None,
+    skip_invalid: bool = False,
+) -> Dict[str, TableData]:
+    """Every configured table of already loaded records, plus ``runs.csv``.
+
+    ``runs.csv`` lists every record's WER per test set and decoding method, unaveraged. A
+    record that lacks a cell a table needs is an error, or with ``skip_invalid`` is left
+    out of that table (named in a warning and in the table's notes).
+    """
     config = config or ResultsConfig()
-    loaded = load_records(record_paths, skip_invalid=skip_invalid)
     runs = loaded.runs
     tables: Dict[str, TableData] = {}
     for name, spec in config.tables.items():
+        skipped = list(loaded.skipped)
         try:
             tables[name] = build_table(runs, name, spec, config)
         except RecordError as e:
@@ -307,11 +321,10 @@ def aggregate(
             bad = {p for p, _ in e.problems}
             for path, message in e.problems:
                 log.warning("table %s: left out run record %s: %s", name, path, message)
-            loaded.skipped.extend(e.problems)
+            skipped.extend(e.problems)
             tables[name] = build_table(runs[~runs["record"].isin(bad)], name, spec, config)
-        if loaded.skipped:
-            tables[name].notes.extend(f"left out {p}: {m}" for p, m in loaded.skipped)
-            tables[name].notes = _ordered_unique(tables[name].notes)
+        if skipped:
+            tables[name].notes = _ordered_unique(tables[name].notes + [f"left out {p}: {m}" for p, m in skipped])
     out_dir = Path(out_dir)
     write_text(out_dir / "runs.csv", runs.drop(columns=["errors_path", "train_summary"]).to_csv(index=False, float_format="%.6g"))
     for table in tables.values():
@@ -320,4 +333,4 @@ def aggregate(
     return tables
 
 
-__all__ = ["MAIN_TABLE", "TableData", "aggregate", "build_table", "relative_reduction", "seed_statistics", "select_runs"]
+__all__ = ["MAIN_TABLE", "TableData", "aggregate", "build_table", "relative_reduction", "seed_statistics", "select_runs", "write_tables"]

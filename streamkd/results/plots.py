@@ -30,6 +30,7 @@ FORMATS = ("png", "pdf")
 TEACHER_COLOUR = "black"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 LINESTYLES = ("-", "--", "-.", ":")
+DODGE = 0.02  # sideways offset between systems, in octaves of chunk size
 
 
 def plot_files(out_dir: Path) -> Dict[str, Dict[str, Path]]:
@@ -120,11 +121,13 @@ def plot_wer_vs_chunk(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
             if runs_of.empty:
                 continue
             stats = runs_of.groupby("chunk_size")["wer"].agg(["mean", "std", "count"]).sort_index()
-            x = stats.index.to_numpy(dtype=float) * FRAME_MS
+            # Systems are dodged sideways a little so that their error bars stay apart.
+            dodge = 2.0 ** (DODGE * (k - (len(systems) - 1) / 2))
+            x = stats.index.to_numpy(dtype=float) * FRAME_MS * dodge
             ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), color=colours[model], marker=MARKERS[k % len(MARKERS)],
                         capsize=3, linewidth=1.5, label=model)
-            ax.scatter(runs_of["chunk_size"].to_numpy(dtype=float) * FRAME_MS, runs_of["wer"], color=colours[model], s=12, alpha=0.45,
-                       linewidths=0, zorder=3)
+            ax.scatter(runs_of["chunk_size"].to_numpy(dtype=float) * FRAME_MS * dodge, runs_of["wer"], color=colours[model], s=12,
+                       alpha=0.45, linewidths=0, zorder=3)
         teacher = sel[(sel["method"] == TEACHER_METHOD) & (sel["test_set"] == test_set)]
         if not teacher.empty:
             ax.axhline(teacher["wer"].mean(), color=TEACHER_COLOUR, linestyle="--", linewidth=1.2, label="teacher (full context)")
@@ -139,7 +142,8 @@ def plot_wer_vs_chunk(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="outside right upper", title="system", fontsize="small")
-    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds.")
+    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds. Systems are offset slightly "
+                   "sideways at each chunk size for legibility.")
     return fig
 
 

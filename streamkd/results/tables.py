@@ -348,8 +348,8 @@ def _html_cell(cell: Cell) -> str:
     return text + (f"<sup>{DAGGER}</sup>" if cell.mark else "")
 
 
-def to_html(table: TableData) -> str:
-    """A self-contained HTML page with the table (the Snakemake report shows it)."""
+def html_fragment(table: TableData) -> str:
+    """The table (with its title as caption) and its legend, to be placed in an HTML page."""
     lay = layout(table)
     tuples = _column_tuples(lay, [html.escape(h) for h in lay.label_headers], PARAMS_HEADER if lay.params else None,
                             {"wer": "WER", "rel": html.escape(REL_HEADER)})
@@ -364,10 +364,18 @@ def to_html(table: TableData) -> str:
     ))
     body = styler.to_html(table_uuid=table.name)
     legend = "\n".join(f"<li>{html.escape(line)}</li>" for line in lay.legend)
+    return f"{body}\n<ul class=\"legend\">\n{legend}\n</ul>\n"
+
+
+TABLE_CSS = _CSS
+
+
+def to_html(table: TableData) -> str:
+    """A self-contained HTML page with the table (the Snakemake report shows it)."""
     return (
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(table.name)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"{body}\n<ul class=\"legend\">\n{legend}\n</ul>\n</body>\n</html>\n"
+        f"{html_fragment(table)}</body>\n</html>\n"
     )
 
 
