@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 MAIN_TABLE = "wer"
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
