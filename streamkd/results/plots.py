@@ -31,6 +31,7 @@ TEACHER_COLOUR = "black"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 LINESTYLES = ("-", "--", "-.", ":")
 DODGE = 0.02  # sideways offset between systems, in octaves of chunk size
+SHIFT_DODGE = 0.04  # sideways offset between lines of the APC shift plot, in frames
 
 
 def plot_files(out_dir: Path) -> Dict[str, Dict[str, Path]]:
@@ -168,6 +169,7 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                  if shifted[f].astype(object).where(shifted[f].notna(), None).nunique(dropna=False) > 1 and not pd.isna(r[f])]
         if extra:
             variant_label[v] += " (" + ", ".join(extra) + ")"
+    combos = [(c, v) for c in chunks for v in variants if not shifted[(shifted["chunk_size"] == c) & (shifted["variant"] == v)].empty]
     fig, axes = _panels(len(test_sets), title)
     for ax, test_set in zip(axes, test_sets):
         part = shifted[shifted["test_set"] == test_set]
@@ -176,11 +178,14 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                 line = part[(part["chunk_size"] == chunk) & (part["variant"] == v)]
                 if line.empty:
                     continue
+                # Lines are dodged sideways a little (in frames) so that their error bars stay apart.
+                dodge = SHIFT_DODGE * (combos.index((chunk, v)) - (len(combos) - 1) / 2)
                 stats = line.groupby("apc_shift")["wer"].agg(["mean", "std"]).sort_index()
-                ax.errorbar(stats.index.to_numpy(dtype=float), stats["mean"], yerr=stats["std"].fillna(0.0), color=colours[chunk],
+                ax.errorbar(stats.index.to_numpy(dtype=float) + dodge, stats["mean"], yerr=stats["std"].fillna(0.0), color=colours[chunk],
                             linestyle=LINESTYLES[j % len(LINESTYLES)], marker=MARKERS[j % len(MARKERS)], capsize=3,
                             label=f"{variant_label[v]}, {chunk * FRAME_MS} ms chunks")
-                ax.scatter(line["apc_shift"].to_numpy(dtype=float), line["wer"], color=colours[chunk], s=12, alpha=0.45, linewidths=0, zorder=3)
+                ax.scatter(line["apc_shift"].to_numpy(dtype=float) + dodge, line["wer"], color=colours[chunk], s=12, alpha=0.45,
+                           linewidths=0, zorder=3)
             base = sel[(sel["method"] == config.baseline) & (sel["chunk_size"] == chunk) & (sel["test_set"] == test_set)]
             if not base.empty:
                 ax.axhline(base["wer"].mean(), color=colours[chunk], linestyle=":", linewidth=1.5,
@@ -200,7 +205,8 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline.")
+    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline. "
+                   "Lines are offset slightly sideways for legibility.")
     return fig
 
 
