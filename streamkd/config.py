@@ -67,6 +67,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
     check_distillation(config, source)
+    check_results(config, source)
 
 
 def check_distillation(config: Mapping[str, Any], source: str = "config") -> None:
@@ -116,6 +117,34 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
                 f"{list(pairs)} (student, teacher): the runs would repeat each other"
             )
         seen[pairs] = i
+
+
+def check_results(config: Mapping[str, Any], source: str = "config") -> None:
+    """A results table may only ask for test sets that are decoded and chunk sizes that are trained."""
+    from streamkd.results.config import ResultsConfig, ResultsConfigError
+
+    try:
+        results = ResultsConfig.from_dict(config.get("results"))
+    except ResultsConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    test_sets = set(config.get("decoding", {}).get("test_sets", []))
+    chunk_sizes = set(config.get("grid", {}).get("chunk_sizes", []))
+    for name, spec in results.tables.items():
+        for test_set in spec.test_sets or ():
+            if test_sets and test_set not in test_sets:
+                raise ConfigError(
+                    f"{source}: results.tables.{name}.test_sets: {test_set!r} is not decoded "
+                    f"(decoding.test_sets: {sorted(test_sets)})"
+                )
+        for chunk in spec.chunk_sizes or ():
+            if chunk_sizes and chunk not in chunk_sizes:
+                raise ConfigError(
+                    f"{source}: results.tables.{name}.chunk_sizes: {chunk} is not trained "
+                    f"(grid.chunk_sizes: {sorted(chunk_sizes)})"
+                )
+    for test_set in results.plots.test_sets or ():
+        if test_sets and test_set not in test_sets:
+            raise ConfigError(f"{source}: results.plots.test_sets: {test_set!r} is not decoded (decoding.test_sets: {sorted(test_sets)})")
 
 
 def load_config(path: str | Path) -> dict:

@@ -32,6 +32,9 @@ def test_default_and_micro_configs_are_valid(config):
         (("grid", "chunk_sizes"), [0], "0 is less than the minimum of 1"),
         (("corpus", "name"), "timit", "'timit' is not one of"),
         (("colour",), "blue", "'colour' was unexpected"),
+        (("results", "tables", "wer", "method"), ["aux"], "'method' was unexpected"),
+        (("results", "significance", "confidence"), 1.5, "1.5 is greater than or equal to the maximum of 1"),
+        (("results", "baseline"), "teacher", "should not be valid"),
     ],
 )
 def test_bad_values_are_rejected_by_name(config, path, value, message):
@@ -47,6 +50,15 @@ def test_bad_values_are_rejected_by_name(config, path, value, message):
 def test_heads_must_divide_width(config):
     config["model"]["teacher"]["num_heads"] = 5
     with pytest.raises(ConfigError, match="not divisible by num_heads=5"):
+        validate_config(config)
+
+
+def test_results_tables_may_only_ask_for_decoded_test_sets_and_trained_chunks(config):
+    config["results"]["tables"]["ablation"] = {"test_sets": ["dev"]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.test_sets: 'dev' is not decoded"):
+        validate_config(config)
+    config["results"]["tables"]["ablation"] = {"chunk_sizes": [99]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.chunk_sizes: 99 is not trained"):
         validate_config(config)
 
 
@@ -100,3 +112,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     assert counts["score"] == models * tests
     assert counts["record"] == models
     assert counts["aggregate"] == 1
+    assert counts["plots"] == 1
+
+
+def test_the_readme_results_example_is_a_valid_config(config):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**What the tables show**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config["results"] = yaml.safe_load(block)["results"]
+    config["grid"]["chunk_sizes"] = [4, 8]
+    validate_config(config)

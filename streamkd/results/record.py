@@ -1,11 +1,18 @@
-"""The run record: one small JSON per decoded run, the unit the tables are built from."""
+"""The run record: one small JSON per decoded run, the unit the tables are built from.
+
+A record names other files of its run (the per-utterance errors that significance tests
+need, the training summary that loss curves are drawn from) by paths relative to the
+record's own folder, so an experiment folder can be moved or copied as a whole. An absolute
+path is kept as it is. :func:`resolve_record_path` turns either back into a usable path.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional, Union
 
 from streamkd.results.wer import WerSummary, per_utterance_rows, score
 from streamkd.utils import atomic_path, write_json
@@ -59,12 +66,44 @@ def software_versions() -> Dict[str, str]:
     }
 
 
-def build_record(run: str, train_summary_path: Path, wer_paths: Mapping[str, Path], decoding_method: str) -> dict:
-    """Combine the training summary and the WER of every test set into one record."""
+def relative_to_record(path: Union[str, Path], record_dir: Union[str, Path]) -> str:
+    """How a record stores a path: relative to the record's folder (POSIX separators)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(record_dir))
+    return Path(rel).as_posix()
+
+
+def resolve_record_path(record_path: Union[str, Path], stored: str) -> Path:
+    """The file a record's stored path names (relative paths start at the record's folder)."""
+    stored_path = Path(stored)
+    return stored_path if stored_path.is_absolute() else Path(record_path).parent / stored_path
+
+
+def build_record(
+    run: str,
+    train_summary_path: Path,
+    wer_paths: Mapping[str, Path],
+    decoding_method: str,
+    errors_paths: Optional[Mapping[str, Path]] = None,
+    record_dir: Optional[Path] = None,
+) -> dict:
+    """Combine the training summary and the WER of every test set into one record.
+
+    ``errors_paths`` maps test sets to the per-utterance ``errors.jsonl`` written by
+    :func:`score_hyps`; with ``record_dir`` (the folder the record will be written to) the
+    record stores them, and the training summary's path, relative to that folder.
+    """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
     for test_set, path in wer_paths.items():
         wer.setdefault(test_set, {})[decoding_method] = json.loads(Path(path).read_text())["wer"]
+    base = Path(record_dir) if record_dir is not None else Path.cwd()
+    errors: Dict[str, Dict[str, str]] = {}
+    for test_set, path in (errors_paths or {}).items():
+        if test_set not in wer:
+            raise ValueError(f"per-utterance errors given for test set {test_set!r}, which has no WER")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"per-utterance errors not found: {path}")
+        errors.setdefault(test_set, {})[decoding_method] = relative_to_record(path, base)
     return {
         "run": run,
         "role": train["role"],
@@ -86,6 +125,8 @@ def build_record(run: str, train_summary_path: Path, wer_paths: Mapping[str, Pat
         "train_seconds": train["train_seconds"],
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
+        "errors": errors,
+        "train_summary": relative_to_record(train_summary_path, base),
         "versions": software_versions(),
     }
 

@@ -6,12 +6,15 @@ import shlex
 
 from streamkd.config import validate_config
 from streamkd.distill.grid import expand_grid
+from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
 
 validate_config(config, source="snakemake config")
 
 DATA = config["data_dir"]
 EXP = config["exp_dir"]
 RESULTS = config["results_dir"]
+RESULTS_CONFIG = ResultsConfig.from_dict(config.get("results"))
+TABLE_NAMES = list(RESULTS_CONFIG.tables)  # "wer" first: results/tables/wer.md is the main table
 WER_TABLE = f"{RESULTS}/tables/wer.md"
 
 SPLITS = ["train", "dev", "test"]
