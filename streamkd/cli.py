@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import click
 
 from streamkd.decode.methods import METHOD_NAMES
+from streamkd.distill.config import METHODS
 from streamkd.utils import setup_logging
 
 log = logging.getLogger("streamkd")
@@ -121,6 +122,16 @@ def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
     log.info("wrote %s", out)
 
 
+def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
+    """Parse a comma-separated list of layer numbers: '3,6' -> [3, 6]."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name)
+
+
 @main.command("train")
 @click.option("--role", required=True, type=click.Choice(["teacher", "student"]))
 @click.option("--train-cuts", required=True, type=ExistingPath)
@@ -134,10 +145,29 @@ def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
 @click.option("--left-chunks", type=int, default=-1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
-def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size, left_chunks, threads, head_json) -> None:
+@click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
+              help="Distillation method of a student.")
+@click.option("--kd-layers", default=None, help="Student layers to distil (1-based), e.g. 3,6 (layer, aux).")
+@click.option("--kd-teacher-layers", default=None, help="Teacher layer for each student layer (default: proportional).")
+@click.option("--apc-shift", type=int, default=None, help="Target for position t is teacher frame t+k (aux; layer ablation).")
+@click.option("--kd", "kd_json", default=None, help="JSON object: the config's kd section (loss, weight, aux, ...).")
+@click.option("--teacher", "teacher_checkpoint", type=PathType, default=None, help="Teacher model.pt for KD methods.")
+@click.option("--teacher-encoder", "teacher_encoder_json", default=None,
+              help="JSON object: the configured teacher encoder, checked against the checkpoint.")
+def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
+          left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
+          teacher_encoder_json, head_json) -> None:
     """Train the teacher or a streaming student; resumes from the last epoch checkpoint."""
     from streamkd.training.run import train_asr
 
+    kd = {"method": method, **(_json_option(kd_json, "--kd") if kd_json else {})}
+    for key, value in (
+        ("student_layers", _layer_list(kd_layers, "--kd-layers")),
+        ("teacher_layers", _layer_list(kd_teacher_layers, "--kd-teacher-layers")),
+        ("apc_shift", apc_shift),
+    ):
+        if value is not None:
+            kd[key] = value
     train_asr(
         role=role,
         train_cuts=train_cuts,
@@ -150,6 +180,9 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
         chunk_size=chunk_size,
         left_chunks=left_chunks,
         threads=threads,
+        kd=kd,
+        teacher_checkpoint=teacher_checkpoint,
+        teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
         head=_json_option(head_json, "--head") if head_json else None,
     )
 
@@ -226,44 +259,145 @@ def score(hyps: Path, summary: Path, errors: Path) -> None:
     log.info("%s: WER %.2f%% (%s)", hyps, result.wer, result.to_dict())
 
 
+def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
+    paths: Dict[str, Path] = {}
+    for item in items:
+        test_set, sep, path = item.partition("=")
+        if not sep or not test_set or not path:
+            raise click.BadParameter(f"expected TEST_SET=PATH, got {item!r}", param_hint=option)
+        if test_set in paths:
+            raise click.BadParameter(f"test set {test_set!r} given twice", param_hint=option)
+        paths[test_set] = Path(path)
+    return paths
+
+
 @main.command("record")
 @click.option("--run", "run_name", required=True)
 @click.option("--train-summary", required=True, type=ExistingPath)
 @click.option("--wer", "wer_items", multiple=True, required=True,
-              help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH uses --decoding-method).")
+              help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH with --decoding-method).")
+@click.option("--errors", "errors_items", multiple=True,
+              help="TEST_SET/METHOD=PATH of the per-utterance errors (errors.jsonl); needed for significance tests.")
 @click.option("--decode-stats", "stats_items", multiple=True,
               help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
-@click.option("--decoding-method", default=None, help="Method of --wer items that name none.")
+@click.option("--decoding-method", default=None, help="Method of items that name none.")
 @click.option("--out", required=True, type=PathType)
-def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], stats_items: Tuple[str, ...],
-           decoding_method: Optional[str], out: Path) -> None:
-    """Write the run record that the tables are built from."""
+def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path) -> None:
+    """Write the run record that the tables are built from.
+
+    Paths stored in the record (errors, training summary) are relative to the record's folder.
+    """
     from streamkd.results.record import build_record, write_record
 
     def keyed(items: Tuple[str, ...], option: str) -> dict:
         paths = {}
         for item in items:
             key, sep, path = item.partition("=")
-            test_set, slash, method = key.partition("/")
-            if not sep or not test_set or not (method or decoding_method):
+            test_set, _, method = key.partition("/")
+            method = method or decoding_method
+            if not sep or not test_set or not path or not method:
                 raise click.BadParameter(f"expected TEST_SET/METHOD=PATH, got {item!r}", param_hint=option)
-            paths[(test_set, method or decoding_method)] = Path(path)
+            if (test_set, method) in paths:
+                raise click.BadParameter(f"{test_set}/{method} given twice", param_hint=option)
+            paths[(test_set, method)] = Path(path)
         return paths
 
-    write_record(
-        out, build_record(run_name, train_summary, keyed(wer_items, "--wer"), decode_stats=keyed(stats_items, "--decode-stats"))
-    )
+    write_record(out, build_record(
+        run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
+        record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
+    ))
+
+
+def _results_config(results_json: Optional[str], config_file: Optional[Path] = None):
+    from streamkd.results.config import ResultsConfig, ResultsConfigError
+    from streamkd.results.report import results_config_from_file
+
+    try:
+        if results_json is not None:
+            return ResultsConfig.from_dict(_json_option(results_json, "--results-config"))
+        return results_config_from_file(config_file)
+    except ResultsConfigError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def _fail_on_record_errors(func):
+    """Bad run records end the command with their list, not a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from streamkd.results.load import RecordError
+        from streamkd.results.significance import ErrorsFileError
+
+        try:
+            return func(*args, **kwargs)
+        except (RecordError, ErrorsFileError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+RESULTS_CONFIG_HELP = "JSON object: the config's results section (tables, significance, plots). Default: the standard wer table."
+SKIP_INVALID_HELP = "Leave out unusable run records (each is named in a warning and under the table) instead of failing."
 
 
 @main.command("aggregate")
-@click.option("--out-dir", required=True, type=PathType)
+@click.option("--out-dir", required=True, type=PathType, help="Folder for the tables (e.g. results/tables).")
+@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @click.argument("records", nargs=-1, required=True, type=ExistingPath)
-def aggregate(out_dir: Path, records: Tuple[Path, ...]) -> None:
-    """Aggregate run records into results tables (CSV and Markdown)."""
-    from streamkd.results.aggregate import aggregate as run
+@_fail_on_record_errors
+def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+    """Aggregate run records into tables: NAME.csv (tidy numbers), .md, .tex (booktabs), .html.
 
-    run(records, out_dir)
-    click.echo((out_dir / "wer.md").read_text())
+    Also writes runs.csv (every record's WER, unaveraged) and prints the main table.
+    """
+    from streamkd.results.aggregate import aggregate as run
+    from streamkd.results.config import MAIN_TABLE
+
+    run(records, out_dir, _results_config(results_json), skip_invalid=skip_invalid)
+    click.echo((out_dir / f"{MAIN_TABLE}.md").read_text())
+
+
+@main.command("plot")
+@click.option("--out-dir", required=True, type=PathType, help="Folder for the figures (e.g. results/plots).")
+@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@click.argument("records", nargs=-1, required=True, type=ExistingPath)
+@_fail_on_record_errors
+def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+    """Plot WER vs chunk size, WER vs APC shift and the loss curves (PNG and PDF)."""
+    from streamkd.results.load import load_records
+    from streamkd.results.plots import build_plots
+
+    runs = load_records(records, skip_invalid=skip_invalid).runs
+    for paths in build_plots(runs, out_dir, _results_config(results_json)).values():
+        for path in paths:
+            click.echo(str(path))
+
+
+@main.command("report")
+@click.option("--exp-dir", required=True, type=ExistingPath, help="Folder searched (recursively) for record.json files.")
+@click.option("--out-dir", required=True, type=PathType, help="Tables go to OUT_DIR/tables, plots to OUT_DIR/plots.")
+@click.option("--config", "config_file", type=ExistingPath, default=None,
+              help="Experiment config (its results section is used) or a YAML file with only the results section.")
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@_fail_on_record_errors
+def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
+    """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
+
+    report.html is one self-contained page (no scripts, nothing fetched) with every table,
+    figure and caption.
+    """
+    from streamkd.results.config import MAIN_TABLE
+    from streamkd.results.report import report_from_exp_dir
+
+    outputs = report_from_exp_dir(exp_dir, out_dir, _results_config(None, config_file), skip_invalid=skip_invalid)
+    click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
+    click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
+    click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")
+    click.echo(f"page:   {outputs.page}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ def test_decoding_methods_must_fit_the_head(config):
         (("grid", "chunk_sizes"), [0], "0 is less than the minimum of 1"),
         (("corpus", "name"), "timit", "'timit' is not one of"),
         (("colour",), "blue", "'colour' was unexpected"),
+        (("results", "tables", "wer", "method"), ["aux"], "'method' was unexpected"),
+        (("results", "significance", "confidence"), 1.5, "1.5 is greater than or equal to the maximum of 1"),
+        (("results", "baseline"), "teacher", "should not be valid"),
     ],
 )
 def test_bad_values_are_rejected_by_name(config, path, value, message):
@@ -69,6 +72,15 @@ def test_bad_values_are_rejected_by_name(config, path, value, message):
 def test_heads_must_divide_width(config):
     config["model"]["teacher"]["num_heads"] = 5
     with pytest.raises(ConfigError, match="not divisible by num_heads=5"):
+        validate_config(config)
+
+
+def test_results_tables_may_only_ask_for_decoded_test_sets_and_trained_chunks(config):
+    config["results"]["tables"]["ablation"] = {"test_sets": ["dev"]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.test_sets: 'dev' is not decoded"):
+        validate_config(config)
+    config["results"]["tables"]["ablation"] = {"chunk_sizes": [99]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.chunk_sizes: 99 is not trained"):
         validate_config(config)
 
 
@@ -106,7 +118,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     config = load_config(REPO / "config.yaml")
-    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    grid = config["grid"]
+    # none and token once per chunk size and seed, layer per layer set, aux per layer set and shift.
+    per_chunk_and_seed = {"none": 1, "token": 1, "layer": len(grid["kd_layers"]),
+                          "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"])}
+    students = sum(per_chunk_and_seed[m] for m in grid["methods"]) * len(grid["chunk_sizes"]) * len(grid["seeds"])
+    assert students == 1  # the default: the streaming baseline (the KD grid is grid.yaml)
     models = 1 + students
     tests = len(config["decoding"]["test_sets"])
     methods = config["decoding"].get("methods", ["ctc-1best"])
@@ -121,3 +138,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     assert counts.get("compile_hlg", 0) == int(any(m.startswith("ctc-hlg") for m in methods))
     assert counts["record"] == models
     assert counts["aggregate"] == 1
+    assert counts["plots"] == 1
+
+
+def test_the_readme_results_example_is_a_valid_config(config):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**What the tables show**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config["results"] = yaml.safe_load(block)["results"]
+    config["grid"]["chunk_sizes"] = [4, 8]
+    validate_config(config)

@@ -44,6 +44,19 @@ def load_cuts(path: Path, max_seconds: Optional[float] = None) -> CutSet:
     return cuts
 
 
+def make_spec_augment() -> SpecAugment:
+    """The SpecAugment settings of every training run, in the dataset or in an objective."""
+    return SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)
+
+
+def spec_augment_batch(transform: SpecAugment, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
+    """Apply ``transform`` to a padded (B, T, F) batch as lhotse's dataset does: warping
+    only within each utterance's valid frames (one supervision per cut, from frame 0)."""
+    lens = feat_lens.detach().cpu().to(torch.int64)  # lhotse walks the segments in Python
+    segments = torch.stack([torch.arange(lens.numel()), torch.zeros_like(lens), lens], dim=1)
+    return transform(feats, supervision_segments=segments)
+
+
 def train_dataloader(
     cuts: CutSet,
     max_duration: float,
@@ -53,7 +66,7 @@ def train_dataloader(
     rank: Optional[int] = None,
 ) -> torch.utils.data.DataLoader:
     """Duration-bucketed, shuffled batches; SpecAugment is applied on the fly."""
-    transforms = [SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)] if spec_augment else []
+    transforms = [make_spec_augment()] if spec_augment else []
     dataset = K2SpeechRecognitionDataset(input_transforms=transforms, return_cuts=True)
     sampler = DynamicBucketingSampler(
         cuts,

@@ -179,7 +179,7 @@ class StreamingEncoder:
         # Ended streams stop at their own length; running ones are complete up to the chunk end.
         valid = ~state.ended.unsqueeze(1) | (frame.unsqueeze(0) < state.total_frames().unsqueeze(1))
         lens = torch.full_like(state.received, self.window)
-        x, _ = encoder.subsampling(window, lens)
+        x, _ = encoder.subsampling(encoder.cmvn(window), lens)  # per-frame normalisation: chunk-safe
         x = encoder.input_dropout(x)
         layers = []
         for block, cache in zip(encoder.blocks, state.layers):

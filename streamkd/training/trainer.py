@@ -112,8 +112,10 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, expected_batches: Optional[int]) -> float:
         self.objective.train()
+        # An objective that augments its own input (for a clean teacher copy) gets clean batches.
+        dataset_augments = self.config.spec_augment and not getattr(self.objective, "applies_spec_augment", False)
         loader = train_dataloader(
-            self.train_cuts, self.config.max_duration, seed=self.seed, spec_augment=self.config.spec_augment
+            self.train_cuts, self.config.max_duration, seed=self.seed, spec_augment=dataset_augments
         )
         loader.sampler.set_epoch(epoch)
         total_loss, total_frames, audio_seconds = 0.0, 0, 0.0

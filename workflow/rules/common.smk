@@ -2,15 +2,20 @@
 
 import json
 import re
+import shlex
 
 from streamkd.config import validate_config
 from streamkd.decode.methods import METHOD_NAMES, parse_method
+from streamkd.distill.grid import expand_grid
+from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
 
 validate_config(config, source="snakemake config")
 
 DATA = config["data_dir"]
 EXP = config["exp_dir"]
 RESULTS = config["results_dir"]
+RESULTS_CONFIG = ResultsConfig.from_dict(config.get("results"))
+TABLE_NAMES = list(RESULTS_CONFIG.tables)  # "wer" first: results/tables/wer.md is the main table
 WER_TABLE = f"{RESULTS}/tables/wer.md"
 
 SPLITS = ["train", "dev", "test"]
@@ -20,15 +25,15 @@ HEAD = config["model"].get("head", {"type": "ctc"})
 THREADS = config["training"].get("threads", 1)
 
 TEACHER_RUN = "teacher"
+TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
+
+# Every student of the grid, by run name (see streamkd/distill/grid.py for the naming).
+STUDENTS = {cell.run_name: cell for cell in expand_grid(config["grid"])}
+STUDENT_PATTERN = "|".join(re.escape(name) for name in STUDENTS)
 
 
 def student_runs():
-    """One streaming baseline per chunk size and seed."""
-    return [
-        f"none-chunk{chunk}-seed{seed}"
-        for chunk in config["grid"]["chunk_sizes"]
-        for seed in config["grid"]["seeds"]
-    ]
+    return list(STUDENTS)
 
 
 def all_runs():
@@ -55,3 +60,7 @@ def as_json(obj):
 
 def train_summary(wildcards):
     return f"{EXP}/{wildcards.run}/train_summary.json"
+
+
+def shell_args(args):
+    return " ".join(shlex.quote(str(a)) for a in args)
