@@ -39,8 +39,8 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
     table = pd.read_csv(tmp_path / "results/tables/wer.csv")
-    assert set(table["model"]) == {"teacher", "none", "aux"}
-    aux_row = table[table["model"] == "aux"].iloc[0]
+    assert set(table["method"]) == {"teacher", "none", "aux"}
+    aux_row = table[table["method"] == "aux"].iloc[0]
     assert (aux_row["kd_layers"], aux_row["apc_shift"]) == ("1,2", 1)
     assert table["wer_mean"].between(0, 1000).all()
     assert (table["test_set"] == "test").all()
@@ -52,7 +52,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     assert latex_problems((tmp_path / "results/tables/wer.tex").read_text()) == []
     assert "<table" in (tmp_path / "results/tables/wer.html").read_text()
     runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
-    assert set(runs["run"]) == {"teacher", "none-chunk4-seed1"}
+    assert set(runs["run"]) == {"teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"}
     for plot in ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves"):
         assert (tmp_path / f"results/plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / f"results/plots/{plot}.pdf").read_bytes()[:5] == b"%PDF-"
