@@ -3,6 +3,7 @@
 import json
 
 from streamkd.config import validate_config
+from streamkd.data.corpora import pipeline_splits
 
 validate_config(config, source="snakemake config")
 
@@ -11,7 +12,7 @@ EXP = config["exp_dir"]
 RESULTS = config["results_dir"]
 WER_TABLE = f"{RESULTS}/tables/wer.md"
 
-SPLITS = ["train", "dev", "test"]
+SPLITS = list(pipeline_splits(config["corpus"]))  # train, dev and the corpus's test sets
 TEST_SETS = config["decoding"]["test_sets"]
 DECODING_METHOD = "ctc-1best"
 THREADS = config["training"].get("threads", 1)
