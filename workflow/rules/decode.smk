@@ -17,6 +17,8 @@ rule decode:
         search_beam=config["decoding"].get("search_beam", 20),
         output_beam=config["decoding"].get("output_beam", 8),
     threads: THREADS
+    resources:
+        **RESOURCES["decode"],
     log:
         f"{EXP}/{{run}}/log/decode-{{test_set}}-{DECODING_METHOD}.log",
     shell:
@@ -31,6 +33,8 @@ rule score:
     output:
         summary=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/wer.json",
         errors=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/errors.jsonl",
+    resources:
+        **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/score-{{test_set}}-{DECODING_METHOD}.log",
     shell:

@@ -12,6 +12,8 @@ rule train_bpe:
     params:
         vocab_size=config["bpe"]["vocab_size"],
         model_type=config["bpe"].get("model_type", "bpe"),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/train_bpe.log",
     shell:
@@ -24,6 +26,8 @@ rule compile_ctc_topo:
         bpe=BPE_MODEL,
     output:
         graph=CTC_TOPO,
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/compile_ctc_topo.log",
     shell:

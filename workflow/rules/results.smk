@@ -10,6 +10,8 @@ rule record:
     params:
         wer_args=lambda w, input: " ".join(f"--wer {t}={p}" for t, p in zip(TEST_SETS, input.wers)),
         method=DECODING_METHOD,
+    resources:
+        **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/record.log",
     shell:
@@ -25,6 +27,8 @@ rule aggregate:
         md=WER_TABLE,
     params:
         out_dir=f"{RESULTS}/tables",
+    resources:
+        **RESOURCES["default"],
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:

@@ -6,7 +6,7 @@ TRAIN_INPUTS = dict(
     bpe=BPE_MODEL,
 )
 TRAIN_SHELL = (
-    "streamkd train --role {params.role} --train-cuts {input.train}"
+    TRAIN_LAUNCHER + "streamkd train --role {params.role} --train-cuts {input.train}"
     " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
     " --encoder {params.encoder:q} --optimisation {params.optimisation:q} --seed {params.seed}"
     " --threads {threads} {params.streaming} > {log} 2>&1"
@@ -26,7 +26,9 @@ rule train_teacher:
         optimisation=as_json(config["training"]["teacher"]),
         seed=config["training"].get("teacher_seed", 0),
         streaming="",
-    threads: THREADS
+    threads: TRAIN_THREADS
+    resources:
+        **RESOURCES["train"],
     log:
         f"{EXP}/{TEACHER_RUN}/log/train.log",
     shell:
@@ -49,7 +51,9 @@ rule train_student:
     wildcard_constraints:
         chunk=r"\d+",
         seed=r"-?\d+",
-    threads: THREADS
+    threads: TRAIN_THREADS
+    resources:
+        **RESOURCES["train"],
     log:
         f"{EXP}/none-chunk{{chunk}}-seed{{seed}}/log/train.log",
     shell:
