@@ -98,6 +98,8 @@ def train_dataloader(
         rank=rank if rank is not None else 0,
     )
     # Workers would compete with the model for the few cores of a laptop; loading is cheap.
+    # Without workers nothing is prefetched, so the sampler's state_dict() describes exactly
+    # the batches the trainer has consumed, which exact mid-epoch resumption relies on.
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
