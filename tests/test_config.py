@@ -20,7 +20,7 @@ def test_default_and_micro_configs_are_valid(config):
     micro = yaml.safe_load((REPO / "workflow/configs/micro.yaml").read_text())
     merged = copy.deepcopy(config)
     for key, value in micro.items():
-        merged[key] = {**merged[key], **value} if isinstance(value, dict) else value
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     validate_config(merged)
 
 
