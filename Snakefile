@@ -10,6 +10,9 @@ import os
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/resources.smk"
 include: "workflow/rules/corpus.smk"
@@ -26,9 +29,12 @@ localrules:
 
 rule all:
     input:
-        WER_TABLE,
+        rules.aggregate.output,
+        rules.plots.output,
 
 
 onsuccess:
     if os.path.exists(WER_TABLE):
         print("\n" + open(WER_TABLE).read())
+        print(f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
+              "for a browsable report run: snakemake --report report.html")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import click
 
 from streamkd.data.corpora import CORPORA
+from streamkd.decode.methods import METHOD_NAMES
+from streamkd.distill.config import METHODS
 from streamkd.utils import setup_logging
 
 log = logging.getLogger("streamkd")
@@ -126,6 +128,42 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
     log.info("wrote the CTC topology over %d tokens to %s", vocab_size, out)
 
 
+@main.command("train-lm")
+@click.option("--cuts", required=True, type=ExistingPath, help="Cuts whose transcripts the LM is trained on.")
+@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6))
+@click.option("--arpa", required=True, type=PathType, help="Output: the word n-gram LM in ARPA format.")
+def train_lm(cuts: Path, order: int, arpa: Path) -> None:
+    """Train a Kneser-Ney word n-gram LM on the transcripts."""
+    from lhotse import load_manifest_lazy
+
+    from streamkd.lang.ngram import train_ngram_lm
+
+    train_ngram_lm((s.text for c in load_manifest_lazy(cuts) for s in c.supervisions), arpa, order)
+
+
+@main.command("compile-hlg")
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--arpa", required=True, type=ExistingPath, help="Word n-gram LM (ARPA); its words make the lexicon.")
+@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6), help="Highest LM order to use.")
+@click.option("--out", required=True, type=PathType)
+def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
+    """Build the HLG graph (CTC topology, BPE lexicon, word LM) for ctc-hlg decoding."""
+    from streamkd.lang.hlg import compile_hlg as run
+
+    run(bpe_model, arpa, order).save(out)
+    log.info("wrote %s", out)
+
+
+def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
+    """Parse a comma-separated list of layer numbers: '3,6' -> [3, 6]."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name)
+
+
 @main.command("train")
 @click.option("--role", required=True, type=click.Choice(["teacher", "student"]))
 @click.option("--train-cuts", required=True, type=ExistingPath)
@@ -139,7 +177,19 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
 @click.option("--left-chunks", type=int, default=-1, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True,
               help="CPU threads of the job, shared by the processes torchrun starts on this node.")
-def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size, left_chunks, threads) -> None:
+@click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
+@click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
+              help="Distillation method of a student.")
+@click.option("--kd-layers", default=None, help="Student layers to distil (1-based), e.g. 3,6 (layer, aux).")
+@click.option("--kd-teacher-layers", default=None, help="Teacher layer for each student layer (default: proportional).")
+@click.option("--apc-shift", type=int, default=None, help="Target for position t is teacher frame t+k (aux; layer ablation).")
+@click.option("--kd", "kd_json", default=None, help="JSON object: the config's kd section (loss, weight, aux, ...).")
+@click.option("--teacher", "teacher_checkpoint", type=PathType, default=None, help="Teacher model.pt for KD methods.")
+@click.option("--teacher-encoder", "teacher_encoder_json", default=None,
+              help="JSON object: the configured teacher encoder, checked against the checkpoint.")
+def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
+          left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
+          teacher_encoder_json, head_json) -> None:
     """Train the teacher or a streaming student; resumes from the last checkpoint.
 
     Data-parallel training runs under torchrun, e.g. ``torchrun --standalone --nproc_per_node 4
@@ -150,6 +200,14 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
     from streamkd.training.run import train_asr
     from streamkd.training.trainer import TrainingInterrupted
 
+    kd = {"method": method, **(_json_option(kd_json, "--kd") if kd_json else {})}
+    for key, value in (
+        ("student_layers", _layer_list(kd_layers, "--kd-layers")),
+        ("teacher_layers", _layer_list(kd_teacher_layers, "--kd-teacher-layers")),
+        ("apc_shift", apc_shift),
+    ):
+        if value is not None:
+            kd[key] = value
     try:
         train_asr(
             role=role,
@@ -163,6 +221,10 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
             chunk_size=chunk_size,
             left_chunks=left_chunks,
             threads=threads_per_process(threads),
+            kd=kd,
+            teacher_checkpoint=teacher_checkpoint,
+            teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
+            head=_json_option(head_json, "--head") if head_json else None,
         )
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
@@ -173,21 +235,60 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--graph", required=True, type=ExistingPath)
+@click.option("--method", default="ctc-1best", show_default=True, type=click.Choice(METHOD_NAMES),
+              help="Decoding method; '-streaming' runs the encoder chunk by chunk with caches.")
+@click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best, HLG.pt for ctc-hlg.")
 @click.option("--hyps", required=True, type=PathType, help="Output: one JSON line per utterance.")
+@click.option("--stats", type=PathType, default=None, help="Output: RTF, latency and settings (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option("--search-beam", default=20.0, show_default=True)
-@click.option("--output-beam", default=8.0, show_default=True)
+@click.option("--search-beam", default=20.0, show_default=True, help="CTC graph search beam.")
+@click.option("--output-beam", default=8.0, show_default=True, help="CTC lattice beam.")
+@click.option("--beam", default=4, show_default=True, help="Hypotheses kept by modified beam search.")
+@click.option("--fast-beam", default=4.0, show_default=True, help="Score beam of fast_beam_search.")
+@click.option("--max-states", default=32, show_default=True, help="fast_beam_search states per frame.")
+@click.option("--max-contexts", default=8, show_default=True, help="fast_beam_search contexts per frame.")
+@click.option("--max-symbols-per-frame", default=1, show_default=True, help="Greedy search.")
+@click.option("--max-duration", default=120.0, show_default=True, help="Seconds of audio per batch (of streams).")
 @click.option("--threads", type=int, default=1, show_default=True)
-def decode(checkpoint, cuts, bpe_model, graph, hyps, chunk_size, search_beam, output_beam, threads) -> None:
-    """CTC 1-best decoding with k2 (streaming models decode chunk-wise)."""
+@click.option("--device", default="cpu", show_default=True)
+def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, search_beam, output_beam, beam,
+           fast_beam, max_states, max_contexts, max_symbols_per_frame, max_duration, threads, device) -> None:
+    """Decode with k2: CTC (topology or HLG) or transducer searches, whole-utterance or streaming."""
     import torch
 
-    from streamkd.decode.run import decode_cuts
+    from streamkd.decode.run import SearchOptions, decode_cuts
 
     torch.set_num_threads(threads)
-    stats = decode_cuts(checkpoint, cuts, bpe_model, graph, hyps, chunk_size, search_beam, output_beam)
-    log.info("decoding finished: %s", stats)
+    options = SearchOptions(
+        search_beam=search_beam,
+        output_beam=output_beam,
+        beam=beam,
+        fast_beam=fast_beam,
+        max_states=max_states,
+        max_contexts=max_contexts,
+        max_symbols_per_frame=max_symbols_per_frame,
+    )
+    result = decode_cuts(
+        checkpoint, cuts, bpe_model, hyps, method=method, graph_path=graph, stats_path=stats,
+        chunk_size=chunk_size, options=options, max_duration=max_duration, device=device,
+    )
+    log.info("decoding finished: %s", result)
+
+
+@main.command("check-streaming")
+@click.option("--checkpoint", required=True, type=ExistingPath)
+@click.option("--cuts", required=True, type=ExistingPath)
+@click.option("--chunk-size", type=int, default=None)
+@click.option("--left-chunks", type=int, default=None)
+@click.option("--threads", type=int, default=1, show_default=True)
+def check_streaming(checkpoint, cuts, chunk_size, left_chunks, threads) -> None:
+    """Compare chunk-by-chunk (cached) encoder outputs with the masked whole-utterance forward."""
+    import torch
+
+    from streamkd.decode.agreement import streaming_agreement
+
+    torch.set_num_threads(threads)
+    click.echo(json.dumps(streaming_agreement(checkpoint, cuts, chunk_size, left_chunks), indent=2))
 
 
 @main.command("score")
@@ -202,34 +303,145 @@ def score(hyps: Path, summary: Path, errors: Path) -> None:
     log.info("%s: WER %.2f%% (%s)", hyps, result.wer, result.to_dict())
 
 
+def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
+    paths: Dict[str, Path] = {}
+    for item in items:
+        test_set, sep, path = item.partition("=")
+        if not sep or not test_set or not path:
+            raise click.BadParameter(f"expected TEST_SET=PATH, got {item!r}", param_hint=option)
+        if test_set in paths:
+            raise click.BadParameter(f"test set {test_set!r} given twice", param_hint=option)
+        paths[test_set] = Path(path)
+    return paths
+
+
 @main.command("record")
 @click.option("--run", "run_name", required=True)
 @click.option("--train-summary", required=True, type=ExistingPath)
-@click.option("--wer", "wer_items", multiple=True, required=True, help="TEST_SET=PATH of a WER summary.")
-@click.option("--decoding-method", required=True)
+@click.option("--wer", "wer_items", multiple=True, required=True,
+              help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH with --decoding-method).")
+@click.option("--errors", "errors_items", multiple=True,
+              help="TEST_SET/METHOD=PATH of the per-utterance errors (errors.jsonl); needed for significance tests.")
+@click.option("--decode-stats", "stats_items", multiple=True,
+              help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
+@click.option("--decoding-method", default=None, help="Method of items that name none.")
 @click.option("--out", required=True, type=PathType)
-def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], decoding_method: str, out: Path) -> None:
-    """Write the run record that the tables are built from."""
+def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path) -> None:
+    """Write the run record that the tables are built from.
+
+    Paths stored in the record (errors, training summary) are relative to the record's folder.
+    """
     from streamkd.results.record import build_record, write_record
 
-    wer_paths = {}
-    for item in wer_items:
-        test_set, sep, path = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected TEST_SET=PATH, got {item!r}", param_hint="--wer")
-        wer_paths[test_set] = Path(path)
-    write_record(out, build_record(run_name, train_summary, wer_paths, decoding_method))
+    def keyed(items: Tuple[str, ...], option: str) -> dict:
+        paths = {}
+        for item in items:
+            key, sep, path = item.partition("=")
+            test_set, _, method = key.partition("/")
+            method = method or decoding_method
+            if not sep or not test_set or not path or not method:
+                raise click.BadParameter(f"expected TEST_SET/METHOD=PATH, got {item!r}", param_hint=option)
+            if (test_set, method) in paths:
+                raise click.BadParameter(f"{test_set}/{method} given twice", param_hint=option)
+            paths[(test_set, method)] = Path(path)
+        return paths
+
+    write_record(out, build_record(
+        run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
+        record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
+    ))
+
+
+def _results_config(results_json: Optional[str], config_file: Optional[Path] = None):
+    from streamkd.results.config import ResultsConfig, ResultsConfigError
+    from streamkd.results.report import results_config_from_file
+
+    try:
+        if results_json is not None:
+            return ResultsConfig.from_dict(_json_option(results_json, "--results-config"))
+        return results_config_from_file(config_file)
+    except ResultsConfigError as e:
+        raise click.UsageError(str(e)) from e
+
+
+def _fail_on_record_errors(func):
+    """Bad run records end the command with their list, not a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from streamkd.results.load import RecordError
+        from streamkd.results.significance import ErrorsFileError
+
+        try:
+            return func(*args, **kwargs)
+        except (RecordError, ErrorsFileError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+RESULTS_CONFIG_HELP = "JSON object: the config's results section (tables, significance, plots). Default: the standard wer table."
+SKIP_INVALID_HELP = "Leave out unusable run records (each is named in a warning and under the table) instead of failing."
 
 
 @main.command("aggregate")
-@click.option("--out-dir", required=True, type=PathType)
+@click.option("--out-dir", required=True, type=PathType, help="Folder for the tables (e.g. results/tables).")
+@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @click.argument("records", nargs=-1, required=True, type=ExistingPath)
-def aggregate(out_dir: Path, records: Tuple[Path, ...]) -> None:
-    """Aggregate run records into results tables (CSV and Markdown)."""
-    from streamkd.results.aggregate import aggregate as run
+@_fail_on_record_errors
+def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+    """Aggregate run records into tables: NAME.csv (tidy numbers), .md, .tex (booktabs), .html.
 
-    run(records, out_dir)
-    click.echo((out_dir / "wer.md").read_text())
+    Also writes runs.csv (every record's WER, unaveraged) and prints the main table.
+    """
+    from streamkd.results.aggregate import aggregate as run
+    from streamkd.results.config import MAIN_TABLE
+
+    run(records, out_dir, _results_config(results_json), skip_invalid=skip_invalid)
+    click.echo((out_dir / f"{MAIN_TABLE}.md").read_text())
+
+
+@main.command("plot")
+@click.option("--out-dir", required=True, type=PathType, help="Folder for the figures (e.g. results/plots).")
+@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@click.argument("records", nargs=-1, required=True, type=ExistingPath)
+@_fail_on_record_errors
+def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+    """Plot WER vs chunk size, WER vs APC shift and the loss curves (PNG and PDF)."""
+    from streamkd.results.load import load_records
+    from streamkd.results.plots import build_plots
+
+    runs = load_records(records, skip_invalid=skip_invalid).runs
+    for paths in build_plots(runs, out_dir, _results_config(results_json)).values():
+        for path in paths:
+            click.echo(str(path))
+
+
+@main.command("report")
+@click.option("--exp-dir", required=True, type=ExistingPath, help="Folder searched (recursively) for record.json files.")
+@click.option("--out-dir", required=True, type=PathType, help="Tables go to OUT_DIR/tables, plots to OUT_DIR/plots.")
+@click.option("--config", "config_file", type=ExistingPath, default=None,
+              help="Experiment config (its results section is used) or a YAML file with only the results section.")
+@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@_fail_on_record_errors
+def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
+    """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
+
+    report.html is one self-contained page (no scripts, nothing fetched) with every table,
+    figure and caption.
+    """
+    from streamkd.results.config import MAIN_TABLE
+    from streamkd.results.report import report_from_exp_dir
+
+    outputs = report_from_exp_dir(exp_dir, out_dir, _results_config(None, config_file), skip_invalid=skip_invalid)
+    click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
+    click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
+    click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")
+    click.echo(f"page:   {outputs.page}")
 
 
 if __name__ == "__main__":

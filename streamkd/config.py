@@ -15,6 +15,10 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from streamkd.distill.config import LAYER_METHODS
+from streamkd.distill.grid import layer_sets
+from streamkd.distill.mapping import layer_pairs
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -31,12 +35,20 @@ def _where(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def _message(error: jsonschema.ValidationError) -> str:
+    """The error, plus the most specific reason when it comes from a oneOf/anyOf choice."""
+    if not error.context:
+        return error.message
+    cause = jsonschema.exceptions.best_match(error.context)
+    return f"{error.message} ({_where(cause.relative_path) or 'value'}: {cause.message})"
+
+
 def validate_config(config: Mapping[str, Any], source: str = "config") -> None:
     """Raise ConfigError naming the offending key or value, or return quietly."""
     validator = jsonschema.Draft7Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"{source}: {_where(e.absolute_path)}: {e.message}" for e in errors]
+        lines = [f"{source}: {_where(e.absolute_path)}: {_message(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     check_semantics(config, source)
 
@@ -50,11 +62,14 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
                 f"{source}: model.{role}: d_model={enc['d_model']} is not divisible by "
                 f"num_heads={enc['num_heads']}"
             )
+    check_decoding_methods(config, source)
     for name in ("speed_range", "pitch_range", "snr_db_range"):
         lo_hi = config["corpus"].get(name)
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
     check_corpus_and_scale(config, source)
+    check_distillation(config, source)
+    check_results(config, source)
 
 
 def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") -> None:
@@ -74,6 +89,97 @@ def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") ->
             f"{source}: training.cpu_processes={training['cpu_processes']} applies only to CPU training "
             f"(training.gpus is {training['gpus']}: one process per GPU)"
         )
+
+
+def check_distillation(config: Mapping[str, Any], source: str = "config") -> None:
+    """The grid's KD values against the model depths, so a bad cell fails before any training."""
+    grid, student, teacher = config["grid"], config["model"]["student"], config["model"]["teacher"]
+    layer_methods = [m for m in grid["methods"] if m in LAYER_METHODS]
+    if layer_methods and not grid.get("kd_layers"):
+        raise ConfigError(f"{source}: grid.kd_layers: methods {layer_methods} need at least one layer set")
+    for i, entry in enumerate(grid.get("kd_layers", [])):
+        where = f"{source}: grid.kd_layers[{i}]"
+        students = entry["student"] if isinstance(entry, Mapping) else entry
+        if list(students) != sorted(students):
+            raise ConfigError(f"{where}: student layers {list(students)} must be in increasing order")
+        for layer in students:
+            if layer > student["num_layers"]:
+                raise ConfigError(
+                    f"{where}: student layer {layer} is out of range: model.student has {student['num_layers']} layers"
+                )
+        if isinstance(entry, Mapping):
+            if len(entry["teacher"]) != len(students):
+                raise ConfigError(
+                    f"{where}: {len(students)} student layers {list(students)} but "
+                    f"{len(entry['teacher'])} teacher layers {list(entry['teacher'])}"
+                )
+            for layer in entry["teacher"]:
+                if layer > teacher["num_layers"]:
+                    raise ConfigError(
+                        f"{where}: teacher layer {layer} is out of range: model.teacher has {teacher['num_layers']} layers"
+                    )
+    aux = config["kd"].get("aux", {})
+    if "aux" in grid["methods"]:
+        heads = aux.get("num_heads", student["num_heads"])
+        if student["d_model"] % heads or (student["d_model"] // heads) % 2:
+            raise ConfigError(
+                f"{source}: kd.aux.num_heads={heads} must divide model.student.d_model={student['d_model']} "
+                "into an even head size"
+            )
+        kernel = aux.get("conv_kernel", student["conv_kernel"])
+        if aux.get("type") == "conformer" and aux.get("attention", "full") == "full" and kernel % 2 == 0:
+            raise ConfigError(f"{source}: kd.aux.conv_kernel={kernel} must be odd for a full-context conformer branch")
+    seen: dict = {}
+    for i, (students, teachers) in enumerate(layer_sets(grid)):
+        pairs = tuple(layer_pairs(students, student["num_layers"], teacher["num_layers"], teachers))
+        if pairs in seen:
+            raise ConfigError(
+                f"{source}: grid.kd_layers[{seen[pairs]}] and grid.kd_layers[{i}] both distil the layer pairs "
+                f"{list(pairs)} (student, teacher): the runs would repeat each other"
+            )
+        seen[pairs] = i
+
+
+def check_results(config: Mapping[str, Any], source: str = "config") -> None:
+    """A results table may only ask for test sets that are decoded and chunk sizes that are trained."""
+    from streamkd.results.config import ResultsConfig, ResultsConfigError
+
+    try:
+        results = ResultsConfig.from_dict(config.get("results"))
+    except ResultsConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    test_sets = set(config.get("decoding", {}).get("test_sets", []))
+    chunk_sizes = set(config.get("grid", {}).get("chunk_sizes", []))
+    for name, spec in results.tables.items():
+        for test_set in spec.test_sets or ():
+            if test_sets and test_set not in test_sets:
+                raise ConfigError(
+                    f"{source}: results.tables.{name}.test_sets: {test_set!r} is not decoded "
+                    f"(decoding.test_sets: {sorted(test_sets)})"
+                )
+        for chunk in spec.chunk_sizes or ():
+            if chunk_sizes and chunk not in chunk_sizes:
+                raise ConfigError(
+                    f"{source}: results.tables.{name}.chunk_sizes: {chunk} is not trained "
+                    f"(grid.chunk_sizes: {sorted(chunk_sizes)})"
+                )
+    for test_set in results.plots.test_sets or ():
+        if test_sets and test_set not in test_sets:
+            raise ConfigError(f"{source}: results.plots.test_sets: {test_set!r} is not decoded (decoding.test_sets: {sorted(test_sets)})")
+
+
+def check_decoding_methods(config: Mapping[str, Any], source: str = "config") -> None:
+    """Every decoding method must fit the head the models are trained with."""
+    from streamkd.decode.methods import parse_method
+
+    head = config["model"].get("head", {"type": "ctc"})["type"]
+    has = {"ctc": head in ("ctc", "transducer+ctc"), "transducer": head in ("transducer", "transducer+ctc")}
+    for name in config["decoding"].get("methods", ["ctc-1best"]):
+        method = parse_method(name)
+        if not has[method.head]:
+            raise ConfigError(
+                f"{source}: decoding.methods: {name!r} needs a {method.head} head, but model.head.type is {head!r}"
+            )
 
 
 def load_config(path: str | Path) -> dict:

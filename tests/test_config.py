@@ -16,12 +16,34 @@ def config():
     return load_config(REPO / "config.yaml")
 
 
+def merged(base, *overrides):
+    """Snakemake's way of applying --configfile overrides: nested mappings merge key by key."""
+    out = copy.deepcopy(base)
+    for override in overrides:
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
 def test_default_and_micro_configs_are_valid(config):
     micro = yaml.safe_load((REPO / "workflow/configs/micro.yaml").read_text())
-    merged = copy.deepcopy(config)
-    for key, value in micro.items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-    validate_config(merged)
+    transducer = yaml.safe_load((REPO / "workflow/configs/micro-transducer.yaml").read_text())
+    validate_config(merged(config, micro))
+    validate_config(merged(config, micro, transducer))
+
+
+def test_decoding_methods_must_fit_the_head(config):
+    config["decoding"]["methods"] = ["ctc-1best", "rnnt-greedy-streaming"]
+    with pytest.raises(ConfigError, match="decoding.methods: 'rnnt-greedy-streaming' needs a transducer head"):
+        validate_config(config)
+    config["model"]["head"] = {"type": "transducer+ctc"}
+    validate_config(config)
+    config["model"]["head"] = {"type": "transducer", "prune_rang": 4}
+    with pytest.raises(ConfigError, match="'prune_rang' was unexpected"):
+        validate_config(config)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +54,9 @@ def test_default_and_micro_configs_are_valid(config):
         (("grid", "chunk_sizes"), [0], "0 is less than the minimum of 1"),
         (("corpus", "name"), "timit", "'timit' is not one of"),
         (("colour",), "blue", "'colour' was unexpected"),
+        (("results", "tables", "wer", "method"), ["aux"], "'method' was unexpected"),
+        (("results", "significance", "confidence"), 1.5, "1.5 is greater than or equal to the maximum of 1"),
+        (("results", "baseline"), "teacher", "should not be valid"),
     ],
 )
 def test_bad_values_are_rejected_by_name(config, path, value, message):
@@ -47,6 +72,15 @@ def test_bad_values_are_rejected_by_name(config, path, value, message):
 def test_heads_must_divide_width(config):
     config["model"]["teacher"]["num_heads"] = 5
     with pytest.raises(ConfigError, match="not divisible by num_heads=5"):
+        validate_config(config)
+
+
+def test_results_tables_may_only_ask_for_decoded_test_sets_and_trained_chunks(config):
+    config["results"]["tables"]["ablation"] = {"test_sets": ["dev"]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.test_sets: 'dev' is not decoded"):
+        validate_config(config)
+    config["results"]["tables"]["ablation"] = {"chunk_sizes": [99]}
+    with pytest.raises(ConfigError, match="results.tables.ablation.chunk_sizes: 99 is not trained"):
         validate_config(config)
 
 
@@ -84,17 +118,27 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     config = load_config(REPO / "config.yaml")
-    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    grid = config["grid"]
+    # none and token once per chunk size and seed, layer per layer set, aux per layer set and shift.
+    per_chunk_and_seed = {"none": 1, "token": 1, "layer": len(grid["kd_layers"]),
+                          "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"])}
+    students = sum(per_chunk_and_seed[m] for m in grid["methods"]) * len(grid["chunk_sizes"]) * len(grid["seeds"])
+    assert students == 1  # the default: the streaming baseline (the KD grid is grid.yaml)
     models = 1 + students
     tests = len(config["decoding"]["test_sets"])
+    methods = config["decoding"].get("methods", ["ctc-1best"])
+    streaming = sum(m.endswith("-streaming") for m in methods)
+    decodes = tests * (models * len(methods) - streaming)  # the teacher cannot stream
     assert counts["prepare_corpus"] == 1
     assert counts["compute_fbank"] == 3
     assert counts["train_teacher"] == 1
     assert counts["train_student"] == students
-    assert counts["decode"] == models * tests
-    assert counts["score"] == models * tests
+    assert counts["decode"] == decodes
+    assert counts["score"] == decodes
+    assert counts.get("compile_hlg", 0) == int(any(m.startswith("ctc-hlg") for m in methods))
     assert counts["record"] == models
     assert counts["aggregate"] == 1
+    assert counts["plots"] == 1
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -147,10 +191,22 @@ def test_librispeech_960_grid_dry_run(tmp_path):
               if len(p) == 2 and p[1].isdigit()}
     config = deep_merge(load_config(REPO / "config.yaml"),
                         yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text()))
+    assert config["grid"]["methods"] == ["none"]  # the streaming baseline per chunk size and seed
     students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
     tests = len(config["decoding"]["test_sets"])
+    methods = config["decoding"].get("methods", ["ctc-1best"])
+    streaming = sum(m.endswith("-streaming") for m in methods)
     assert counts["prepare_librispeech"] == 1
     assert counts["compute_fbank"] == 2 + tests
     assert counts["train_student"] == students
-    assert counts["decode"] == counts["score"] == (1 + students) * tests
+    # Every model with every method, except that the teacher cannot stream.
+    assert counts["decode"] == counts["score"] == tests * ((1 + students) * len(methods) - streaming)
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_the_readme_results_example_is_a_valid_config(config):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**What the tables show**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    config["results"] = yaml.safe_load(block)["results"]
+    config["grid"]["chunk_sizes"] = [4, 8]
+    validate_config(config)

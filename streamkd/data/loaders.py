@@ -66,6 +66,24 @@ def input_strategy(cuts: CutSet) -> BatchIO:
     if has_precomputed_features(cuts):
         return PrecomputedFeatures()
     return OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
+def cut_features(cut) -> "np.ndarray":
+    """One cut's (T, F) fbank: the stored features, or the same fbank computed from the audio."""
+    if cut.has_features:
+        return cut.load_features()
+    return cut.compute_features(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
+
+
+def make_spec_augment() -> SpecAugment:
+    """The SpecAugment settings of every training run, in the dataset or in an objective."""
+    return SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)
+
+
+def spec_augment_batch(transform: SpecAugment, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
+    """Apply ``transform`` to a padded (B, T, F) batch as lhotse's dataset does: warping
+    only within each utterance's valid frames (one supervision per cut, from frame 0)."""
+    lens = feat_lens.detach().cpu().to(torch.int64)  # lhotse walks the segments in Python
+    segments = torch.stack([torch.arange(lens.numel()), torch.zeros_like(lens), lens], dim=1)
+    return transform(feats, supervision_segments=segments)
 
 
 def train_dataloader(
@@ -83,7 +101,7 @@ def train_dataloader(
     draws ``world_size`` batches from the same bucket and hands out the ``rank``-th), so
     the streams of all ranks together are the same for any split of ranks over processes.
     """
-    transforms = [SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)] if spec_augment else []
+    transforms = [make_spec_augment()] if spec_augment else []
     dataset = K2SpeechRecognitionDataset(
         input_transforms=transforms, return_cuts=True, input_strategy=input_strategy(cuts)
     )

@@ -6,7 +6,7 @@ that a streaming caller can concatenate cached keys/values between the first two
 """
 
 import math
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,14 @@ from torch import Tensor, nn
 from .rotary import RotaryEmbedding
 
 POSITIONAL_CHOICES = ("relative", "none")
+
+
+class AttentionCache(NamedTuple):
+    """Keys and values of earlier streaming chunks, positions already applied."""
+
+    keys: Tensor  # (B, H, T_cached, head_dim)
+    values: Tensor  # (B, H, T_cached, head_dim)
+    valid: Tensor  # (B, T_cached) bool: False for padding of streams that have ended
 
 
 def masked_attention(
@@ -106,5 +114,32 @@ class MultiHeadSelfAttention(nn.Module):
         context = masked_attention(q, k, v, mask, self.dropout, self.training)
         return self.merge(context)
 
+    def initial_cache(self, batch_size: int, device=None, dtype=None) -> AttentionCache:
+        empty = torch.zeros(batch_size, self.num_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return AttentionCache(empty, empty, torch.zeros(batch_size, 0, dtype=torch.bool, device=device))
 
-__all__ = ["POSITIONAL_CHOICES", "masked_attention", "MultiHeadSelfAttention"]
+    def forward_cached(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        valid: Tensor,
+        cache: AttentionCache,
+        max_cached_frames: Optional[int] = None,
+    ) -> Tuple[Tensor, AttentionCache]:
+        """Attention of a chunk's frames to the cached frames and to the whole chunk.
+
+        x: (B, T, d_model); positions: (T,) absolute frame indices; valid: (B, T) False on
+        padding. Returns the output and a cache holding at most ``max_cached_frames`` of the
+        most recent keys/values (None: all of them).
+        """
+        q, k, v = self.project(x, positions)
+        keys = torch.cat([cache.keys, k], dim=2)
+        values = torch.cat([cache.values, v], dim=2)
+        key_valid = torch.cat([cache.valid, valid], dim=1)
+        context = masked_attention(q, keys, values, key_valid[:, None, None, :], self.dropout, self.training)
+        start = 0 if max_cached_frames is None else max(keys.size(2) - max_cached_frames, 0)
+        new_cache = AttentionCache(keys[:, :, start:], values[:, :, start:], key_valid[:, start:])
+        return self.merge(context), new_cache
+
+
+__all__ = ["POSITIONAL_CHOICES", "AttentionCache", "masked_attention", "MultiHeadSelfAttention"]

@@ -1,11 +1,12 @@
 """Conformer block: macaron feed-forward, self-attention, convolution, feed-forward."""
 
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MultiHeadSelfAttention
+from .attention import AttentionCache, MultiHeadSelfAttention
 
 
 class FeedForward(nn.Module):
@@ -66,18 +67,41 @@ class ConvModule(nn.Module):
         half = (self.kernel_size - 1) // 2
         return F.pad(x, (half, half))
 
-    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> Tensor:
-        """x: (B, T, d_model); valid: (B, T) bool, False on padded frames."""
-        y = self.pointwise_in(self.norm(x).transpose(1, 2))  # (B, 2C, T)
-        y = F.glu(y, dim=1)
+    def _gated(self, x: Tensor, valid: Optional[Tensor]) -> Tensor:
+        """pointwise conv + GLU: (B, T, d_model) -> (B, C, T), zero on padded frames."""
+        y = F.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)
         if valid is not None:
             # Padded frames must look exactly like the zero padding past the end of a
             # lone utterance, or they would leak into valid frames through the kernel.
             y = y.masked_fill(~valid.unsqueeze(1), 0.0)
-        y = self.depthwise(self.pad(y))
+        return y
+
+    def _finish(self, y: Tensor) -> Tensor:
+        """Depthwise conv output (B, C, T) -> module output (B, T, d_model)."""
         y = self.activation(self.depthwise_norm(y.transpose(1, 2)))
         y = self.pointwise_out(y.transpose(1, 2)).transpose(1, 2)
         return self.dropout(y)
+
+    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+        """x: (B, T, d_model); valid: (B, T) bool, False on padded frames."""
+        return self._finish(self.depthwise(self.pad(self._gated(x, valid))))
+
+    def initial_cache(self, batch_size: int, device=None, dtype=None) -> Tensor:
+        """The streaming state before the first chunk: the causal zero padding, (B, C, kernel_size - 1)."""
+        channels = self.depthwise.in_channels
+        return torch.zeros(batch_size, channels, self.kernel_size - 1, device=device, dtype=dtype)
+
+    def forward_cached(self, x: Tensor, valid: Optional[Tensor], cache: Tensor) -> Tuple[Tensor, Tensor]:
+        """One streaming chunk of a causal module: the cache replaces the left zero padding.
+
+        x: (B, T, d_model) new frames; cache: (B, C, kernel_size - 1), the previous chunk's
+        last GLU outputs (zeros at the start). Returns the output and the next cache.
+        """
+        if not self.causal:
+            raise ValueError("only a causal convolution module can run chunk by chunk")
+        y = torch.cat([cache, self._gated(x, valid)], dim=2)
+        new_cache = y[:, :, y.size(2) - (self.kernel_size - 1):]
+        return self._finish(self.depthwise(y)), new_cache
 
 
 class ConformerBlock(nn.Module):
@@ -120,5 +144,42 @@ class ConformerBlock(nn.Module):
         x = x + 0.5 * self.ff2(x)
         return self.final_norm(x)
 
+    def initial_cache(self, batch_size: int, device=None, dtype=None) -> "BlockCache":
+        return BlockCache(
+            attention=self.attn.initial_cache(batch_size, device, dtype),
+            conv=self.conv.initial_cache(batch_size, device, dtype),
+        )
 
-__all__ = ["FeedForward", "ConvModule", "ConformerBlock"]
+    def forward_cached(
+        self,
+        x: Tensor,
+        valid: Tensor,
+        positions: Tensor,
+        cache: "BlockCache",
+        max_cached_frames: Optional[int],
+    ) -> Tuple[Tensor, "BlockCache"]:
+        """One streaming chunk: every frame of the chunk sees the whole chunk and the cached past.
+
+        Same arithmetic as :meth:`forward` under a chunk mask, with the attention's cached
+        keys/values and the convolution's cached frames standing in for the earlier chunks.
+        ``max_cached_frames`` is ``left_chunks * chunk_size`` (None: keep everything).
+        """
+        x = x + 0.5 * self.ff1(x)
+        attended, attention_cache = self.attn.forward_cached(
+            self.attn_norm(x), positions, valid, cache.attention, max_cached_frames
+        )
+        x = x + self.attn_dropout(attended)
+        conv_out, conv_cache = self.conv.forward_cached(x, valid, cache.conv)
+        x = x + conv_out
+        x = x + 0.5 * self.ff2(x)
+        return self.final_norm(x), BlockCache(attention_cache, conv_cache)
+
+
+class BlockCache(NamedTuple):
+    """Streaming state of one Conformer block."""
+
+    attention: AttentionCache
+    conv: Tensor  # (B, d_model, conv_kernel - 1)
+
+
+__all__ = ["FeedForward", "ConvModule", "ConformerBlock", "BlockCache"]

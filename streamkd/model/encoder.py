@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from . import subsampling
 from .conformer import ConformerBlock
 from .masks import attention_mask, padding_mask
+from .normalization import GlobalCmvn
 from .subsampling import Conv2dSubsampling
 
 
@@ -106,6 +107,7 @@ class ConformerEncoder(nn.Module):
             left_chunks=left_chunks,
             subsampling_channels=subsampling_channels,
         )
+        self.cmvn = GlobalCmvn(feat_dim)
         self.subsampling = Conv2dSubsampling(feat_dim, d_model, channels=subsampling_channels)
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -169,7 +171,7 @@ class ConformerEncoder(nn.Module):
         chunk = self.config.chunk_size if chunk_size is None else chunk_size
         left = self.config.left_chunks if left_chunks is None else left_chunks
 
-        x, lengths = self.subsampling(feats, feat_lens)
+        x, lengths = self.subsampling(self.cmvn(feats), feat_lens)
         x = self.input_dropout(x)
         num_frames = x.size(1)
         valid = padding_mask(lengths, num_frames)

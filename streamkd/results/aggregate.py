@@ -1,104 +1,336 @@
-"""Turn run records into WER tables (CSV and Markdown) with pandas."""
+"""Turn run records into results tables: statistics over seeds, relative reductions, significance.
+
+The numbers of a table are computed here, as a tidy pandas frame with one row per
+(system, chunk size, test set); :mod:`streamkd.results.tables` only lays them out.
+
+- ``wer_mean`` / ``wer_std``: mean and sample standard deviation (ddof=1) over seeds of the
+  per-seed corpus WER; the std is empty for a single seed.
+- ``rel_reduction``: ``100 * (WER_baseline - WER) / WER_baseline`` on the seed means, where
+  the baseline is the ``none`` student (``results.baseline``) at the same chunk size and
+  test set; positive means fewer errors than the baseline.
+- ``delta_wer``, ``ci_low``, ``ci_high``, ``prob_improvement``, ``significant``: the paired
+  bootstrap of :mod:`streamkd.results.significance` against the same baseline.
+"""
 
 from __future__ import annotations
 
-import json
-import math
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List
+from typing import Dict, Iterable, List, Optional, Tuple
 
+import numpy as np
 import pandas as pd
 
-from streamkd.results.record import REQUIRED_FIELDS
+from streamkd.results.config import MAIN_TABLE, TEACHER_METHOD, ResultsConfig, TableSpec
+from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, LoadedRecords, RecordError, load_records, system_sort_key
+from streamkd.results.significance import ErrorsFileError, compare
 from streamkd.utils import write_text
 
-TEACHER = "teacher"
+log = logging.getLogger(__name__)
+
+TEACHER = TEACHER_METHOD
+
+SUMMARY_COLUMNS = [
+    "model", *SYSTEM_FIELDS, "chunk_size", "chunk_ms", "test_set", "decoding", "num_seeds", "seeds",
+    "wer_mean", "wer_std", "wer_min", "wer_max", "baseline_wer", "rel_reduction", "delta_wer",
+    "ci_low", "ci_high", "prob_improvement", "significant", "num_utterances", "num_params",
+    "num_params_training", "train_seconds", "runs",
+]
 
 
-def _check_record(path: Path, record: dict) -> None:
-    missing = [k for k in REQUIRED_FIELDS if k not in record]
-    if missing:
-        raise ValueError(f"{path}: run record lacks field(s): {', '.join(missing)}")
-    for test_set, by_method in record["wer"].items():
-        for method, value in by_method.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{path}: WER for {test_set}/{method} is not a finite number: {value!r}")
+@dataclass
+class TableData:
+    """Everything one table shows, before layout."""
+
+    name: str
+    spec: TableSpec
+    summary: pd.DataFrame  # SUMMARY_COLUMNS, one row per (system, chunk size, test set)
+    baselines: pd.DataFrame  # chunk_size, test_set, baseline_wer
+    systems: List[str]  # row order (model labels)
+    chunk_sizes: List[int]
+    test_sets: List[str]
+    decoding: str
+    teacher_decoding: str
+    baseline: str
+    confidence: float
+    precision: int
+    notes: List[str] = field(default_factory=list)  # warnings worth printing under the table
 
 
-def load_records(paths: Iterable[Path]) -> pd.DataFrame:
-    """One row per (run, test set, decoding method)."""
-    rows: List[dict] = []
-    for path in map(Path, paths):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read run record {path}: {e}") from e
-        _check_record(path, record)
-        for test_set, by_method in record["wer"].items():
-            for decoding, wer in by_method.items():
-                rows.append(
-                    {
-                        "model": TEACHER if record["role"] == TEACHER else record["method"],
-                        "chunk_size": record["chunk_size"],
-                        "seed": record["seed"],
-                        "test_set": test_set,
-                        "decoding": decoding,
-                        "wer": float(wer),
-                        "num_params": record["num_params"],
-                        "train_seconds": record["train_seconds"],
-                        "run": record["run"],
-                        "record": str(path),
-                    }
-                )
-    if not rows:
-        raise ValueError("no run records to aggregate")
-    return pd.DataFrame(rows)
+def _is_teacher(runs: pd.DataFrame) -> pd.Series:
+    return runs["method"] == TEACHER
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation of WER over seeds for every model, chunk size and test set."""
-    keys = ["model", "chunk_size", "test_set", "decoding"]
-    grouped = df.fillna({"chunk_size": -1}).groupby(keys, dropna=False)
-    out = grouped.agg(
+def _ordered_unique(values: Iterable) -> List:
+    return list(dict.fromkeys(values))
+
+
+def _system_filters(runs: pd.DataFrame, spec: TableSpec) -> pd.Series:
+    """Rows of the systems and chunk sizes the table shows (any test set, any decoding)."""
+    keep = pd.Series(True, index=runs.index)
+    if spec.methods is not None:
+        keep &= runs["method"].isin(spec.methods)
+    if spec.chunk_sizes is not None:
+        keep &= _is_teacher(runs) | runs["chunk_size"].isin(spec.chunk_sizes)
+    if spec.kd_layers is not None:
+        keep &= runs["kd_layers"].isna() | runs["kd_layers"].isin(spec.kd_layers)
+    if spec.apc_shifts is not None:
+        keep &= runs["apc_shift"].isna() | runs["apc_shift"].isin(spec.apc_shifts)
+    return keep
+
+
+def _decoding_filter(runs: pd.DataFrame, decoding: str, teacher_decoding: str) -> pd.Series:
+    return np.where(_is_teacher(runs), runs["decoding"] == teacher_decoding, runs["decoding"] == decoding)
+
+
+def select_runs(runs: pd.DataFrame, spec: TableSpec, config: ResultsConfig) -> Tuple[pd.DataFrame, List[str], List[Tuple[str, str]]]:
+    """The rows a table is computed from, its test sets, and the records that lack a cell.
+
+    A run that the table selects must have a WER for every test set of the table with the
+    table's decoding method; if it does not, that record is reported (by file name) rather
+    than silently leaving a hole in a mean over seeds.
+    """
+    decoding, teacher_decoding = config.table_decoding(spec)
+    candidates = runs[_system_filters(runs, spec)]
+    if candidates.empty:
+        raise RecordError([("<selection>", f"no run record matches the table's selection: {_describe(spec)}")])
+    with_decoding = candidates[_decoding_filter(candidates, decoding, teacher_decoding)]
+    if spec.test_sets is not None:
+        test_sets = list(spec.test_sets)
+    else:
+        test_sets = sorted(set(with_decoding["test_set"]) or set(candidates["test_set"]))
+    selected = with_decoding[with_decoding["test_set"].isin(test_sets)]
+    problems: List[Tuple[str, str]] = []
+    for record, part in candidates.groupby("record", sort=True):
+        is_teacher = part["method"].iloc[0] == TEACHER
+        want = teacher_decoding if is_teacher else decoding
+        have = set(selected.loc[selected["record"] == record, "test_set"])
+        for test_set in test_sets:
+            if test_set not in have:
+                available = ", ".join(sorted(f"{t}/{d}" for t, d in zip(part["test_set"], part["decoding"])))
+                problems.append((record, f"no WER for {test_set}/{want} (it has: {available})"))
+    return selected, test_sets, problems
+
+
+def _describe(spec: TableSpec) -> str:
+    parts = [f"{k}={v!r}" for k, v in (
+        ("methods", spec.methods), ("chunk_sizes", spec.chunk_sizes), ("kd_layers", spec.kd_layers),
+        ("apc_shifts", spec.apc_shifts), ("test_sets", spec.test_sets),
+    ) if v is not None]
+    return ", ".join(parts) or "everything"
+
+
+def seed_statistics(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std, min and max of WER over seeds per (system, chunk size, test set)."""
+    frame = runs.assign(chunk_key=runs["chunk_size"].fillna(-1).astype(int))
+    keys = ["model", "chunk_key", "test_set"]
+    grouped = frame.groupby(keys, sort=False, dropna=False)
+    stats = grouped.agg(
         wer_mean=("wer", "mean"),
-        wer_std=("wer", "std"),
-        num_seeds=("seed", "nunique"),
+        wer_std=("wer", lambda s: s.std(ddof=1) if len(s) > 1 else np.nan),
+        wer_min=("wer", "min"),
+        wer_max=("wer", "max"),
+        num_seeds=("seed", "count"),
+        seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
+        runs=("run", lambda s: ";".join(sorted(s))),
+        decoding=("decoding", "first"),
         num_params=("num_params", "first"),
+        num_params_training=("num_params_training", "first"),
         train_seconds=("train_seconds", "mean"),
+        **{f: (f, "first") for f in SYSTEM_FIELDS},
     ).reset_index()
-    out["chunk_size"] = out["chunk_size"].astype(int).replace(-1, pd.NA)
-    return out
+    for (model, _, _), part in grouped:
+        if part["num_params"].nunique() > 1:
+            log.warning("%s: runs differ in parameter count (%s); the table shows the first", model, sorted(part["num_params"].unique()))
+    stats["chunk_size"] = stats["chunk_key"].where(stats["chunk_key"] >= 0).astype("Int64")
+    stats["chunk_ms"] = (stats["chunk_size"] * FRAME_MS).astype("Int64")
+    return stats.drop(columns="chunk_key")
 
 
-def _cell(mean: float, std: float) -> str:
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+def _attach_baseline(stats: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    merged = stats.merge(baselines, on=["chunk_size", "test_set"], how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = 100.0 * (merged["baseline_wer"] - merged["wer_mean"]) / merged["baseline_wer"]
+    # The teacher has no chunk size of its own: its relative numbers are per column (tables.py).
+    merged["rel_reduction"] = rel.where(merged["baseline_wer"] > 0)
+    merged["delta_wer"] = merged["wer_mean"] - merged["baseline_wer"]
+    return merged
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    """Rows: models; columns: test set x chunk size. The teacher is repeated in every chunk column."""
-    chunk_sizes = sorted(int(c) for c in summary["chunk_size"].dropna().unique())
-    if not chunk_sizes:
-        chunk_sizes = []
-    rows = []
-    for model, part in summary.groupby("model", sort=False):
-        row = {"model": model}
-        for _, r in part.iterrows():
-            columns = chunk_sizes if pd.isna(r["chunk_size"]) else [int(r["chunk_size"])]
-            for chunk in columns or [None]:
-                name = f"{r['test_set']} {r['decoding']}" + (f" @ {chunk * 40} ms" if chunk else "")
-                row[name] = _cell(r["wer_mean"], r["wer_std"])
-        row["params (M)"] = f"{part['num_params'].iloc[0] / 1e6:.2f}"
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    table["order"] = (table["model"] != TEACHER).astype(int)
-    table = table.sort_values(["order", "model"]).drop(columns="order")
-    return "WER (%), mean ± std over seeds\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n"
+def relative_reduction(baseline_wer: float, wer: float) -> float:
+    """``100 * (baseline - wer) / baseline``; NaN when there is no (or a zero) baseline."""
+    if baseline_wer is None or pd.isna(baseline_wer) or baseline_wer <= 0:
+        return float("nan")
+    return 100.0 * (baseline_wer - wer) / baseline_wer
 
 
-def aggregate(record_paths: Iterable[Path], out_dir: Path) -> pd.DataFrame:
-    df = load_records(record_paths)
-    summary = summarise(df)
+def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_sets: List[str]) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """The baseline's runs and seed-mean WER per (chunk size, test set), shown in the table or not."""
+    decoding, _ = config.table_decoding(spec)
+    base = runs[(runs["method"] == config.baseline) & (runs["decoding"] == decoding) & runs["test_set"].isin(test_sets)]
+    if spec.chunk_sizes is not None:
+        base = base[base["chunk_size"].isin(spec.chunk_sizes)]
+    systems = base["model"].unique()
+    if len(systems) > 1:
+        raise RecordError(
+            [(r, f"several {config.baseline!r} systems ({', '.join(systems)}): cannot tell which is the baseline")
+             for r in sorted(base["record"].unique())]
+        )
+    stats = seed_statistics(base) if len(base) else pd.DataFrame(columns=["chunk_size", "test_set", "wer_mean"])
+    table = stats[["chunk_size", "test_set", "wer_mean"]].rename(columns={"wer_mean": "baseline_wer"})
+    table["chunk_size"] = table["chunk_size"].astype("Int64")
+    return base, table.reset_index(drop=True)
+
+
+def _significance(stats: pd.DataFrame, selected: pd.DataFrame, base_runs: pd.DataFrame, config: ResultsConfig, notes: List[str]) -> pd.DataFrame:
+    sig = config.significance
+    cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
+    stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
+    for i, row in stats.iterrows():
+        if row["method"] in (TEACHER, config.baseline) or pd.isna(row["chunk_size"]):
+            continue
+        mine = selected[(selected["model"] == row["model"]) & (selected["chunk_size"] == row["chunk_size"]) & (selected["test_set"] == row["test_set"])]
+        theirs = base_runs[(base_runs["chunk_size"] == row["chunk_size"]) & (base_runs["test_set"] == row["test_set"])]
+        what = f"{row['model']} vs {config.baseline} at chunk {row['chunk_size']} on {row['test_set']}"
+        if theirs.empty:
+            continue  # build_table notes the missing baseline once per column
+        lacking = sorted(set(mine.loc[mine["errors_path"].isna(), "record"]) | set(theirs.loc[theirs["errors_path"].isna(), "record"]))
+        if lacking:
+            notes.append(f"{what}: not tested, the record(s) {', '.join(lacking)} name no per-utterance errors")
+            continue
+        try:
+            result = compare(
+                list(mine["errors_path"]), list(theirs["errors_path"]),
+                num_resamples=sig.num_resamples, confidence=sig.confidence, seed=sig.seed,
+            )
+        except (ErrorsFileError, ValueError) as e:
+            notes.append(f"{what}: not tested ({e})")
+            continue
+        stats.loc[i, ["ci_low", "ci_high", "prob_improvement", "num_utterances"]] = [
+            result.ci_low, result.ci_high, result.prob_improvement, result.num_utterances,
+        ]
+        stats.loc[i, "significant"] = result.significant
+        if not np.isclose(result.delta, row["delta_wer"], atol=1e-3):  # records round WER to 1e-4
+            # The per-utterance errors and the WER in the records disagree: say so, loudly.
+            notes.append(
+                f"{what}: the per-utterance errors give a WER difference of {result.delta:.4f} but the records "
+                f"{row['delta_wer']:.4f}; are the errors files those of these runs?"
+            )
+    stats["num_utterances"] = stats["num_utterances"].astype("Int64")
+    return stats
+
+
+def _row_order(stats: pd.DataFrame, spec: TableSpec) -> List[str]:
+    systems = stats.drop_duplicates("model")
+    def key(r):
+        first = spec.methods.index(r["method"]) if spec.methods is not None and r["method"] in spec.methods else 0
+        return (first, system_sort_key(*(r[f] if not pd.isna(r[f]) else None for f in SYSTEM_FIELDS)), r["model"])
+    return [r["model"] for _, r in sorted(systems.iterrows(), key=lambda ir: key(ir[1]))]
+
+
+def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsConfig) -> TableData:
+    """Compute one table's numbers from the loaded runs (see the module docstring)."""
+    selected, test_sets, problems = select_runs(runs, spec, config)
+    if problems:
+        raise RecordError(problems)
+    if selected.empty:
+        raise RecordError([("<selection>", f"table {name!r}: no WER with the selected decoding method(s) for {_describe(spec)}")])
+    decoding, teacher_decoding = config.table_decoding(spec)
+    notes: List[str] = []
+    stats = seed_statistics(selected)
+    base_runs, baselines = _baselines(runs, config, spec, test_sets)
+    stats = _attach_baseline(stats, baselines)
+    if spec.significance:
+        stats = _significance(stats, selected, base_runs, config, notes)
+    else:
+        stats = stats.assign(ci_low=np.nan, ci_high=np.nan, prob_improvement=np.nan,
+                             num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
+                             significant=pd.array([pd.NA] * len(stats), dtype="boolean"))
+    chunk_sizes = sorted(int(c) for c in stats["chunk_size"].dropna().unique())
+    for chunk in chunk_sizes:
+        for test_set in test_sets:
+            if baselines[(baselines["chunk_size"] == chunk) & (baselines["test_set"] == test_set)].empty:
+                notes.append(f"no {config.baseline} run at chunk size {chunk} on {test_set}: relative reductions there are empty")
+    stats = stats[SUMMARY_COLUMNS]
+    order = _row_order(stats, spec)
+    stats = stats.assign(_row=stats["model"].map({m: i for i, m in enumerate(order)}))
+    stats = stats.sort_values(["_row", "chunk_size", "test_set"], na_position="first").drop(columns="_row").reset_index(drop=True)
+    for note in _ordered_unique(notes):
+        log.warning("table %s: %s", name, note)
+    return TableData(
+        name=name, spec=spec, summary=stats, baselines=baselines, systems=order,
+        chunk_sizes=chunk_sizes, test_sets=test_sets, decoding=decoding, teacher_decoding=teacher_decoding,
+        baseline=config.baseline, confidence=config.significance.confidence, precision=config.precision,
+        notes=_ordered_unique(notes),
+    )
+
+
+def table_files(out_dir: Path, name: str) -> Dict[str, Path]:
     out_dir = Path(out_dir)
-    write_text(out_dir / "wer.csv", summary.to_csv(index=False))
-    write_text(out_dir / "wer.md", markdown_table(summary))
-    return summary
+    return {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex", "html")}
+
+
+def write_table(table: TableData, out_dir: Path) -> Dict[str, Path]:
+    """``{name}.csv`` (the tidy numbers), ``.md``, ``.tex`` (booktabs) and ``.html``."""
+    from streamkd.results.tables import to_html, to_latex, to_markdown
+
+    files = table_files(out_dir, table.name)
+    write_text(files["csv"], table.summary.to_csv(index=False, float_format="%.6g"))
+    write_text(files["md"], to_markdown(table))
+    write_text(files["tex"], to_latex(table))
+    write_text(files["html"], to_html(table))
+    return files
+
+
+def aggregate(
+    record_paths: Iterable[Path],
+    out_dir: Path,
+    config: Optional[ResultsConfig] = None,
+    skip_invalid: bool = False,
+) -> Dict[str, TableData]:
+    """Load the records and write every configured table (and ``runs.csv``) to ``out_dir``.
+
+    Raises :class:`RecordError` naming every unusable record unless ``skip_invalid``.
+    """
+    return write_tables(load_records(record_paths, skip_invalid=skip_invalid), out_dir, config, skip_invalid)
+
+
+def write_tables(
+    loaded: LoadedRecords,
+    out_dir: Path,
+    config: Optional[ResultsConfig] = None,
+    skip_invalid: bool = False,
+) -> Dict[str, TableData]:
+    """Every configured table of already loaded records, plus ``runs.csv``.
+
+    ``runs.csv`` lists every record's WER per test set and decoding method, unaveraged. A
+    record that lacks a cell a table needs is an error, or with ``skip_invalid`` is left
+    out of that table (named in a warning and in the table's notes).
+    """
+    config = config or ResultsConfig()
+    runs = loaded.runs
+    tables: Dict[str, TableData] = {}
+    for name, spec in config.tables.items():
+        skipped = list(loaded.skipped)
+        try:
+            tables[name] = build_table(runs, name, spec, config)
+        except RecordError as e:
+            if not skip_invalid or all(p.startswith("<") for p, _ in e.problems):
+                raise
+            bad = {p for p, _ in e.problems}
+            for path, message in e.problems:
+                log.warning("table %s: left out run record %s: %s", name, path, message)
+            skipped.extend(e.problems)
+            tables[name] = build_table(runs[~runs["record"].isin(bad)], name, spec, config)
+        if skipped:
+            tables[name].notes = _ordered_unique(tables[name].notes + [f"left out {p}: {m}" for p, m in skipped])
+    out_dir = Path(out_dir)
+    write_text(out_dir / "runs.csv", runs.drop(columns=["errors_path", "train_summary"]).to_csv(index=False, float_format="%.6g"))
+    for table in tables.values():
+        write_table(table, out_dir)
+    log.info("wrote %s to %s", ", ".join(f"{n}.{{csv,md,tex,html}}" for n in tables), out_dir)
+    return tables
+
+
+__all__ = ["MAIN_TABLE", "TableData", "aggregate", "build_table", "relative_reduction", "seed_statistics", "select_runs", "write_tables"]

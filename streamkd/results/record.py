@@ -1,11 +1,18 @@
-"""The run record: one small JSON per decoded run, the unit the tables are built from."""
+"""The run record: one small JSON per decoded run, the unit the tables are built from.
+
+A record names other files of its run (the per-utterance errors that significance tests
+need, the training summary that loss curves are drawn from) by paths relative to the
+record's own folder, so an experiment folder can be moved or copied as a whole. An absolute
+path is kept as it is. :func:`resolve_record_path` turns either back into a usable path.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from streamkd.results.wer import WerSummary, per_utterance_rows, score
 from streamkd.utils import atomic_path, write_json
@@ -59,24 +66,100 @@ def software_versions() -> Dict[str, str]:
     }
 
 
-def build_record(run: str, train_summary_path: Path, wer_paths: Mapping[str, Path], decoding_method: str) -> dict:
-    """Combine the training summary and the WER of every test set into one record."""
+def relative_to_record(path: Union[str, Path], record_dir: Union[str, Path]) -> str:
+    """How a record stores a path: relative to the record's folder (POSIX separators)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(record_dir))
+    return Path(rel).as_posix()
+
+
+def resolve_record_path(record_path: Union[str, Path], stored: str) -> Path:
+    """The file a record's stored path names (relative paths start at the record's folder)."""
+    stored_path = Path(stored)
+    return stored_path if stored_path.is_absolute() else Path(record_path).parent / stored_path
+
+
+WerKey = Union[str, Tuple[str, str]]  # a test set, or (test set, decoding method)
+
+
+def _split_key(key: WerKey, decoding_method: Optional[str]) -> Tuple[str, str]:
+    if isinstance(key, tuple):
+        return key
+    if decoding_method is None:
+        raise ValueError(f"results for test set {key!r} name no decoding method")
+    return key, decoding_method
+
+
+def _decode_info(path: Path) -> Dict[str, Any]:
+    """The per-decode facts a record keeps from a ``decode.json``."""
+    try:
+        stats = json.loads(Path(path).read_text())
+        return {"rtf": stats["rtf"], "latency_ms": stats["latency_ms"], "streaming": bool(stats["streaming"])}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read decoding statistics {path}: {e}") from e
+
+
+def build_record(
+    run: str,
+    train_summary_path: Path,
+    wer_paths: Mapping[WerKey, Path],
+    decoding_method: Optional[str] = None,
+    errors_paths: Optional[Mapping[WerKey, Path]] = None,
+    record_dir: Optional[Path] = None,
+    decode_stats: Optional[Mapping[WerKey, Path]] = None,
+) -> dict:
+    """Combine the training summary and the WER of every test set and decoding method into one record.
+
+    Keys of ``wer_paths``, ``errors_paths`` and ``decode_stats`` are ``(test_set, method)``
+    pairs, or test sets alone when ``decoding_method`` names the method. ``errors_paths``
+    point at the per-utterance ``errors.jsonl`` written by :func:`score_hyps`; with
+    ``record_dir`` (the folder the record will be written to) the record stores them, and the
+    training summary's path, relative to that folder. ``decode_stats`` point at the
+    ``decode.json`` of each decode, whose RTF, algorithmic latency and streaming flag go to
+    ``record["decoding"][test_set][method]``.
+    """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
-    for test_set, path in wer_paths.items():
-        wer.setdefault(test_set, {})[decoding_method] = json.loads(Path(path).read_text())["wer"]
+    for key, path in wer_paths.items():
+        test_set, method = _split_key(key, decoding_method)
+        wer.setdefault(test_set, {})[method] = json.loads(Path(path).read_text())["wer"]
+    base = Path(record_dir) if record_dir is not None else Path.cwd()
+    errors: Dict[str, Dict[str, str]] = {}
+    for key, path in (errors_paths or {}).items():
+        test_set, method = _split_key(key, decoding_method)
+        if method not in wer.get(test_set, {}):
+            raise ValueError(f"per-utterance errors given for {test_set}/{method}, which has no WER")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"per-utterance errors not found: {path}")
+        errors.setdefault(test_set, {})[method] = relative_to_record(path, base)
+    decoding: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for key, path in (decode_stats or {}).items():
+        test_set, method = _split_key(key, decoding_method)
+        decoding.setdefault(test_set, {})[method] = _decode_info(path)
     return {
         "run": run,
         "role": train["role"],
         "method": train["method"],
+        "head": train.get("head", "ctc"),
+        "kd_layers": train.get("kd_layers"),
+        "kd_teacher_layers": train.get("kd_teacher_layers"),
+        "apc_shift": train.get("apc_shift"),
+        "kd_loss": train.get("kd_loss"),
+        "kd_weight": train.get("kd_weight"),
+        "kd": train.get("kd"),
         "chunk_size": train.get("chunk_size"),
         "left_chunks": train.get("left_chunks"),
         "seed": train["seed"],
         "config_hash": train["config_hash"],
+        # num_params counts the saved (decoded) model; training may add KD branches on top.
         "num_params": train["num_params"],
+        "num_params_deployed": train["num_params"],
+        "num_params_training": train.get("num_params_training", train["num_params"]),
         "train_seconds": train["train_seconds"],
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
+        "errors": errors,
+        "decoding": decoding,
+        "train_summary": relative_to_record(train_summary_path, base),
         "versions": software_versions(),
     }
 

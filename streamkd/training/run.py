@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from streamkd.config import ConfigError, config_hash
-from streamkd.data.loaders import load_cuts
+from streamkd.data.loaders import cut_features, load_cuts
 from streamkd.data.tokenizer import Tokenizer
-from streamkd.model.asr import build_asr_model
+from streamkd.distill.config import KdConfig
+from streamkd.distill.teacher import load_teacher
+from streamkd.model.asr import AsrModel, build_asr_model
+from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import SUBSAMPLING_FACTOR, INPUT_FRAME_SHIFT_MS
 from streamkd.training.config import OptimisationConfig
-from streamkd.training.objectives import CtcObjective
+from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
+CMVN_CUTS = 1000  # utterances sampled for the global feature statistics
 ENCODER_FRAME_SECONDS = SUBSAMPLING_FACTOR * INPUT_FRAME_SHIFT_MS / 1000
 
 
@@ -30,6 +34,48 @@ def check_chunk_fits(chunk_size: int, cuts, source: Path) -> None:
             f"chunk_size={chunk_size} ({chunk_size * ENCODER_FRAME_SECONDS:.2f} s) is not shorter than "
             f"the longest training utterance in {source} ({longest:.2f} s): the student would not stream"
         )
+
+
+def _layers_text(layers: Sequence[int]) -> Optional[str]:
+    return ",".join(str(layer) for layer in layers) or None
+
+
+def kd_record_fields(kd: KdConfig, pairs: Sequence[Tuple[int, int]]) -> Dict[str, Any]:
+    """The KD columns of the run record (null where a field does not apply to the method)."""
+    distils = kd.method != "none"
+    return {
+        "method": kd.method,
+        "kd_layers": _layers_text([s for s, _ in pairs]),
+        "kd_teacher_layers": _layers_text([t for _, t in pairs]),
+        "apc_shift": kd.recorded_shift,
+        "kd_loss": ("kl" if kd.method == "token" else kd.loss) if distils else None,
+        "kd_weight": kd.weight if distils else None,
+        "kd": kd.to_dict() if distils else None,
+    }
+
+
+def build_objective(
+    student: AsrModel,
+    kd: KdConfig,
+    opt: OptimisationConfig,
+    teacher_checkpoint: Optional[Path],
+    teacher_encoder: Optional[Mapping[str, Any]] = None,
+):
+    """The plain ASR objective (CTC and/or RNN-T, per the head) for ``none``; otherwise the student, the frozen teacher and the KD term."""
+    if kd.method == "none":
+        if teacher_checkpoint is not None:
+            raise ConfigError(f"method 'none' uses no teacher, but teacher checkpoint {teacher_checkpoint} was given")
+        return asr_objective(student)
+    if teacher_checkpoint is None:
+        raise ConfigError(f"method {kd.method!r} needs a teacher checkpoint")
+    teacher = load_teacher(
+        teacher_checkpoint,
+        vocab_size=student.vocab_size,
+        feat_dim=student.encoder.config.feat_dim,
+        teacher_layers=kd.teacher_layers or (),
+        expected_encoder=teacher_encoder,
+    )
+    return DistillationObjective(student, teacher, kd, spec_augment=opt.spec_augment)
 
 
 def train_asr(
@@ -45,10 +91,26 @@ def train_asr(
     chunk_size: Optional[int] = None,
     left_chunks: int = -1,
     threads: int = 1,
+    kd: Optional[Mapping[str, Any]] = None,
+    teacher_checkpoint: Optional[Path] = None,
+    teacher_encoder: Optional[Mapping[str, Any]] = None,
+    head: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Train a full-context teacher (``role='teacher'``) or a streaming baseline student."""
+    """Train a full-context teacher (``role='teacher'``) or a streaming student.
+
+    ``kd`` holds :class:`~streamkd.distill.config.KdConfig` options (method, layers, APC
+    shift, loss, ...); absent or ``method='none'`` trains the baseline student. KD methods
+    need ``teacher_checkpoint``; ``teacher_encoder`` (the configured teacher's options) is
+    checked against it.
+    """
     if role not in ("teacher", "student"):
         raise ValueError(f"unknown role {role!r}: expected 'teacher' or 'student'")
+    try:
+        kd_config = KdConfig.from_dict(kd or {})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid distillation settings: {e}") from e
+    if role == "teacher" and kd_config.method != "none":
+        raise ConfigError(f"the teacher is trained without distillation, got method {kd_config.method!r}")
     torch.set_num_threads(threads)
     opt = OptimisationConfig.from_dict(optimisation)
     tokenizer = Tokenizer(bpe_model)
@@ -65,15 +127,37 @@ def train_asr(
         "chunk_size": chunk_size if streaming else None,
         "left_chunks": left_chunks,
     }
+    head_config = HeadConfig.from_dict(head)
     seed_everything(seed)
-    model = build_asr_model(encoder_config, tokenizer.vocab_size)
+    model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
+    model.encoder.cmvn.fit(cut_features(c) for c in train.subset(first=CMVN_CUTS))
+    objective = build_objective(model, kd_config, opt, teacher_checkpoint, teacher_encoder)
+    pairs = getattr(objective, "pairs", [])
+    hashed = [dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}]
+    if head_config.type != "ctc":
+        # A CTC head has no options: leaving it out keeps the hashes of earlier CTC runs.
+        hashed.append(head_config.to_dict())
+    if kd_config.method != "none":
+        # The baseline's hash stays as it was; a KD run also depends on its teacher.
+        hashed.append({**kd_config.to_dict(), "pairs": pairs, "teacher": objective.teacher.meta.get("config_hash")})
     meta = {
         "role": role,
-        "method": "teacher" if role == "teacher" else "none",
+        **kd_record_fields(kd_config, pairs),
         "chunk_size": chunk_size if streaming else None,
         "left_chunks": left_chunks if streaming else None,
-        "config_hash": config_hash(dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}),
+        "head": head_config.type,
+        "config_hash": config_hash(*hashed),
+        # The student plus KD branches/projections; the frozen teacher is not trained.
+        "num_params_training": sum(p.numel() for p in objective.parameters() if p.requires_grad),
+        "teacher_checkpoint": str(teacher_checkpoint) if teacher_checkpoint else None,
     }
-    log.info("training %s: %s, %d parameters", role, encoder_config, model.num_parameters())
-    trainer = Trainer(CtcObjective(model), tokenizer, train, dev, out_dir, opt, seed, meta)
+    if role == "teacher":
+        meta["method"] = "teacher"
+    log.info(
+        "training %s (method %s, %s head): %s, %d parameters deployed, %d trained",
+        meta["role"], meta["method"], head_config.type, encoder_config, model.num_parameters(), meta["num_params_training"],
+    )
+    if pairs:
+        log.info("KD layer pairs (student -> teacher): %s, APC shift %d", pairs, kd_config.shift)
+    trainer = Trainer(objective, tokenizer, train, dev, out_dir, opt, seed, meta)
     return trainer.run()

@@ -314,12 +314,14 @@ class Trainer:
         return (module or self.objective)(batch.feats, batch.feat_lens, targets)
 
     def _train_loaders(self, epoch: int) -> Tuple[List[Any], List[Iterator]]:
+        # An objective that augments its own input (for a clean teacher copy) gets clean batches.
+        dataset_augments = self.config.spec_augment and not getattr(self.objective, "applies_spec_augment", False)
         loaders = [
             train_dataloader(
                 self.train_cuts,
                 self.config.max_duration,
                 seed=self.seed,
-                spec_augment=self.config.spec_augment,
+                spec_augment=dataset_augments,
                 world_size=self.num_slots,
                 rank=slot,
                 num_buckets=self.config.num_buckets,

@@ -1,8 +1,18 @@
-# k2 decoding of every trained model on every test set, and WER scoring.
+# k2 decoding of every trained model on every test set with every decoding method, and WER scoring.
+
+DECODE_OUT = f"{EXP}/{{run}}/decode/{{test_set}}-{{method}}"
+DECODING = config["decoding"]
+SEARCH_ARGS = " ".join(
+    f"--{key.replace('_', '-')} {DECODING[key]}"
+    for key in ("search_beam", "output_beam", "beam", "fast_beam", "max_states", "max_contexts", "max_symbols_per_frame", "max_duration")
+    if key in DECODING
+)
 
 
-def decode_dir(run, test_set):
-    return f"{EXP}/{run}/decode/{test_set}-{DECODING_METHOD}"
+def decoding_graph(wildcards):
+    """The graph file a method reads: the CTC topology, HLG, or none (transducer searches)."""
+    graph = parse_method(wildcards.method).graph
+    return {"ctc_topo": [CTC_TOPO], "hlg": [HLG]}.get(graph, [])
 
 
 rule decode:
@@ -10,33 +20,40 @@ rule decode:
         model=f"{EXP}/{{run}}/model.pt",
         cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
         bpe=BPE_MODEL,
-        graph=CTC_TOPO,
+        graph=decoding_graph,
     output:
-        hyps=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/hyps.jsonl",
+        hyps=f"{DECODE_OUT}/hyps.jsonl",
+        stats=f"{DECODE_OUT}/decode.json",
     params:
-        search_beam=config["decoding"].get("search_beam", 20),
-        output_beam=config["decoding"].get("output_beam", 8),
+        graph=lambda w, input: f"--graph {input.graph}" if input.graph else "",
+        search=SEARCH_ARGS,
+    wildcard_constraints:
+        test_set=alternatives(TEST_SETS),
+        method=alternatives(METHOD_NAMES),
     threads: THREADS
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{{run}}/log/decode-{{test_set}}-{DECODING_METHOD}.log",
+        f"{EXP}/{{run}}/log/decode-{{test_set}}-{{method}}.log",
     shell:
-        "streamkd decode --checkpoint {input.model} --cuts {input.cuts}"
-        " --bpe-model {input.bpe} --graph {input.graph} --hyps {output.hyps}"
-        " --search-beam {params.search_beam} --output-beam {params.output_beam} --threads {threads} > {log} 2>&1"
+        "streamkd decode --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
+        " --method {wildcards.method} {params.graph} --hyps {output.hyps} --stats {output.stats}"
+        " {params.search} --threads {threads} > {log} 2>&1"
 
 
 rule score:
     input:
-        hyps=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/hyps.jsonl",
+        hyps=f"{DECODE_OUT}/hyps.jsonl",
     output:
-        summary=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/wer.json",
-        errors=f"{EXP}/{{run}}/decode/{{test_set}}-{DECODING_METHOD}/errors.jsonl",
+        summary=f"{DECODE_OUT}/wer.json",
+        errors=f"{DECODE_OUT}/errors.jsonl",
+    wildcard_constraints:
+        test_set=alternatives(TEST_SETS),
+        method=alternatives(METHOD_NAMES),
     resources:
         **RESOURCES["default"],
     log:
-        f"{EXP}/{{run}}/log/score-{{test_set}}-{DECODING_METHOD}.log",
+        f"{EXP}/{{run}}/log/score-{{test_set}}-{{method}}.log",
     shell:
         "streamkd score --hyps {input.hyps} --summary {output.summary}"
         " --errors {output.errors} > {log} 2>&1"

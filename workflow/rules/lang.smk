@@ -1,7 +1,12 @@
-# Tokens (sentencepiece BPE) and the k2 decoding graph built over them.
+# Tokens (sentencepiece BPE), a word n-gram LM, and the k2 decoding graphs built over them.
 
 BPE_MODEL = f"{DATA}/lang/bpe.model"
 CTC_TOPO = f"{DATA}/lang/ctc_topo.pt"
+HLG = f"{DATA}/lang/HLG.pt"
+LM_ORDER = config["decoding"].get("lm", {}).get("order", 3)
+TRAINED_LM = f"{DATA}/lang/lm_{LM_ORDER}gram.arpa"
+# An external ARPA LM (e.g. LibriSpeech's) replaces the one trained on our transcripts.
+WORD_LM = config["decoding"].get("lm", {}).get("arpa", TRAINED_LM)
 
 
 rule train_bpe:
@@ -32,3 +37,35 @@ rule compile_ctc_topo:
         f"{DATA}/logs/compile_ctc_topo.log",
     shell:
         "streamkd compile-ctc-topo --bpe-model {input.bpe} --out {output.graph} > {log} 2>&1"
+
+
+rule train_word_lm:
+    input:
+        cuts=f"{DATA}/fbank/cuts_train.jsonl.gz",
+    output:
+        arpa=TRAINED_LM,
+    params:
+        order=LM_ORDER,
+    resources:
+        **RESOURCES["default"],
+    log:
+        f"{DATA}/logs/train_word_lm.log",
+    shell:
+        "streamkd train-lm --cuts {input.cuts} --order {params.order} --arpa {output.arpa} > {log} 2>&1"
+
+
+rule compile_hlg:
+    input:
+        bpe=BPE_MODEL,
+        arpa=WORD_LM,
+    output:
+        graph=HLG,
+    params:
+        order=LM_ORDER,
+    resources:
+        **RESOURCES["default"],
+    log:
+        f"{DATA}/logs/compile_hlg.log",
+    shell:
+        "streamkd compile-hlg --bpe-model {input.bpe} --arpa {input.arpa} --order {params.order}"
+        " --out {output.graph} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# The full-context teacher and the streaming students of the grid.
+# The full-context teacher and the streaming students of the grid (one job per grid cell).
 
 TRAIN_INPUTS = dict(
     train=f"{DATA}/fbank/cuts_train.jsonl.gz",
@@ -9,7 +9,7 @@ TRAIN_SHELL = (
     TRAIN_LAUNCHER + "streamkd train --role {params.role} --train-cuts {input.train}"
     " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
     " --encoder {params.encoder:q} --optimisation {params.optimisation:q} --seed {params.seed}"
-    " --threads {threads} {params.streaming} > {log} 2>&1"
+    " --head {params.head:q} --threads {threads} {params.streaming} > {log} 2>&1"
 )
 
 
@@ -26,6 +26,7 @@ rule train_teacher:
         optimisation=as_json(config["training"]["teacher"]),
         seed=config["training"].get("teacher_seed", 0),
         streaming="",
+        head=as_json(HEAD),
     threads: TRAIN_THREADS
     resources:
         **RESOURCES["train"],
@@ -35,26 +36,46 @@ rule train_teacher:
         TRAIN_SHELL
 
 
+def teacher_for(wildcards):
+    """KD students read the teacher's checkpoint; the baseline needs none."""
+    return [] if STUDENTS[wildcards.student].method == "none" else [TEACHER_MODEL]
+
+
+def distillation_args(wildcards):
+    cell = STUDENTS[wildcards.student]
+    args = cell.train_args()
+    if cell.method != "none":
+        args += [
+            "--kd", as_json(config["kd"]),
+            "--teacher", TEACHER_MODEL,
+            "--teacher-encoder", as_json(config["model"]["teacher"]),
+        ]
+    return shell_args(args)
+
+
 rule train_student:
     input:
         **TRAIN_INPUTS,
+        teacher=teacher_for,
     output:
-        model=f"{EXP}/none-chunk{{chunk}}-seed{{seed}}/model.pt",
-        summary=f"{EXP}/none-chunk{{chunk}}-seed{{seed}}/train_summary.json",
+        model=f"{EXP}/{{student}}/model.pt",
+        summary=f"{EXP}/{{student}}/train_summary.json",
     params:
-        role="student",
-        out_dir=lambda w: f"{EXP}/none-chunk{w.chunk}-seed{w.seed}",
+        out_dir=lambda w: f"{EXP}/{w.student}",
         encoder=as_json(config["model"]["student"]),
         optimisation=as_json(config["training"]["student"]),
-        seed=lambda w: w.seed,
-        streaming=lambda w: f"--chunk-size {w.chunk} --left-chunks {config['model'].get('left_chunks', -1)}",
+        left_chunks=config["model"].get("left_chunks", -1),
+        cell=distillation_args,
+        head=as_json(HEAD),
     wildcard_constraints:
-        chunk=r"\d+",
-        seed=r"-?\d+",
+        student=STUDENT_PATTERN,
     threads: TRAIN_THREADS
     resources:
         **RESOURCES["train"],
     log:
-        f"{EXP}/none-chunk{{chunk}}-seed{{seed}}/log/train.log",
+        f"{EXP}/{{student}}/log/train.log",
     shell:
-        TRAIN_SHELL
+        TRAIN_LAUNCHER + "streamkd train --role student --train-cuts {input.train}"
+        " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
+        " --encoder {params.encoder:q} --optimisation {params.optimisation:q}"
+        " --left-chunks {params.left_chunks} --head {params.head:q} --threads {threads} {params.cell} > {log} 2>&1"

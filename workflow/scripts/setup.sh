@@ -63,7 +63,7 @@ create_venv() {
     say "installing pinned requirements (torch, k2, lhotse, snakemake, ...)"
     "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt" 2>&1 | grep -v "^WARNING: Location" >&2 || true
     "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    "$VENV/bin/python" -c "import k2, lhotse, sentencepiece, snakemake, streamkd" \
+    "$VENV/bin/python" -c "import k2, lhotse, sentencepiece, snakemake, matplotlib, pygments, streamkd" \
         || { say "the environment in $VENV is incomplete (see pip's messages above)"; exit 1; }
     echo "$want" > "$stamp"
 }

@@ -1,0 +1,84 @@
+"""The decoding methods one model can be decoded with, by name.
+
+A method name is ``<head>-<search>`` with an optional ``-streaming`` suffix:
+
+========================  ======  ==========================================  ===========
+name                      head    search                                      graph
+========================  ======  ==========================================  ===========
+ctc-1best                 CTC     Viterbi best path over the CTC topology     ctc_topo.pt
+ctc-hlg                   CTC     best path over HLG (lexicon + word n-gram)  HLG.pt
+rnnt-greedy               RNN-T   arg-max per frame                           -
+rnnt-modified-beam        RNN-T   modified beam search (<= 1 token/frame)     -
+rnnt-fast-beam            RNN-T   k2 fast_beam_search over a trivial graph    -
+========================  ======  ==========================================  ===========
+
+Without the suffix the encoder runs over whole utterances (a streaming student with its
+chunk mask: "simulated" streaming). With ``-streaming`` the encoder runs chunk by chunk with
+attention/convolution caches (:class:`streamkd.model.StreamingEncoder`) and the search
+consumes each chunk as it is produced; only causal, chunked students can do that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, List, Optional
+
+if TYPE_CHECKING:  # kept import-free: the CLI reads the method names at start-up
+    from streamkd.model.heads import HeadConfig
+
+STREAMING_SUFFIX = "-streaming"
+
+
+@dataclass(frozen=True)
+class DecodingMethod:
+    name: str
+    head: str  # "ctc" or "transducer"
+    search: str  # "1best", "hlg", "greedy", "modified-beam", "fast-beam"
+    streaming: bool
+
+    @property
+    def graph(self) -> Optional[str]:
+        """Which graph file the method reads: "ctc_topo", "hlg" or None."""
+        if self.head != "ctc":
+            return None
+        return "hlg" if self.search == "hlg" else "ctc_topo"
+
+    def supported_by(self, head: "HeadConfig") -> bool:
+        return head.has_ctc if self.head == "ctc" else head.has_transducer
+
+
+_BASE = {
+    "ctc-1best": ("ctc", "1best"),
+    "ctc-hlg": ("ctc", "hlg"),
+    "rnnt-greedy": ("transducer", "greedy"),
+    "rnnt-modified-beam": ("transducer", "modified-beam"),
+    "rnnt-fast-beam": ("transducer", "fast-beam"),
+}
+
+METHOD_NAMES: List[str] = [name + suffix for suffix in ("", STREAMING_SUFFIX) for name in _BASE]
+
+
+def parse_method(name: str) -> DecodingMethod:
+    streaming = name.endswith(STREAMING_SUFFIX)
+    base = name[: -len(STREAMING_SUFFIX)] if streaming else name
+    if base not in _BASE:
+        raise ValueError(f"unknown decoding method {name!r}; valid methods: {', '.join(METHOD_NAMES)}")
+    head, search = _BASE[base]
+    return DecodingMethod(name, head, search, streaming)
+
+
+def methods_for(head: "HeadConfig", names: Iterable[str], streaming_model: bool) -> List[DecodingMethod]:
+    """The methods of ``names`` that a model with ``head`` can run (streaming ones only if it streams)."""
+    methods = [parse_method(n) for n in names]
+    return [m for m in methods if m.supported_by(head) and (streaming_model or not m.streaming)]
+
+
+def check_method(method: DecodingMethod, head: "HeadConfig", streaming_model: bool, source: str) -> None:
+    """Raise ValueError, naming ``source``, when the model cannot be decoded with ``method``."""
+    if not method.supported_by(head):
+        raise ValueError(f"{source}: decoding method {method.name!r} needs a {method.head} head; the model's head is {head.type!r}")
+    if method.streaming and not streaming_model:
+        raise ValueError(f"{source}: decoding method {method.name!r} streams chunk by chunk; the model is not a causal, chunked student")
+
+
+__all__ = ["STREAMING_SUFFIX", "DecodingMethod", "METHOD_NAMES", "parse_method", "methods_for", "check_method"]

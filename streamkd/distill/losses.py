@@ -1,0 +1,70 @@
+"""The KD terms: hidden-layer KD (``layer``, ``aux``) and output-posterior KD (``token``).
+
+Each returns a per-frame loss (a mean over the frames it could pair), so the total
+objective reads L = L_asr + lambda * L_kd with both terms per frame.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from streamkd.distill.distances import frame_distance, masked_mean
+from streamkd.distill.shift import shifted_pairs
+
+
+class HiddenLayerKd(nn.Module):
+    """Mean over mapped pairs (l, m) of d(branch_l(h_s[l])[t], h_t[m][t + k]) over valid t.
+
+    ``branches[i]`` belongs to the i-th pair: a projection (or nothing) for ``layer`` KD,
+    an auxiliary non-streaming branch for ``aux`` KD.
+    """
+
+    def __init__(self, pairs: Sequence[Tuple[int, int]], branches: Sequence[nn.Module], distance: str, shift: int) -> None:
+        super().__init__()
+        if len(pairs) != len(branches) or not pairs:
+            raise ValueError(f"need one branch per layer pair, got {len(pairs)} pairs and {len(branches)} branches")
+        if shift < 0:
+            raise ValueError(f"APC shift must be >= 0 frames, got {shift}")
+        self.pairs = [(int(s), int(t)) for s, t in pairs]
+        self.branches = nn.ModuleList(branches)
+        self.distance_name = distance
+        self.distance = frame_distance(distance)
+        self.shift = shift
+
+    def forward(self, student_hidden: List[Tensor], teacher_hidden: List[Tensor], lengths: Tensor) -> Tensor:
+        per_pair = []
+        for (s_layer, t_layer), branch in zip(self.pairs, self.branches):
+            predicted = branch(student_hidden[s_layer - 1], lengths)
+            source, target, valid = shifted_pairs(predicted, teacher_hidden[t_layer - 1], lengths, self.shift)
+            per_pair.append(masked_mean(self.distance(source, target), valid))
+        return torch.stack(per_pair).mean()
+
+
+class TokenKd(nn.Module):
+    """Frame-level KL(teacher || student) between CTC posteriors at temperature tau.
+
+    With ``delay`` d, teacher frame t is compared with student frame t + d: a streaming
+    student tends to emit later than the full-context teacher. Scaled by tau^2 so the
+    gradient size does not depend on the temperature.
+    """
+
+    def __init__(self, temperature: float = 1.0, delay: int = 0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if delay < 0:
+            raise ValueError(f"token delay must be >= 0 frames, got {delay}")
+        self.temperature = temperature
+        self.delay = delay
+
+    def forward(self, student_log_probs: Tensor, teacher_log_probs: Tensor, lengths: Tensor) -> Tensor:
+        tau = self.temperature
+        # log_softmax(log p / tau) is the softmax of the logits at temperature tau.
+        teacher = (teacher_log_probs.float() / tau).log_softmax(dim=-1)
+        student = (student_log_probs.float() / tau).log_softmax(dim=-1)
+        teacher, student, valid = shifted_pairs(teacher, student, lengths, self.delay)
+        kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
+        return masked_mean(kl, valid) * tau**2

@@ -1,0 +1,453 @@
+"""Lay a computed table out as Markdown, LaTeX (booktabs) and HTML.
+
+Rows are systems, the teacher first as a reference; columns are chunk size x test set, each
+with the WER (mean ± std over seeds) and, optionally, the relative WER reduction against the
+baseline. In every WER column the best student (lowest mean at the printed precision; ties
+all count) is bold, and so is its relative reduction unless it is the baseline itself. The
+teacher is never bold: with full context it is a reference, not a competitor. A dagger marks
+a WER whose paired-bootstrap interval of the difference to the baseline excludes zero.
+
+The LaTeX needs only ``\\usepackage{booktabs}``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import pandas as pd
+
+from streamkd.results.aggregate import TEACHER, TableData, relative_reduction
+from streamkd.results.load import FRAME_MS
+
+DASH = "–"
+DAGGER = "†"
+LABEL_COLUMNS = (
+    ("method", "Method"),
+    ("kd_layers", "KD layers"),
+    ("kd_teacher_layers", "Teacher layers"),
+    ("apc_shift", "APC shift"),
+    ("kd_loss", "KD loss"),
+    ("kd_weight", "KD weight"),
+)
+ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
+REL_HEADER = "rel. %"
+PARAMS_HEADER = "Params (M)"
+
+
+@dataclass
+class Cell:
+    value: Optional[str] = None  # None: nothing to show
+    std: Optional[str] = None
+    bold: bool = False
+    mark: bool = False  # significantly different from the baseline
+
+
+@dataclass
+class ValueColumn:
+    chunk_size: int
+    test_set: str
+    stat: str  # "wer" or "rel"
+
+    @property
+    def chunk_label(self) -> str:
+        return f"{self.chunk_size * FRAME_MS} ms"
+
+
+@dataclass
+class Layout:
+    label_headers: List[str]
+    labels: List[List[str]]
+    columns: List[ValueColumn]
+    cells: List[List[Cell]]
+    params: Optional[List[str]]
+    show_test_level: bool
+    show_stat_level: bool
+    legend: List[str] = field(default_factory=list)
+    title: str = ""
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _label_value(value) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return DASH
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _params(num: float) -> str:
+    return DASH if pd.isna(num) else f"{num / 1e6:.3g}"
+
+
+def layout(table: TableData) -> Layout:
+    spec, summary, p = table.spec, table.summary, table.precision
+    first = summary.drop_duplicates("model").set_index("model")
+    shown_labels = []
+    for key, header in LABEL_COLUMNS:
+        values = first.loc[table.systems, key]
+        distinct = values.dropna().astype(str).unique()
+        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1:
+            shown_labels.append((key, header))
+    labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
+
+    columns = [
+        ValueColumn(c, t, stat)
+        for c in table.chunk_sizes
+        for t in table.test_sets
+        for stat in (("wer", "rel") if spec.relative_reduction else ("wer",))
+    ]
+    by_key = {}
+    for _, r in summary.iterrows():
+        chunk = None if pd.isna(r["chunk_size"]) else int(r["chunk_size"])
+        by_key[(r["model"], chunk, r["test_set"])] = r
+    baseline_wer = {
+        (int(r["chunk_size"]), r["test_set"]): r["baseline_wer"] for _, r in table.baselines.iterrows()
+    }
+
+    cells: List[List[Cell]] = []
+    for model in table.systems:
+        method = first.loc[model, "method"]
+        row_cells = []
+        for col in columns:
+            r = by_key.get((model, None if method == TEACHER else col.chunk_size, col.test_set))
+            if r is None:
+                row_cells.append(Cell())
+            elif col.stat == "wer":
+                std = None if (not spec.std or pd.isna(r["wer_std"])) else _fmt(r["wer_std"], p)
+                mark = bool(spec.significance and not pd.isna(r["significant"]) and bool(r["significant"]))
+                row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark))
+            else:
+                if method == table.baseline:
+                    rel = float("nan")
+                elif method == TEACHER:
+                    rel = relative_reduction(baseline_wer.get((col.chunk_size, col.test_set)), r["wer_mean"])
+                else:
+                    rel = r["rel_reduction"]
+                row_cells.append(Cell(None if pd.isna(rel) else _fmt(rel, 1)))
+        cells.append(row_cells)
+
+    # Bold: the best student of each WER column (at the printed precision), and its reduction.
+    methods = [first.loc[m, "method"] for m in table.systems]
+    for j, col in enumerate(columns):
+        if col.stat != "wer":
+            continue
+        candidates = [(i, float(cells[i][j].value)) for i in range(len(cells)) if methods[i] != TEACHER and cells[i][j].value is not None]
+        if not candidates:
+            continue
+        best = min(v for _, v in candidates)
+        for i, v in candidates:
+            if v == best:
+                cells[i][j].bold = True
+                if spec.relative_reduction and methods[i] != table.baseline and cells[i][j + 1].value is not None:
+                    cells[i][j + 1].bold = True
+
+    params = [_params(first.loc[m, "num_params"]) for m in table.systems] if spec.params else None
+    out = Layout(
+        label_headers=[h for _, h in shown_labels],
+        labels=labels,
+        columns=columns,
+        cells=cells,
+        params=params,
+        show_test_level=len(table.test_sets) > 1,
+        show_stat_level=spec.relative_reduction,
+    )
+    out.title, out.legend = describe(table)
+    return out
+
+
+def describe(table: TableData) -> Tuple[str, List[str]]:
+    """The table's title and the sentences that explain its conventions (plain text)."""
+    spec = table.spec
+    seeds = table.summary.loc[table.summary["model"] != TEACHER, "num_seeds"]
+    if seeds.empty:
+        seed_text = ""
+    elif seeds.min() == seeds.max():
+        seed_text = f" ({int(seeds.min())} seed{'s' if seeds.min() != 1 else ''} per student)"
+    else:
+        seed_text = f" ({int(seeds.min())} to {int(seeds.max())} seeds per student)"
+    decoding = table.decoding if table.teacher_decoding == table.decoding else f"{table.decoding} (teacher: {table.teacher_decoding})"
+    stat = "mean ± std over seeds" if spec.std else "mean over seeds"
+    title = spec.caption or f"WER (%) on {', '.join(table.test_sets)} with {decoding} decoding, {stat}{seed_text}."
+    legend = [
+        f"Columns: chunk size ({FRAME_MS} ms encoder frames); a streaming student's algorithmic latency is the chunk plus 30 ms of front-end look-ahead.",
+    ]
+    if spec.relative_reduction:
+        legend.append(f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors).")
+    if spec.significance:
+        legend.append(
+            f"{DAGGER}: the {table.confidence * 100:g}% paired-bootstrap confidence interval of the WER difference "
+            f"to the baseline at the same chunk size excludes zero."
+        )
+    legend.append("Bold: the best student in each column. The full-context teacher is a reference, repeated in every chunk column.")
+    if spec.params:
+        legend.append(f"{PARAMS_HEADER}: parameters of the decoded model (training-only branches excluded).")
+    legend.extend(f"Note: {n}" for n in table.notes)
+    return title, legend
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+
+def _md_cell(cell: Cell) -> str:
+    if cell.value is None:
+        return DASH
+    text = cell.value + (f" ± {cell.std}" if cell.std else "")
+    if cell.bold:
+        text = f"**{text}**"
+    return text + (DAGGER if cell.mark else "")
+
+
+def markdown_header(col: ValueColumn) -> str:
+    name = f"{col.test_set} @ {col.chunk_label}"
+    return name if col.stat == "wer" else f"{name} {REL_HEADER}"
+
+
+def to_markdown(table: TableData) -> str:
+    lay = layout(table)
+    headers = lay.label_headers + [markdown_header(c) for c in lay.columns] + ([PARAMS_HEADER] if lay.params else [])
+    rows = []
+    for i, labels in enumerate(lay.labels):
+        rows.append(labels + [_md_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
+    frame = pd.DataFrame(rows, columns=range(len(headers)))
+    body = frame.to_markdown(index=False, headers=headers, disable_numparse=True,
+                             colalign=["left"] * len(lay.label_headers) + ["right"] * (len(headers) - len(lay.label_headers)))
+    legend = "\n".join(f"- {line}" for line in lay.legend)
+    return f"{lay.title}\n\n{body}\n\n{legend}\n"
+
+
+# -- LaTeX ------------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    DASH: "--", "±": r"$\pm$", DAGGER: r"$^{\dagger}$", "'": "'",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex_number(text: str) -> str:
+    return r"$-$" + text[1:] if text.startswith("-") else text
+
+
+def _tex_cell(cell: Cell) -> str:
+    if cell.value is None:
+        return "--"
+    text = _latex_number(cell.value) + (rf" $\pm$ {cell.std}" if cell.std else "")
+    if cell.bold:
+        text = rf"\textbf{{{text}}}"
+    return text + (r"$^{\dagger}$" if cell.mark else "")
+
+
+def _column_tuples(lay: Layout, label_headers: Sequence[str], params_header: Optional[str], stat_names) -> List[Tuple[str, ...]]:
+    def levels(group: Tuple[str, str, str], name: str) -> Tuple[str, ...]:
+        chunk, test, stat = group
+        out = [chunk]
+        if lay.show_test_level:
+            out.append(test)
+        if lay.show_stat_level:
+            out.append(stat)
+        return tuple(out)
+
+    depth = 1 + lay.show_test_level + lay.show_stat_level
+    tuples = [("",) * (depth - 1) + (h,) for h in label_headers]
+    for col in lay.columns:
+        tuples.append(levels((col.chunk_label, col.test_set, stat_names[col.stat]), col.stat))
+    if params_header:
+        tuples.append(("",) * (depth - 1) + (params_header,))
+    return tuples
+
+
+def _columns_index(tuples: List[Tuple[str, ...]]) -> pd.Index:
+    return pd.MultiIndex.from_tuples(tuples) if len(tuples[0]) > 1 else pd.Index([t[0] for t in tuples])
+
+
+_MULTICOLUMN = re.compile(r"^\\multicolumn\{(\d+)\}\{[lcr]\}\{(.*)\}$")
+
+
+def _add_cmidrules(latex: str) -> str:
+    """booktabs style: a \\cmidrule under every grouped column header."""
+    lines = latex.split("\n")
+    out = []
+    in_header = False
+    for line in lines:
+        out.append(line)
+        if line.startswith(r"\toprule"):
+            in_header = True
+            continue
+        if line.startswith(r"\midrule"):
+            in_header = False
+            continue
+        if in_header and r"\multicolumn" in line:
+            rules, col = [], 1
+            for cell in line.rstrip().removesuffix(r"\\").split(" & "):
+                m = _MULTICOLUMN.match(cell.strip())
+                span, label = (int(m.group(1)), m.group(2)) if m else (1, cell.strip())
+                if m and label:
+                    rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
+                col += span
+            if rules:
+                out.append(" ".join(rules))
+    return "\n".join(out)
+
+
+def to_latex(table: TableData) -> str:
+    lay = layout(table)
+    stat_names = {"wer": "WER", "rel": latex_escape(REL_HEADER)}
+    tuples = _column_tuples(lay, [latex_escape(h) for h in lay.label_headers], latex_escape(PARAMS_HEADER) if lay.params else None, stat_names)
+    rows = []
+    for i, labels in enumerate(lay.labels):
+        rows.append([latex_escape(v) for v in labels] + [_tex_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
+    frame = pd.DataFrame(rows, columns=_columns_index(tuples))
+    column_format = "l" * len(lay.label_headers) + "r" * (len(tuples) - len(lay.label_headers))
+    caption = latex_escape(" ".join([lay.title] + lay.legend))
+    latex = frame.style.hide(axis="index").to_latex(
+        hrules=True,
+        multicol_align="c",
+        column_format=column_format,
+        caption=caption,
+        label=f"tab:{table.name}",
+        position_float="centering",
+        environment="table",
+    )
+    header = (
+        f"% {table.name}: generated by `streamkd aggregate` from the run records; do not edit by hand.\n"
+        "% Needs \\usepackage{booktabs}.\n"
+    )
+    return header + _add_cmidrules(latex)
+
+
+# -- HTML -------------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; border-top: 2px solid #000; border-bottom: 2px solid #000; }
+th, td { padding: 0.25em 0.7em; text-align: right; white-space: nowrap; }
+thead tr:last-child th { border-bottom: 1px solid #000; }
+th.col_heading.level0 { text-align: center; }
+td.label, th.label { text-align: left; }
+caption { caption-side: top; text-align: left; max-width: 60em; margin-bottom: 0.6em; }
+ul.legend { max-width: 60em; font-size: 90%; }
+"""
+
+
+def _html_cell(cell: Cell) -> str:
+    if cell.value is None:
+        return DASH
+    text = html.escape(cell.value) + (f" ± {html.escape(cell.std)}" if cell.std else "")
+    if cell.bold:
+        text = f"<b>{text}</b>"
+    return text + (f"<sup>{DAGGER}</sup>" if cell.mark else "")
+
+
+def html_fragment(table: TableData) -> str:
+    """The table (with its title as caption) and its legend, to be placed in an HTML page."""
+    lay = layout(table)
+    tuples = _column_tuples(lay, [html.escape(h) for h in lay.label_headers], PARAMS_HEADER if lay.params else None,
+                            {"wer": "WER", "rel": html.escape(REL_HEADER)})
+    rows = []
+    for i, labels in enumerate(lay.labels):
+        rows.append([html.escape(v) for v in labels] + [_html_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
+    frame = pd.DataFrame(rows, columns=_columns_index(tuples))
+    styler = frame.style.hide(axis="index").set_caption(html.escape(lay.title))
+    n_labels = len(lay.label_headers)
+    styler = styler.set_td_classes(pd.DataFrame(
+        [["label"] * n_labels + [""] * (len(tuples) - n_labels)] * len(rows), columns=frame.columns, index=frame.index
+    ))
+    body = styler.to_html(table_uuid=table.name)
+    legend = "\n".join(f"<li>{html.escape(line)}</li>" for line in lay.legend)
+    return f"{body}\n<ul class=\"legend\">\n{legend}\n</ul>\n"
+
+
+TABLE_CSS = _CSS
+
+
+def to_html(table: TableData) -> str:
+    """A self-contained HTML page with the table (the Snakemake report shows it)."""
+    return (
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(table.name)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"{html_fragment(table)}</body>\n</html>\n"
+    )
+
+
+# -- checking LaTeX without a TeX engine ------------------------------------------------------
+
+
+def latex_problems(latex: str) -> List[str]:
+    """Structural checks of a generated table: what a TeX engine would trip over first.
+
+    Balanced braces and environments, booktabs rules in order, and every row of the tabular
+    with as many cells (``\\multicolumn`` spans counted) as the column specification.
+    """
+    problems = []
+    text = re.sub(r"(?<!\\)%.*", "", latex)  # comments
+    depth = 0
+    for i, ch in enumerate(text):
+        if ch in "{}" and i > 0 and text[i - 1] == "\\":
+            continue
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            problems.append(f"unbalanced '}}' at character {i}")
+            break
+    if depth > 0:
+        problems.append(f"{depth} unclosed '{{'")
+    stack = []
+    for m in re.finditer(r"\\(begin|end)\{([^}]*)\}", text):
+        if m.group(1) == "begin":
+            stack.append(m.group(2))
+        elif not stack or stack.pop() != m.group(2):
+            problems.append(f"\\end{{{m.group(2)}}} without a matching \\begin")
+    problems.extend(f"\\begin{{{env}}} is never closed" for env in stack)
+    if text.count("$") % 2:
+        problems.append("an odd number of '$' (unbalanced math mode)")
+    spec = re.search(r"\\begin\{tabular\}\{([^}]*)\}", text)
+    body = re.search(r"\\begin\{tabular\}\{[^}]*\}(.*)\\end\{tabular\}", text, re.S)
+    if not spec or not body:
+        return problems + ["no tabular environment"]
+    num_columns = len(re.findall(r"[lcrpmbX]", spec.group(1)))
+    rules = [r for r in re.findall(r"\\(toprule|midrule|bottomrule)", body.group(1))]
+    if not rules or rules[0] != "toprule" or rules[-1] != "bottomrule" or "midrule" not in rules:
+        problems.append(f"booktabs rules out of order: {rules}")
+    content = re.sub(r"\\(toprule|midrule|bottomrule)(\[[^\]]*\])?|\\cmidrule(\([lr]*\))?\{[^}]*\}", "", body.group(1))
+    for row in content.split(r"\\"):
+        row = row.strip()
+        if not row:
+            continue
+        cells = split_latex_row(row)
+        width = sum(int(m.group(1)) if (m := _MULTICOLUMN.match(c)) else 1 for c in cells)
+        if width != num_columns:
+            problems.append(f"row has {width} cells, the tabular has {num_columns}: {row[:80]}")
+    return problems
+
+
+def split_latex_row(row: str) -> List[str]:
+    """Cells of one tabular row (``&`` outside braces, not escaped)."""
+    cells, depth, current, prev = [], 0, [], ""
+    for ch in row:
+        if ch == "{" and prev != "\\":
+            depth += 1
+        elif ch == "}" and prev != "\\":
+            depth -= 1
+        if ch == "&" and prev != "\\" and depth == 0:
+            cells.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+        prev = ch
+    cells.append("".join(current).strip())
+    return cells
+
+
+def latex_body_rows(latex: str) -> List[List[str]]:
+    """The body rows (between \\midrule and \\bottomrule) of a generated table, cell by cell."""
+    body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    return [split_latex_row(r.strip()) for r in body.split(r"\\") if r.strip()]
