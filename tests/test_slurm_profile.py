@@ -185,7 +185,8 @@ def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
 
     table = pd.read_csv(tmp_path / "results/tables/wer.csv")
-    assert set(table["model"]) == {"teacher", "none"} and table["wer_mean"].between(0, 1000).all()
+    # micro.yaml's grid: the baseline and one aux KD student beside the teacher.
+    assert set(table["method"]) == {"teacher", "none", "aux"} and table["wer_mean"].between(0, 1000).all()
 
     # Every job of the DAG was one SLURM job: Snakemake names them all after its run id,
     # and keeps one log per job under .snakemake/slurm_logs/rule_<name>/<jobid>.log.
