@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from streamkd.data.corpora import CORPORA
 from streamkd.decode.methods import METHOD_NAMES
 from streamkd.distill.config import METHODS
 from streamkd.utils import setup_logging
@@ -21,6 +22,7 @@ log = logging.getLogger("streamkd")
 
 PathType = click.Path(path_type=Path)
 ExistingPath = click.Path(exists=True, path_type=Path)
+LIBRISPEECH_CORPORA = [name for name, spec in CORPORA.items() if spec.download_parts]
 
 
 def _json_option(value: str, name: str) -> dict:
@@ -61,11 +63,41 @@ def prepare_embedded(corpus_config: str, out_dir: Path, num_jobs: int) -> None:
 @click.option("--storage-dir", required=True, type=PathType)
 @click.option("--num-mel-bins", default=80, show_default=True)
 @click.option("--num-jobs", default=1, show_default=True)
-def compute_fbank(recordings, supervisions, cuts, storage_dir, num_mel_bins, num_jobs) -> None:
+@click.option("--speed-perturb/--no-speed-perturb", default=False, show_default=True,
+              help="Add copies of every cut at speed 0.9 and 1.1.")
+@click.option("--on-the-fly/--precomputed", default=False, show_default=True,
+              help="Write cuts without features; the loaders compute fbank from the audio.")
+def compute_fbank(recordings, supervisions, cuts, storage_dir, num_mel_bins, num_jobs, speed_perturb, on_the_fly) -> None:
     """Compute log-mel filterbank features with lhotse and store them with lilcom."""
     from streamkd.data.features import compute_fbank as run
 
-    run(recordings, supervisions, cuts, storage_dir, num_mel_bins=num_mel_bins, num_jobs=num_jobs)
+    run(recordings, supervisions, cuts, storage_dir, num_mel_bins=num_mel_bins, num_jobs=num_jobs,
+        speed_perturb=speed_perturb, on_the_fly=on_the_fly)
+
+
+@main.command("prepare-librispeech")
+@click.option("--corpus-dir", required=True, type=ExistingPath,
+              help="The folder that holds LibriSpeech/ (or LibriSpeech/ itself).")
+@click.option("--corpus", "corpus_name", required=True,
+              type=click.Choice(LIBRISPEECH_CORPORA))
+@click.option("--out-dir", required=True, type=PathType)
+@click.option("--num-jobs", default=1, show_default=True)
+def prepare_librispeech(corpus_dir: Path, corpus_name: str, out_dir: Path, num_jobs: int) -> None:
+    """Write lhotse manifests of a LibriSpeech corpus (lhotse's prepare_librispeech)."""
+    from streamkd.data.librispeech import prepare_librispeech_corpus
+
+    prepare_librispeech_corpus(corpus_dir, corpus_name, out_dir, num_jobs=num_jobs)
+
+
+@main.command("download-librispeech")
+@click.option("--target-dir", required=True, type=PathType, help="LibriSpeech/ is unpacked here.")
+@click.option("--corpus", "corpus_name", required=True,
+              type=click.Choice(LIBRISPEECH_CORPORA))
+def download_librispeech(target_dir: Path, corpus_name: str) -> None:
+    """Download and unpack the LibriSpeech parts a corpus needs (from openslr.org)."""
+    from streamkd.data.librispeech import download_librispeech_corpus
+
+    click.echo(download_librispeech_corpus(target_dir, corpus_name))
 
 
 @main.command("train-bpe")
@@ -143,7 +175,8 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
 @click.option("--seed", required=True, type=int)
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
 @click.option("--left-chunks", type=int, default=-1, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="CPU threads of the job, shared by the processes torchrun starts on this node.")
 @click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
 @click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
               help="Distillation method of a student.")
@@ -157,8 +190,15 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
 def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
           left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
           teacher_encoder_json, head_json) -> None:
-    """Train the teacher or a streaming student; resumes from the last epoch checkpoint."""
+    """Train the teacher or a streaming student; resumes from the last checkpoint.
+
+    Data-parallel training runs under torchrun, e.g. ``torchrun --standalone --nproc_per_node 4
+    --no_python streamkd train ...`` (one process per GPU; gloo processes on the CPU). On
+    SIGTERM or SIGUSR1 training writes a checkpoint and exits with status 128 + the signal.
+    """
+    from streamkd.training.distributed import threads_per_process
     from streamkd.training.run import train_asr
+    from streamkd.training.trainer import TrainingInterrupted
 
     kd = {"method": method, **(_json_option(kd_json, "--kd") if kd_json else {})}
     for key, value in (
@@ -168,23 +208,27 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
     ):
         if value is not None:
             kd[key] = value
-    train_asr(
-        role=role,
-        train_cuts=train_cuts,
-        dev_cuts=dev_cuts,
-        bpe_model=bpe_model,
-        out_dir=out_dir,
-        encoder=_json_option(encoder_json, "--encoder"),
-        optimisation=_json_option(optimisation_json, "--optimisation"),
-        seed=seed,
-        chunk_size=chunk_size,
-        left_chunks=left_chunks,
-        threads=threads,
-        kd=kd,
-        teacher_checkpoint=teacher_checkpoint,
-        teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
-        head=_json_option(head_json, "--head") if head_json else None,
-    )
+    try:
+        train_asr(
+            role=role,
+            train_cuts=train_cuts,
+            dev_cuts=dev_cuts,
+            bpe_model=bpe_model,
+            out_dir=out_dir,
+            encoder=_json_option(encoder_json, "--encoder"),
+            optimisation=_json_option(optimisation_json, "--optimisation"),
+            seed=seed,
+            chunk_size=chunk_size,
+            left_chunks=left_chunks,
+            threads=threads_per_process(threads),
+            kd=kd,
+            teacher_checkpoint=teacher_checkpoint,
+            teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
+            head=_json_option(head_json, "--head") if head_json else None,
+        )
+    except TrainingInterrupted as stop:
+        log.warning("%s", stop)
+        raise SystemExit(128 + stop.signum)
 
 
 @main.command("decode")

@@ -67,8 +67,28 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         lo_hi = config["corpus"].get(name)
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
+    check_corpus_and_scale(config, source)
     check_distillation(config, source)
     check_results(config, source)
+
+
+def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") -> None:
+    """Test sets must exist in the chosen corpus; CPU processes exclude GPUs."""
+    from streamkd.data.corpora import corpus_spec
+
+    spec = corpus_spec(config["corpus"]["name"])
+    unknown = [t for t in config["decoding"]["test_sets"] if t not in spec.test_sets]
+    if unknown:
+        raise ConfigError(
+            f"{source}: decoding.test_sets: {', '.join(unknown)} not in corpus {spec.name!r}, "
+            f"whose test sets are {', '.join(spec.test_sets)}"
+        )
+    training = config["training"]
+    if training.get("gpus", 0) > 0 and training.get("cpu_processes", 1) > 1:
+        raise ConfigError(
+            f"{source}: training.cpu_processes={training['cpu_processes']} applies only to CPU training "
+            f"(training.gpus is {training['gpus']}: one process per GPU)"
+        )
 
 
 def check_distillation(config: Mapping[str, Any], source: str = "config") -> None:

@@ -53,14 +53,19 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def setup_logging(log_file: Optional[str | Path] = None, level: int = logging.INFO) -> None:
-    """Log to stderr and, when given, to a file that the workflow declares as the rule's log."""
+    """Log to stderr and, when given, to a file that the workflow declares as the rule's log.
+
+    In a data-parallel run (``torchrun`` sets ``RANK``) only rank 0 logs progress; the other
+    processes log warnings and errors, marked with their rank.
+    """
+    rank = int(os.environ.get("RANK", "0"))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a"))
     logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        level=level if rank == 0 else max(level, logging.WARNING),
+        format="%(asctime)s %(levelname)s " + (f"[rank {rank}] " if rank else "") + "[%(name)s] %(message)s",
         handlers=handlers,
         force=True,
     )

@@ -141,6 +141,69 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     assert counts["plots"] == 1
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """How Snakemake merges --configfile over config.yaml (dicts recursively, the rest replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+@pytest.mark.parametrize("name", ["librispeech-100.yaml", "librispeech-960.yaml", "mini-librispeech.yaml"])
+def test_librispeech_configs_are_valid(config, name):
+    merged = deep_merge(config, yaml.safe_load((REPO / "workflow/configs" / name).read_text()))
+    validate_config(merged, source=name)
+    assert merged["corpus"]["name"] in name
+    for role in ("teacher", "student"):  # nothing of the small default model leaks through
+        assert merged["model"][role]["subsampling_channels"] == merged["model"][role]["d_model"]
+
+
+def test_test_sets_must_belong_to_the_corpus(config):
+    config["decoding"]["test_sets"] = ["test", "test-clean"]
+    with pytest.raises(ConfigError, match="test-clean not in corpus 'embedded'"):
+        validate_config(config)
+
+
+def test_librispeech_needs_the_corpus_dir_and_ignores_embedded_keys(config):
+    config["corpus"]["name"] = "librispeech-100"
+    config["decoding"]["test_sets"] = ["test-clean"]
+    with pytest.raises(ConfigError, match="corpus: 'dir' is a required property"):
+        validate_config(config)
+    config["corpus"]["dir"] = "/data/librispeech"
+    validate_config(config)  # the embedded corpus's keys, merged from config.yaml, are allowed
+
+
+def test_cpu_processes_exclude_gpus(config):
+    config["training"].update(gpus=2, cpu_processes=2)
+    with pytest.raises(ConfigError, match="cpu_processes=2 applies only to CPU training"):
+        validate_config(config)
+
+
+def test_librispeech_960_grid_dry_run(tmp_path):
+    """Every job of the LibriSpeech 960 h experiment, without the corpus being present."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(REPO / "workflow/configs/librispeech-960.yaml")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = {p[0]: int(p[1]) for p in (line.split() for line in result.stdout.splitlines())
+              if len(p) == 2 and p[1].isdigit()}
+    config = deep_merge(load_config(REPO / "config.yaml"),
+                        yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text()))
+    assert config["grid"]["methods"] == ["none"]  # the streaming baseline per chunk size and seed
+    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    tests = len(config["decoding"]["test_sets"])
+    methods = config["decoding"].get("methods", ["ctc-1best"])
+    streaming = sum(m.endswith("-streaming") for m in methods)
+    assert counts["prepare_librispeech"] == 1
+    assert counts["compute_fbank"] == 2 + tests
+    assert counts["train_student"] == students
+    # Every model with every method, except that the teacher cannot stream.
+    assert counts["decode"] == counts["score"] == tests * ((1 + students) * len(methods) - streaming)
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
 def test_the_readme_results_example_is_a_valid_config(config):
     readme = (REPO / "README.md").read_text()
     block = readme.split("**What the tables show**", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]

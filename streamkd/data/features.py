@@ -1,4 +1,11 @@
-"""80-dimensional log-mel filterbank features, computed and stored by lhotse (lilcom)."""
+"""80-dimensional log-mel filterbank features, computed and stored by lhotse (lilcom).
+
+With ``on_the_fly`` the cut manifest is written without features and the data loaders
+compute the same fbank from the audio while training and decoding (no feature storage, at
+the cost of CPU time in every epoch). With ``speed_perturb`` every cut gets two copies with
+the speed changed by 0.9 and 1.1 (lhotse's resampling-based perturbation, as in Kaldi and
+icefall recipes), so the set is three times as large; the workflow applies it to train only.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from streamkd.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
+SPEED_PERTURB_FACTORS = (0.9, 1.1)
+
 
 def compute_fbank(
     recordings_path: Path,
@@ -20,8 +29,11 @@ def compute_fbank(
     storage_dir: Path,
     num_mel_bins: int = 80,
     num_jobs: int = 1,
+    speed_perturb: bool = False,
+    on_the_fly: bool = False,
 ) -> CutSet:
-    """Turn a recording/supervision manifest pair into a CutSet with precomputed features."""
+    """Turn a recording/supervision manifest pair into a CutSet with precomputed features
+    (or, with ``on_the_fly``, one that the loaders compute features for)."""
     recordings = load_manifest(recordings_path)
     supervisions = load_manifest(supervisions_path)
     validate_recordings_and_supervisions(recordings, supervisions)
@@ -30,6 +42,17 @@ def compute_fbank(
         .trim_to_supervisions(keep_overlapping=False)
         .to_eager()
     )
+    if speed_perturb:
+        original = cuts
+        for factor in SPEED_PERTURB_FACTORS:
+            cuts = cuts + original.perturb_speed(factor)
+        cuts = cuts.to_eager()
+        log.info("speed perturbation %s: %d -> %d cuts", SPEED_PERTURB_FACTORS, len(original), len(cuts))
+    if on_the_fly:
+        log.info("%d cuts without stored features (fbank is computed on the fly) -> %s", len(cuts), cuts_path)
+        with atomic_path(cuts_path) as tmp:
+            cuts.to_file(tmp)
+        return cuts
     storage_dir.mkdir(parents=True, exist_ok=True)
     # The storage name carries the cut-manifest name so that splits never share an archive.
     storage_path = storage_dir / cuts_path.name.split(".")[0]

@@ -1,4 +1,10 @@
-"""Lhotse samplers and datasets that feed training and decoding."""
+"""Lhotse samplers and datasets that feed training and decoding.
+
+Cut manifests either carry precomputed features (lilcom archives written by
+``streamkd compute-fbank``) or only audio (``features.on_the_fly``); the datasets here read
+the former and compute the same 80-dim log-mel fbank from the latter, so training and
+decoding code never needs to know which one it got.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from lhotse import CutSet, load_manifest_lazy
+from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
+from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
+
+NUM_MEL_BINS = 80
 
 
 @dataclass
@@ -44,6 +53,26 @@ def load_cuts(path: Path, max_seconds: Optional[float] = None) -> CutSet:
     return cuts
 
 
+def has_precomputed_features(cuts: CutSet) -> bool:
+    """Whether the manifest's cuts carry stored features (judged by its first cut)."""
+    first = next(iter(cuts), None)
+    if first is None:
+        raise ValueError("the cut manifest is empty")
+    return first.has_features
+
+
+def input_strategy(cuts: CutSet) -> BatchIO:
+    """Read stored features, or compute the same fbank from the audio on the fly."""
+    if has_precomputed_features(cuts):
+        return PrecomputedFeatures()
+    return OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
+def cut_features(cut) -> "np.ndarray":
+    """One cut's (T, F) fbank: the stored features, or the same fbank computed from the audio."""
+    if cut.has_features:
+        return cut.load_features()
+    return cut.compute_features(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
+
+
 def make_spec_augment() -> SpecAugment:
     """The SpecAugment settings of every training run, in the dataset or in an objective."""
     return SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)
@@ -64,26 +93,37 @@ def train_dataloader(
     spec_augment: bool,
     world_size: Optional[int] = None,
     rank: Optional[int] = None,
+    num_buckets: int = 10,
 ) -> torch.utils.data.DataLoader:
-    """Duration-bucketed, shuffled batches; SpecAugment is applied on the fly."""
+    """Duration-bucketed, shuffled batches; SpecAugment is applied on the fly.
+
+    ``world_size``/``rank`` select one of ``world_size`` interleaved batch streams (lhotse
+    draws ``world_size`` batches from the same bucket and hands out the ``rank``-th), so
+    the streams of all ranks together are the same for any split of ranks over processes.
+    """
     transforms = [make_spec_augment()] if spec_augment else []
-    dataset = K2SpeechRecognitionDataset(input_transforms=transforms, return_cuts=True)
+    dataset = K2SpeechRecognitionDataset(
+        input_transforms=transforms, return_cuts=True, input_strategy=input_strategy(cuts)
+    )
     sampler = DynamicBucketingSampler(
         cuts,
         max_duration=max_duration,
         shuffle=True,
-        num_buckets=10,
+        num_buckets=num_buckets,
         seed=seed,
         drop_last=False,
-        world_size=world_size,
-        rank=rank,
+        world_size=world_size if world_size is not None else 1,
+        rank=rank if rank is not None else 0,
     )
     # Workers would compete with the model for the few cores of a laptop; loading is cheap.
+    # Without workers nothing is prefetched, so the sampler's state_dict() describes exactly
+    # the batches the trainer has consumed, which exact mid-epoch resumption relies on.
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
 def eval_dataloader(cuts: CutSet, max_duration: float) -> torch.utils.data.DataLoader:
     """Deterministic, unshuffled batches for validation and decoding."""
-    dataset = K2SpeechRecognitionDataset(return_cuts=True)
-    sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False)
+    dataset = K2SpeechRecognitionDataset(return_cuts=True, input_strategy=input_strategy(cuts))
+    # Explicitly one stream: lhotse would otherwise shard by the process group's rank.
+    sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=1, rank=0)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)

@@ -17,6 +17,22 @@ class OptimisationConfig:
     spec_augment: bool = True
     log_interval: int = 20
     max_utterance_seconds: float = 20.0
+    # Data-parallel slots per process: each optimiser step sums the gradients of
+    # accum_grad batches per process, so the global batch is world_size * accum_grad
+    # sampler batches whatever the number of processes (see streamkd.training.trainer).
+    accum_grad: int = 1
+    # Optimiser steps between mid-epoch checkpoints (0: only at the end of each epoch).
+    checkpoint_interval: int = 0
+    # Duration buckets of the dynamic bucketing sampler.
+    num_buckets: int = 10
+
+    def __post_init__(self) -> None:
+        if self.accum_grad < 1:
+            raise ValueError(f"accum_grad must be >= 1, got {self.accum_grad}")
+        if self.checkpoint_interval < 0:
+            raise ValueError(f"checkpoint_interval must be >= 0 (0: every epoch), got {self.checkpoint_interval}")
+        if self.num_buckets < 1:
+            raise ValueError(f"num_buckets must be >= 1, got {self.num_buckets}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "OptimisationConfig":

@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 
 from streamkd.config import ConfigError, config_hash
-from streamkd.data.loaders import load_cuts
+from streamkd.data.loaders import cut_features, load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import load_teacher
@@ -130,7 +130,7 @@ def train_asr(
     head_config = HeadConfig.from_dict(head)
     seed_everything(seed)
     model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
-    model.encoder.cmvn.fit(c.load_features() for c in train.subset(first=CMVN_CUTS))
+    model.encoder.cmvn.fit(cut_features(c) for c in train.subset(first=CMVN_CUTS))
     objective = build_objective(model, kd_config, opt, teacher_checkpoint, teacher_encoder)
     pairs = getattr(objective, "pairs", [])
     hashed = [dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}]

@@ -1,29 +1,63 @@
-"""One trainer for every model: the teacher, the baseline student and (later) distilled students.
+"""One trainer for every model: the teacher, the baseline student and distilled students.
 
 What differs between them is the objective (a module that returns a loss and knows which of
-its parts is deployed); the loop, checkpointing, resumption and logging are shared.
+its parts is deployed); the loop, data parallelism, checkpointing, resumption and logging are
+shared.
+
+Data parallelism
+    Under ``torchrun`` every process trains a replica wrapped in DistributedDataParallel
+    (one process per GPU with NCCL, or CPU processes with gloo). The data are split into
+    ``world_size * accum_grad`` *slots*: slot ``s`` is lhotse's dynamic bucketing sampler
+    with ``world_size=num_slots, rank=s``, and process ``r`` feeds slots
+    ``r*accum_grad ... r*accum_grad + accum_grad - 1`` one after the other within a step,
+    summing their gradients. An optimiser step therefore sees the same global batch (one
+    batch of every slot) whether it runs as 2 processes x 1 batch or 1 process x 2 batches,
+    and the gradient is normalised by the global number of encoder frames, so both compute
+    the gradient of the same per-frame loss (up to floating-point summation order).
+
+Checkpoints and resumption
+    Rank 0 writes ``checkpoints/epoch-N.pt`` after every epoch and, with
+    ``checkpoint_interval > 0``, ``checkpoints/step-K.pt`` every that many optimiser steps
+    (only the newest step checkpoint is kept). A checkpoint holds the objective, the
+    optimiser, the loop state, every process's RNG states and the samplers' positions
+    (lhotse ``state_dict()``), so a run that is killed and started again continues from the
+    last checkpoint and, on the same hardware and settings, finishes with exactly the
+    parameters of an uninterrupted run. SIGTERM and SIGUSR1 (what SLURM sends on
+    pre-emption, ``scancel`` or ahead of the time limit with ``--signal``) make every process
+    stop after the current step, write a checkpoint and raise :class:`TrainingInterrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import logging
 import random
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from lhotse import CutSet
+from torch.nn.parallel import DistributedDataParallel
 
 from streamkd.data.loaders import Batch, eval_dataloader, train_dataloader, unpack_batch
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.checkpoint import save_model
 from streamkd.training.config import OptimisationConfig
+from streamkd.training.distributed import DistributedContext
 from streamkd.utils import atomic_path, format_seconds, write_json
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "streamkd-train-checkpoint-v2"
+STEP_LOG = "train_steps.jsonl"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def seed_everything(seed: int) -> None:
@@ -32,17 +66,90 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on a signal after writing a checkpoint; running again resumes it."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        self.signum = signum
+        self.checkpoint = checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name}; resume from {checkpoint} by running again")
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # number of finished epochs
-    step: int = 0
+    step: int = 0  # optimiser steps taken
     train_seconds: float = 0.0
     history: List[Dict[str, float]] = field(default_factory=list)
+    # Progress within the epoch in progress (all zero at an epoch boundary).
+    epoch_steps: int = 0
+    epoch_loss: float = 0.0  # summed over the global batches of the epoch so far
+    epoch_frames: float = 0.0
+    epoch_audio_seconds: float = 0.0
+    steps_per_epoch: Optional[int] = None  # known once an epoch has finished
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Optional[Path]:
+    """The checkpoint a restarted run continues from: the newest epoch or step checkpoint."""
+    pointer = ckpt_dir / "latest"
+    if pointer.is_file():
+        target = ckpt_dir / pointer.read_text().strip()
+        if target.is_file():
+            return target
+        log.warning("%s names %s, which does not exist; looking for epoch checkpoints", pointer, target)
+    # Runs from before step checkpoints existed have only epoch-N.pt files.
     ckpts = sorted(ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     return ckpts[-1] if ckpts else None
+
+
+@dataclass
+class StepResult:
+    """Global (all-process) sums of one optimiser step."""
+
+    loss: float
+    frames: float
+    audio_seconds: float
+    stats: Dict[str, float]  # per frame
+    lr: float
+    stop: bool  # some process was asked to stop
+
+
+class _StopRequest:
+    """Remembers the first stop signal; installed only in the main thread of the process."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            log.warning("received %s: stopping after this step and writing a checkpoint", signal.Signals(signum).name)
+            self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -56,8 +163,12 @@ class Trainer:
         config: OptimisationConfig,
         seed: int,
         meta: Optional[Dict[str, Any]] = None,
+        dist: Optional[DistributedContext] = None,
     ):
-        self.objective = objective
+        self._owns_dist = dist is None
+        self.dist = dist if dist is not None else DistributedContext.from_env()
+        self.device = self.dist.device
+        self.objective = objective.to(self.device)
         self.tokenizer = tokenizer
         self.train_cuts = train_cuts
         self.dev_cuts = dev_cuts
@@ -66,37 +177,128 @@ class Trainer:
         self.config = config
         self.seed = seed
         self.meta = dict(meta or {})
-        params = [p for p in objective.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
+        self.params = [p for p in objective.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.peak_lr, weight_decay=config.weight_decay)
         self.state = TrainState()
         self.train_hours = sum(c.duration for c in train_cuts) / 3600
+        if self.dist.is_distributed:
+            self.model: torch.nn.Module = DistributedDataParallel(
+                self.objective,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # An objective with parameters that some steps leave unused must say so.
+                find_unused_parameters=getattr(objective, "ddp_find_unused_parameters", False),
+            )
+        else:
+            self.model = self.objective
+        self.num_slots = self.dist.world_size * config.accum_grad
+        self.local_slots = [self.dist.rank * config.accum_grad + j for j in range(config.accum_grad)]
+        self._resume_samplers: Optional[List[Dict[str, Any]]] = None
+        self._resume_rng: Optional[Dict[str, Any]] = None
+        self._stop = _StopRequest()
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def _save_checkpoint(self) -> None:
-        payload = {
-            "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "state": self.state.__dict__,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
-        }
-        with atomic_path(self.ckpt_dir / f"epoch-{self.state.epoch}.pt") as tmp:
-            torch.save(payload, tmp)
+    def _save_checkpoint(self, name: str, samplers: Optional[List[Any]] = None) -> Path:
+        """Write ``checkpoints/<name>`` (rank 0) with every process's RNG and sampler states.
+
+        A collective call: every process must make it at the same point.
+        """
+        rngs = self.dist.all_gather_object(_rng_state(self.device))
+        sampler_states = None
+        if samplers is not None:
+            local = [(slot, s.state_dict()) for slot, s in zip(self.local_slots, samplers)]
+            sampler_states = [None] * self.num_slots
+            for per_rank in self.dist.all_gather_object(local):
+                for slot, sd in per_rank:
+                    sampler_states[slot] = sd
+        path = self.ckpt_dir / name
+        if self.dist.is_main:
+            payload = {
+                "format": CHECKPOINT_FORMAT,
+                "objective": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": asdict(self.state),
+                "rng": rngs,
+                "samplers": sampler_states,
+                "world_size": self.dist.world_size,
+                "accum_grad": self.config.accum_grad,
+            }
+            with atomic_path(path) as tmp:
+                torch.save(payload, tmp)
+            with atomic_path(self.ckpt_dir / "latest") as tmp:
+                tmp.write_text(name + "\n")
+            # Keep every epoch checkpoint but only the newest step checkpoint.
+            for old in self.ckpt_dir.glob("step-*.pt"):
+                if old.name != name:
+                    old.unlink()
+            log.info(
+                "saved checkpoint %s (step %d, %s)", path, self.state.step,
+                f"epoch {self.state.epoch + 1}, batch {self.state.epoch_steps}" if self.state.epoch_steps
+                else f"end of epoch {self.state.epoch}",
+            )
+        self.dist.barrier()
+        return path
 
     def _maybe_resume(self) -> None:
-        latest = _latest_checkpoint(self.ckpt_dir)
+        latest = latest_checkpoint(self.ckpt_dir)
         if latest is None:
             return
         payload = torch.load(latest, map_location="cpu")
         self.objective.load_state_dict(payload["objective"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = TrainState(**payload["state"])
-        torch.set_rng_state(payload["torch_rng"])
-        np.random.set_state(payload["numpy_rng"])
-        random.setstate(payload["python_rng"])
-        log.info("resumed from %s (epoch %d, step %d)", latest, self.state.epoch, self.state.step)
+        if "rng" in payload:
+            rngs = payload["rng"]
+        else:  # the epoch checkpoints of earlier versions
+            rngs = [{"torch": payload["torch_rng"], "numpy": payload["numpy_rng"], "python": payload["python_rng"]}]
+        same_layout = payload.get("world_size", 1) == self.dist.world_size
+        if not same_layout:
+            log.warning(
+                "%s was written by %d process(es), this run has %d: training continues from it, "
+                "but not bit-identically to an uninterrupted run",
+                latest, payload.get("world_size", 1), self.dist.world_size,
+            )
+        rng = rngs[self.dist.rank] if same_layout else rngs[0]
+        samplers = payload.get("samplers")
+        saved_slots = payload.get("world_size", 1) * payload.get("accum_grad", 1)
+        if self.state.epoch_steps and (samplers is None or saved_slots != self.num_slots):
+            log.warning(
+                "%s stopped mid-epoch with %d data slot(s) and this run has %d: epoch %d restarts "
+                "from its first batch (weights, optimiser and step count are kept)",
+                latest, saved_slots, self.num_slots, self.state.epoch + 1,
+            )
+            self.state.epoch_steps = 0
+            self.state.epoch_loss = self.state.epoch_frames = self.state.epoch_audio_seconds = 0.0
+            samplers = None
+        if self.state.epoch_steps:
+            # The loader iterators of the epoch are created first (which draws from the torch
+            # RNG), then the RNG states are put back as they were when the checkpoint was taken.
+            self._resume_samplers = [samplers[slot] for slot in self.local_slots]
+            self._resume_rng = rng
+        else:
+            _set_rng_state(rng, self.device)
+        self._truncate_step_log()
+        log.info(
+            "resumed from %s (epoch %d finished, step %d, %d step(s) into the next epoch)",
+            latest, self.state.epoch, self.state.step, self.state.epoch_steps,
+        )
+
+    # -- step log ----------------------------------------------------------------------------
+
+    def _truncate_step_log(self) -> None:
+        """Drop the steps that a resumed run is about to repeat."""
+        path = self.out_dir / STEP_LOG
+        if not self.dist.is_main or not path.is_file():
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.state.step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+    def _log_step(self, row: Dict[str, Any]) -> None:
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / STEP_LOG, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -106,79 +308,177 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def _loss(self, batch: Batch):
+    def _loss(self, batch: Batch, module: Optional[torch.nn.Module] = None):
         targets = self.tokenizer.encode(batch.texts)
-        return self.objective(batch.feats, batch.feat_lens, targets)
+        batch = batch.to(self.device)
+        return (module or self.objective)(batch.feats, batch.feat_lens, targets)
 
-    def _train_epoch(self, epoch: int, expected_batches: Optional[int]) -> float:
-        self.objective.train()
+    def _train_loaders(self, epoch: int) -> Tuple[List[Any], List[Iterator]]:
         # An objective that augments its own input (for a clean teacher copy) gets clean batches.
         dataset_augments = self.config.spec_augment and not getattr(self.objective, "applies_spec_augment", False)
-        loader = train_dataloader(
-            self.train_cuts, self.config.max_duration, seed=self.seed, spec_augment=dataset_augments
-        )
-        loader.sampler.set_epoch(epoch)
-        total_loss, total_frames, audio_seconds = 0.0, 0, 0.0
-        start = time.time()
-        num_batches = 0
-        for num_batches, raw in enumerate(loader, start=1):
+        loaders = [
+            train_dataloader(
+                self.train_cuts,
+                self.config.max_duration,
+                seed=self.seed,
+                spec_augment=dataset_augments,
+                world_size=self.num_slots,
+                rank=slot,
+                num_buckets=self.config.num_buckets,
+            )
+            for slot in self.local_slots
+        ]
+        for i, loader in enumerate(loaders):
+            loader.sampler.set_epoch(epoch)
+            if self._resume_samplers is not None:
+                loader.sampler.load_state_dict(copy.deepcopy(self._resume_samplers[i]))
+        self._resume_samplers = None
+        iterators = [iter(loader) for loader in loaders]
+        if self._resume_rng is not None:
+            _set_rng_state(self._resume_rng, self.device)
+            self._resume_rng = None
+        return [loader.sampler for loader in loaders], iterators
+
+    def _next_global_batch(self, iterators: List[Iterator]) -> Optional[List[dict]]:
+        batches = []
+        for it in iterators:
+            try:
+                batches.append(next(it))
+            except StopIteration:
+                batches.append(None)
+        if all(b is None for b in batches):
+            return None
+        if any(b is None for b in batches):
+            raise RuntimeError("data slots ran out of batches at different steps")
+        return batches
+
+    def _step(self, micro_batches: List[dict]) -> StepResult:
+        """One optimiser step over this process's micro-batches; returns global sums."""
+        lr = self._set_lr()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, frames_sum, audio_sum = 0.0, 0.0, 0.0
+        stat_sums: Dict[str, float] = {}
+        for j, raw in enumerate(micro_batches):
             batch = unpack_batch(raw)
-            lr = self._set_lr()
-            loss, stats, frames = self._loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss / max(frames, 1)).backward()
-            torch.nn.utils.clip_grad_norm_(self.objective.parameters(), self.config.grad_clip)
-            self.optimizer.step()
-            self.state.step += 1
-            total_loss += loss.item()
-            total_frames += frames
-            audio_seconds += float(batch.feat_lens.sum()) / 100
-            if num_batches % self.config.log_interval == 0:
+            last = j == len(micro_batches) - 1
+            # Gradients are exchanged between processes once per step, after the last micro-batch.
+            sync = contextlib.nullcontext() if last or not self.dist.is_distributed else self.model.no_sync()
+            with sync:
+                loss, stats, frames = self._loss(batch, self.model)
+                loss.backward()
+            loss_sum += loss.item()
+            frames_sum += frames
+            audio_sum += float(batch.feat_lens.sum()) / 100
+            for key, value in stats.items():
+                stat_sums[key] = stat_sums.get(key, 0.0) + value * frames
+        keys = sorted(stat_sums)
+        stop = 1.0 if self._stop.signum is not None else 0.0
+        totals = self.dist.all_reduce_sum([loss_sum, frames_sum, audio_sum, stop] + [stat_sums[k] for k in keys])
+        loss_total, frames_total, audio_total, stop_total = totals[:4]
+        # DDP averaged the gradients of the summed losses over processes; scale them to the
+        # gradient of the global per-frame loss.
+        scale = self.dist.world_size / max(frames_total, 1.0)
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.optimizer.step()
+        self.state.step += 1
+        global_stats = {k: v / max(frames_total, 1.0) for k, v in zip(keys, totals[4:])}
+        return StepResult(loss_total, frames_total, audio_total, global_stats, lr, stop_total > 0)
+
+    def _train_epoch(self, epoch: int) -> float:
+        """Train to the end of the epoch and return its loss per frame.
+
+        Raises :class:`TrainingInterrupted` (after a checkpoint) when a stop signal arrived.
+        """
+        self.objective.train()
+        samplers, iterators = self._train_loaders(epoch)
+        start = last = time.time()
+        audio_at_start = self.state.epoch_audio_seconds
+        while True:
+            micro_batches = self._next_global_batch(iterators)
+            if micro_batches is None:
+                break
+            result = self._step(micro_batches)
+            st = self.state
+            st.epoch_steps += 1
+            st.epoch_loss += result.loss
+            st.epoch_frames += result.frames
+            st.epoch_audio_seconds += result.audio_seconds
+            now = time.time()
+            st.train_seconds += now - last
+            last = now
+            stats, lr = result.stats, result.lr
+            self._log_step(
+                {"step": st.step, "epoch": epoch, "loss": result.loss / max(result.frames, 1.0),
+                 "frames": result.frames, "lr": lr, **stats}
+            )
+            if st.epoch_steps % self.config.log_interval == 0:
                 elapsed = time.time() - start
-                rate = audio_seconds / elapsed
-                eta = (self.train_hours * 3600 - audio_seconds) / max(rate, 1e-9)
-                stat_text = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
+                rate = (st.epoch_audio_seconds - audio_at_start) / max(elapsed, 1e-9)
+                eta = (self.train_hours * 3600 - st.epoch_audio_seconds) / max(rate, 1e-9)
                 log.info(
-                    "epoch %d/%d batch %d%s loss/frame=%.4f (%s) lr=%.2e | %.1f s audio/s | epoch ETA %s",
-                    epoch, self.config.num_epochs, num_batches,
-                    f"/{expected_batches}" if expected_batches else "",
-                    total_loss / max(total_frames, 1), stat_text, lr, rate, format_seconds(max(eta, 0.0)),
+                    "epoch %d/%d batch %d%s (step %d) loss/frame=%.4f (%s) lr=%.2e | %.1f s audio/s | epoch ETA %s",
+                    epoch, self.config.num_epochs, st.epoch_steps,
+                    f"/{st.steps_per_epoch}" if st.steps_per_epoch else "", st.step,
+                    st.epoch_loss / max(st.epoch_frames, 1.0),
+                    " ".join(f"{k}={v:.4f}" for k, v in stats.items()), lr, rate, format_seconds(max(eta, 0.0)),
                 )
-        if num_batches == 0:
+            if result.stop:
+                path = self._save_checkpoint(f"step-{st.step}.pt", samplers)
+                raise TrainingInterrupted(self._stop.signum or signal.SIGTERM, path)
+            if self.config.checkpoint_interval and st.step % self.config.checkpoint_interval == 0:
+                self._save_checkpoint(f"step-{st.step}.pt", samplers)
+        if self.state.epoch_steps == 0:
             raise ValueError("the training set produced no batches (all utterances filtered out?)")
-        return total_loss / max(total_frames, 1)
+        return self.state.epoch_loss / max(self.state.epoch_frames, 1.0)
 
     @torch.no_grad()
     def validate(self) -> float:
+        """Loss per frame on the dev set; each process scores every world_size-th utterance."""
         self.objective.eval()
-        total_loss, total_frames = 0.0, 0
-        for raw in eval_dataloader(self.dev_cuts, self.config.max_duration):
-            loss, _, frames = self._loss(unpack_batch(raw))
-            total_loss += loss.item()
-            total_frames += frames
-        return total_loss / max(total_frames, 1)
+        shard = self.dev_cuts
+        if self.dist.is_distributed:
+            shard = CutSet.from_cuts(
+                c for i, c in enumerate(self.dev_cuts) if i % self.dist.world_size == self.dist.rank
+            )
+        total_loss, total_frames = 0.0, 0.0
+        if len(shard):
+            for raw in eval_dataloader(shard, self.config.max_duration):
+                loss, _, frames = self._loss(unpack_batch(raw))
+                total_loss += loss.item()
+                total_frames += frames
+        total_loss, total_frames = self.dist.all_reduce_sum([total_loss, total_frames])
+        return total_loss / max(total_frames, 1.0)
 
     def run(self) -> Dict[str, Any]:
         """Train to ``num_epochs`` (resuming if checkpoints exist); write model.pt and a summary."""
-        seed_everything(self.seed)
-        self._maybe_resume()
-        expected_batches = None
-        while self.state.epoch < self.config.num_epochs:
-            epoch = self.state.epoch + 1
-            epoch_start = time.time()
-            step_before = self.state.step
-            train_loss = self._train_epoch(epoch, expected_batches)
-            expected_batches = self.state.step - step_before
-            dev_loss = self.validate()
-            self.state.train_seconds += time.time() - epoch_start
-            self.state.epoch = epoch
-            self.state.history.append({"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss})
-            log.info(
-                "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f, %s elapsed",
-                epoch, train_loss, dev_loss, format_seconds(self.state.train_seconds),
-            )
-            self._save_checkpoint()
-        return self._finish()
+        try:
+            with self._stop:
+                seed_everything(self.seed + self.dist.rank)
+                self._maybe_resume()
+                while self.state.epoch < self.config.num_epochs:
+                    epoch = self.state.epoch + 1
+                    train_loss = self._train_epoch(epoch)
+                    val_start = time.time()
+                    dev_loss = self.validate()
+                    st = self.state
+                    st.train_seconds += time.time() - val_start
+                    st.epoch = epoch
+                    st.steps_per_epoch = st.epoch_steps
+                    st.history.append({"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss, "step": st.step})
+                    st.epoch_steps = 0
+                    st.epoch_loss = st.epoch_frames = st.epoch_audio_seconds = 0.0
+                    log.info(
+                        "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f, %s elapsed",
+                        epoch, train_loss, dev_loss, format_seconds(st.train_seconds),
+                    )
+                    self._save_checkpoint(f"epoch-{epoch}.pt")
+                return self._finish()
+        finally:
+            if self._owns_dist:
+                self.dist.shutdown()
 
     def _finish(self) -> Dict[str, Any]:
         model = self.objective.deployable()
@@ -192,8 +492,15 @@ class Trainer:
             "num_steps": self.state.step,
             "history": self.state.history,
             "optimisation": self.config.to_dict(),
+            "data_parallel": {
+                "processes": self.dist.world_size,
+                "device": self.device.type,
+                "global_batch_slots": self.num_slots,
+            },
         }
-        save_model(self.out_dir / "model.pt", model, meta=summary)
-        write_json(self.out_dir / "train_summary.json", summary)
-        log.info("wrote %s (%d parameters)", self.out_dir / "model.pt", summary["num_params"])
+        if self.dist.is_main:
+            save_model(self.out_dir / "model.pt", model, meta=summary)
+            write_json(self.out_dir / "train_summary.json", summary)
+            log.info("wrote %s (%d parameters)", self.out_dir / "model.pt", summary["num_params"])
+        self.dist.barrier()
         return summary

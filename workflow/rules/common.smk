@@ -5,6 +5,7 @@ import re
 import shlex
 
 from streamkd.config import validate_config
+from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
 from streamkd.distill.grid import expand_grid
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
@@ -18,7 +19,7 @@ RESULTS_CONFIG = ResultsConfig.from_dict(config.get("results"))
 TABLE_NAMES = list(RESULTS_CONFIG.tables)  # "wer" first: results/tables/wer.md is the main table
 WER_TABLE = f"{RESULTS}/tables/wer.md"
 
-SPLITS = ["train", "dev", "test"]
+SPLITS = list(pipeline_splits(config["corpus"]))  # train, dev and the corpus's test sets
 TEST_SETS = config["decoding"]["test_sets"]
 DECODING_METHODS = config["decoding"].get("methods", ["ctc-1best"])
 HEAD = config["model"].get("head", {"type": "ctc"})

@@ -1,23 +1,67 @@
-# The embedded corpus: speech synthesised offline from real English sentences.
+# The corpus: recording and supervision manifests for every split (train, dev, test sets).
+# corpus.name selects the embedded synthetic corpus or a LibriSpeech corpus that the user
+# keeps in corpus.dir (streamkd/data/corpora.py lists the corpora and their splits).
 
+CORPUS_NAME = config["corpus"]["name"]
 CORPUS_DIR = f"{DATA}/corpus"
 
 
 def manifest(kind, split):
-    return f"{CORPUS_DIR}/manifests/embedded_{kind}_{split}.jsonl.gz"
+    return f"{CORPUS_DIR}/manifests/{CORPUS_NAME}_{kind}_{split}.jsonl.gz"
 
 
-rule prepare_corpus:
-    output:
-        recordings=[manifest("recordings", s) for s in SPLITS],
-        supervisions=[manifest("supervisions", s) for s in SPLITS],
-        stats=f"{CORPUS_DIR}/manifests/embedded_stats.json",
-    params:
-        corpus=as_json(config["corpus"]),
-        out_dir=CORPUS_DIR,
-    threads: config["corpus"].get("num_jobs", 1)
-    log:
-        f"{DATA}/logs/prepare_corpus.log",
-    shell:
-        "streamkd prepare-embedded --corpus-config {params.corpus:q}"
-        " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
+if CORPUS_NAME == "embedded":
+
+    rule prepare_corpus:
+        output:
+            recordings=[manifest("recordings", s) for s in SPLITS],
+            supervisions=[manifest("supervisions", s) for s in SPLITS],
+            stats=f"{CORPUS_DIR}/manifests/embedded_stats.json",
+        params:
+            corpus=as_json(config["corpus"]),
+            out_dir=CORPUS_DIR,
+        threads: config["corpus"].get("num_jobs", 1)
+        resources:
+            **RESOURCES["corpus"],
+        log:
+            f"{DATA}/logs/prepare_corpus.log",
+        shell:
+            "streamkd prepare-embedded --corpus-config {params.corpus:q}"
+            " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
+
+else:
+
+    rule prepare_librispeech:
+        output:
+            recordings=[manifest("recordings", s) for s in SPLITS],
+            supervisions=[manifest("supervisions", s) for s in SPLITS],
+        params:
+            corpus_dir=config["corpus"]["dir"],
+            out_dir=f"{CORPUS_DIR}/manifests",
+        threads: config["corpus"].get("num_jobs", 1)
+        resources:
+            **RESOURCES["corpus"],
+        log:
+            f"{DATA}/logs/prepare_librispeech.log",
+        shell:
+            "streamkd prepare-librispeech --corpus-dir {params.corpus_dir:q} --corpus {CORPUS_NAME}"
+            " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
+
+    # Opt-in: never a dependency of another rule. Fetches the parts the corpus needs into
+    # corpus.dir:   snakemake download_librispeech --cores 1 --configfile <config>
+    # It runs where Snakemake runs, not as a cluster job (compute nodes often lack internet).
+    localrules:
+        download_librispeech,
+
+    rule download_librispeech:
+        output:
+            done=f"{CORPUS_DIR}/download-{CORPUS_NAME}.done",
+        params:
+            target_dir=config["corpus"]["dir"],
+        resources:
+            **RESOURCES["corpus"],
+        log:
+            f"{DATA}/logs/download_librispeech.log",
+        shell:
+            "streamkd download-librispeech --target-dir {params.target_dir:q} --corpus {CORPUS_NAME}"
+            " > {log} 2>&1 && touch {output.done}"

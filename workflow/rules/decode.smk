@@ -31,6 +31,8 @@ rule decode:
         test_set=alternatives(TEST_SETS),
         method=alternatives(METHOD_NAMES),
     threads: THREADS
+    resources:
+        **RESOURCES["decode"],
     log:
         f"{EXP}/{{run}}/log/decode-{{test_set}}-{{method}}.log",
     shell:
@@ -48,6 +50,8 @@ rule score:
     wildcard_constraints:
         test_set=alternatives(TEST_SETS),
         method=alternatives(METHOD_NAMES),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/score-{{test_set}}-{{method}}.log",
     shell:

@@ -17,6 +17,8 @@ rule train_bpe:
     params:
         vocab_size=config["bpe"]["vocab_size"],
         model_type=config["bpe"].get("model_type", "bpe"),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/train_bpe.log",
     shell:
@@ -29,6 +31,8 @@ rule compile_ctc_topo:
         bpe=BPE_MODEL,
     output:
         graph=CTC_TOPO,
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/compile_ctc_topo.log",
     shell:
@@ -42,6 +46,8 @@ rule train_word_lm:
         arpa=TRAINED_LM,
     params:
         order=LM_ORDER,
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/train_word_lm.log",
     shell:
@@ -56,6 +62,8 @@ rule compile_hlg:
         graph=HLG,
     params:
         order=LM_ORDER,
+    resources:
+        **RESOURCES["default"],
     log:
         f"{DATA}/logs/compile_hlg.log",
     shell:

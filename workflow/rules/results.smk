@@ -20,6 +20,8 @@ rule record:
             f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
             for t, m, d in decode_items(w.run)
         ),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/record.log",
     shell:
@@ -58,6 +60,8 @@ rule aggregate:
     params:
         out_dir=f"{RESULTS}/tables",
         results=as_json(config.get("results", {})),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
@@ -92,6 +96,8 @@ rule plots:
     params:
         out_dir=f"{RESULTS}/plots",
         results=as_json(config.get("results", {})),
+    resources:
+        **RESOURCES["default"],
     log:
         f"{RESULTS}/logs/plots.log",
     shell:

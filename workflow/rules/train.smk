@@ -6,7 +6,7 @@ TRAIN_INPUTS = dict(
     bpe=BPE_MODEL,
 )
 TRAIN_SHELL = (
-    "streamkd train --role {params.role} --train-cuts {input.train}"
+    TRAIN_LAUNCHER + "streamkd train --role {params.role} --train-cuts {input.train}"
     " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
     " --encoder {params.encoder:q} --optimisation {params.optimisation:q} --seed {params.seed}"
     " --head {params.head:q} --threads {threads} {params.streaming} > {log} 2>&1"
@@ -27,7 +27,9 @@ rule train_teacher:
         seed=config["training"].get("teacher_seed", 0),
         streaming="",
         head=as_json(HEAD),
-    threads: THREADS
+    threads: TRAIN_THREADS
+    resources:
+        **RESOURCES["train"],
     log:
         f"{EXP}/{TEACHER_RUN}/log/train.log",
     shell:
@@ -67,11 +69,13 @@ rule train_student:
         head=as_json(HEAD),
     wildcard_constraints:
         student=STUDENT_PATTERN,
-    threads: THREADS
+    threads: TRAIN_THREADS
+    resources:
+        **RESOURCES["train"],
     log:
         f"{EXP}/{{student}}/log/train.log",
     shell:
-        "streamkd train --role student --train-cuts {input.train}"
+        TRAIN_LAUNCHER + "streamkd train --role student --train-cuts {input.train}"
         " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
         " --encoder {params.encoder:q} --optimisation {params.optimisation:q}"
         " --left-chunks {params.left_chunks} --head {params.head:q} --threads {threads} {params.cell} > {log} 2>&1"

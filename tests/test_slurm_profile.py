@@ -1,0 +1,207 @@
+"""The SLURM profile and the resources the rules ask for, up to a real single-node SLURM.
+
+The last test installs and starts SLURM with accounting on this machine
+(workflow/scripts/local_slurm.sh: munge, MariaDB, slurmdbd, slurmctld, slurmd), runs the
+micro pipeline through workflow/profiles/slurm so that every rule is a SLURM job, checks the
+WER table and that sacct saw exactly one completed job per job of the DAG, and stops every
+daemon it started. It needs root; elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from streamkd.cluster import rule_resources, train_launcher, train_threads
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "workflow/profiles/slurm"
+LOCAL_SLURM = REPO / "workflow/scripts/local_slurm.sh"
+
+
+def micro_config(**training) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    micro = yaml.safe_load((REPO / "workflow/configs/micro.yaml").read_text())
+    for key, value in micro.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    config["training"].update(training)
+    return config
+
+
+# -- resources declared by the rules -------------------------------------------------------
+
+
+def test_training_requests_gpus_and_requeue_other_stages_do_not():
+    config = micro_config(gpus=4)
+    train7 = rule_resources(config, "train", major=7)
+    assert train7["gpu"] == 4 and train7["slurm_extra"] == "--gres=gpu:4 --requeue"
+    assert train7["mem_mb"] == 3000 and train7["runtime"] == 60  # from the config's resources
+    train8 = rule_resources(config, "train", major=8)
+    assert train8["gpu"] == 4 and train8["tasks_per_gpu"] == 0 and "slurm_extra" not in train8
+    for stage in ("default", "corpus", "features", "decode"):
+        for major in (7, 8):
+            resources = rule_resources(config, stage, major=major)
+            assert "gpu" not in resources and "slurm_extra" not in resources, (stage, resources)
+    cpu = rule_resources(micro_config(gpus=0), "train", major=7)
+    assert cpu["gpu"] == 0 and cpu["slurm_extra"] == "--requeue"
+
+
+def test_partition_and_defaults_come_from_the_config():
+    config = micro_config()
+    config["resources"] = {"train": {"partition": "a100", "mem_mb": 64000}}
+    train = rule_resources(config, "train", major=7)
+    assert train["slurm_partition"] == "a100" and train["mem_mb"] == 64000 and train["runtime"] == 2880
+    assert "slurm_partition" not in rule_resources(config, "decode", major=7)
+
+
+def test_training_processes_and_threads():
+    assert train_launcher(micro_config(gpus=0)) == "CUDA_VISIBLE_DEVICES= "
+    assert train_launcher(micro_config(gpus=1)) == ""
+    four = train_launcher(micro_config(gpus=4, threads=3))
+    assert four.startswith("torchrun --nnodes 1 --nproc_per_node 4 ") and four.endswith("--no_python ")
+    assert "localhost:0" in four  # a free port: several training jobs may share a node
+    gloo = train_launcher(micro_config(gpus=0, cpu_processes=2))
+    assert gloo.startswith("CUDA_VISIBLE_DEVICES= torchrun") and "--nproc_per_node 2" in gloo
+    assert train_threads(micro_config(gpus=4, threads=3)) == 12
+    assert train_threads(micro_config(gpus=0, threads=2)) == 2
+
+
+def dry_run(tmp_path: Path, config: dict) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def job_blocks(dry_run_output: str) -> dict:
+    """rule name -> list of (resources line, shell command) from a dry run with -p."""
+    blocks = {}
+    for block in re.split(r"\n(?=\[|rule |localrule )", dry_run_output):
+        head = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if head:
+            resources = re.search(r"resources: (.*)", block)
+            blocks.setdefault(head.group(1), []).append((resources.group(1) if resources else "", block))
+    return blocks
+
+
+def test_rules_carry_their_resources_in_the_dag(tmp_path):
+    config = micro_config(gpus=2)
+    blocks = job_blocks(dry_run(tmp_path, config))
+    for rule in ("train_teacher", "train_student"):
+        resources, shell = blocks[rule][0]
+        assert "gpu=2" in resources and "slurm_extra=--gres=gpu:2 --requeue" in resources, resources
+        assert "mem_mb=3000" in resources and "runtime=60" in resources
+        assert "torchrun --nnodes 1 --nproc_per_node 2" in shell
+    for rule in ("prepare_corpus", "compute_fbank", "train_bpe", "decode", "score", "aggregate"):
+        resources, _ = blocks[rule][0]
+        assert "mem_mb=" in resources and "runtime=" in resources, (rule, resources)
+        assert "gpu" not in resources, (rule, resources)
+
+
+# -- the profile files ------------------------------------------------------------------------
+
+
+def test_snakemake7_profile_uses_only_options_snakemake_knows():
+    from snakemake import get_argument_parser
+
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    known = {opt.lstrip("-") for action in get_argument_parser()._actions for opt in action.option_strings}
+    assert profile["slurm"] is True
+    assert set(profile) <= known, set(profile) - known
+    assert "slurm_partition=cpu" in profile["default-resources"]
+    assert {"train_teacher:slurm_partition=gpu", "train_student:slurm_partition=gpu"} <= set(profile["set-resources"])
+
+
+def test_snakemake8_profile_selects_the_slurm_executor_plugin():
+    profile = yaml.safe_load((PROFILE / "config.v8+.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["slurm-requeue"] is True
+    assert profile["default-resources"]["slurm_partition"] == "cpu"
+    assert profile["set-resources"]["train_student"]["slurm_partition"] == "gpu"
+    assert "slurm" not in profile  # the flag Snakemake 8 removed
+
+
+# -- a real SLURM -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the single-node SLURM test needs root (it installs slurm-wlm, munge, slurmdbd and "
+                    "mariadb-server with apt-get and runs their daemons)")
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        pytest.skip("needs Debian's apt-get to install SLURM (or SLURM already installed)")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "STREAMKD_SLURM_DIR": str(state)}
+    start = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True, env=env)
+    try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        env["SLURM_CONF"] = str(state / "etc/slurm.conf")
+        yield env
+    finally:
+        stop = subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, text=True, env=env)
+        assert stop.returncode == 0, stop.stderr[-2000:]
+        for pidfile in (state / "run").glob("*.pid"):
+            pytest.fail(f"{pidfile.name} left behind by local_slurm.sh stop")
+
+
+def dag_job_counts(workdir: Path, config: Path) -> Counter:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(config)],
+        capture_output=True, text=True, check=True,
+    )
+    return Counter({p[0]: int(p[1]) for p in (line.split() for line in result.stdout.splitlines())
+                    if len(p) == 2 and p[1].isdigit()})
+
+
+@pytest.mark.slow
+def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
+    env = {**local_slurm, "USER": os.environ.get("USER") or "root"}  # the executor calls sacct -u $USER
+    config = REPO / "workflow/configs/micro.yaml"
+    expected = dag_job_counts(tmp_path, config)
+    del expected["total"], expected["all"]  # the target rule is local: it runs no command
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--jobs", "4",
+         "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config)],
+        capture_output=True, text=True, env=env,
+    )
+    wall = time.time() - started
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+
+    table = pd.read_csv(tmp_path / "results/tables/wer.csv")
+    # micro.yaml's grid: the baseline and one aux KD student beside the teacher.
+    assert set(table["method"]) == {"teacher", "none", "aux"} and table["wer_mean"].between(0, 1000).all()
+
+    # Every job of the DAG was one SLURM job: Snakemake names them all after its run id,
+    # and keeps one log per job under .snakemake/slurm_logs/rule_<name>/<jobid>.log.
+    per_rule = Counter({d.name[len("rule_"):]: len(list(d.glob("*.log")))
+                        for d in (tmp_path / ".snakemake/slurm_logs").iterdir()})
+    assert per_rule == expected
+    job_ids = {p.stem for d in (tmp_path / ".snakemake/slurm_logs").iterdir() for p in d.glob("*.log")}
+    sacct = subprocess.run(
+        ["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,JobName,State", "--starttime",
+         time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started - 60))],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
+    ours = [r for r in rows if r[0] in job_ids]
+    assert len(ours) == sum(expected.values()) == len(job_ids)
+    assert {r[2] for r in ours} == {"COMPLETED"}
+    assert len({r[1] for r in ours}) == 1  # all submitted by this one Snakemake run
+    print(f"\nSLURM: {len(ours)} jobs for {sum(expected.values())} DAG jobs, {wall:.0f} s wall time")
