@@ -76,3 +76,23 @@ def format_seconds(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def load_tagged_payload(path: str | Path, fmt: str, what: str, expected: str) -> dict:
+    """``torch.load`` a dict written with ``{"format": fmt, ...}``; errors name the file.
+
+    ``what`` names the file in the missing/unreadable messages ("model checkpoint");
+    ``expected`` completes "<path> is not ..." when the format tag does not match.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises several unrelated types for corrupt or foreign files
+        raise ValueError(f"cannot read {what} {path}: {e}") from e
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{path} is not {expected}")
+    return payload

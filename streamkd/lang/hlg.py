@@ -20,7 +20,7 @@ import torch
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.lang.lexicon import Lexicon, build_lexicon
 from streamkd.lang.ngram import read_arpa_vocabulary
-from streamkd.utils import atomic_path
+from streamkd.utils import atomic_path, load_tagged_payload
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,9 @@ class WordGraph:
 
     @classmethod
     def load(cls, path: Path) -> "WordGraph":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"HLG graph not found: {path}")
-        try:
-            payload = torch.load(path, map_location="cpu")
-        except Exception as e:  # torch raises several unrelated types for foreign files
-            raise ValueError(f"cannot read HLG graph {path}: {e}") from e
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an HLG graph written by 'streamkd compile-hlg' (format {FORMAT!r})")
+        payload = load_tagged_payload(
+            path, FORMAT, "HLG graph", f"an HLG graph written by 'streamkd compile-hlg' (format {FORMAT!r})"
+        )
         return cls(k2.Fsa.from_dict(payload["fsa"]), list(payload["words"]), int(payload["vocab_size"]))
 
 

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from streamkd.utils import atomic_path
+from streamkd.utils import atomic_path, load_tagged_payload
 
 FORMAT = "streamkd-asr-model-v1"
 
@@ -29,14 +29,9 @@ def load_model(path: Path, expected_vocab_size: Optional[int] = None) -> Tuple[t
     from streamkd.model.asr import AsrModel
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu")
-    except Exception as e:  # torch raises several unrelated types for corrupt files
-        raise ValueError(f"cannot read model checkpoint {path}: {e}") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a streamkd model checkpoint (format {FORMAT!r} expected)")
+    payload = load_tagged_payload(
+        path, FORMAT, "model checkpoint", f"a streamkd model checkpoint (format {FORMAT!r} expected)"
+    )
     config = dict(payload["model_config"])
     vocab_size = config.get("vocab_size")
     if expected_vocab_size is not None and vocab_size != expected_vocab_size:
