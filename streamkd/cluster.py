@@ -81,13 +81,17 @@ def train_launcher(config: Mapping[str, Any]) -> str:
 
     ``training.gpus: 0`` hides any GPU (the job trains on the CPU, as configured); more than
     one process runs under torchrun (one per GPU with NCCL, or gloo CPU processes), with the
-    rendezvous on a free local port so that several training jobs can share a machine.
+    rendezvous on a free local port so that several training jobs can share a machine. The
+    processes of a job share one node, so gloo talks over the loopback interface rather than
+    whatever address the host name resolves to.
     """
     gpus = training_gpus(config)
     processes = training_processes(config)
     prefix = "" if gpus else "CUDA_VISIBLE_DEVICES= "
     if processes == 1:
         return prefix
+    if not gpus:
+        prefix += "GLOO_SOCKET_IFNAME=lo "
     return (
         f"{prefix}torchrun --nnodes 1 --nproc_per_node {processes} --rdzv_backend c10d "
         "--rdzv_endpoint localhost:0 --no_python "

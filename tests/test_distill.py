@@ -9,11 +9,11 @@ import torch
 from streamkd.distill.branches import AuxBranch, Projection, Unchanged, branch_for
 from streamkd.distill.config import AuxConfig, KdConfig
 from streamkd.distill.distances import FRAME_DISTANCES, cos, l1, l1_cos, l2, masked_mean
-from streamkd.distill.losses import HiddenLayerKd, TokenKd
+from streamkd.distill.losses import HiddenLayerKd, TokenKd, TransducerTokenKd
 from streamkd.distill.mapping import layer_pairs, proportional_layer
 from streamkd.distill.shift import shifted_pairs
 from streamkd.distill.teacher import FrozenTeacher, TeacherCheckpointError, load_teacher
-from streamkd.model import build_asr_model
+from streamkd.model import HeadConfig, TransducerHead, build_asr_model
 from streamkd.model.checkpoint import load_model, save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import CtcObjective, DistillationObjective
@@ -220,6 +220,55 @@ def test_token_kd_gradients_reach_the_student_not_the_teacher():
     obj.kd(log_probs, teacher_log_probs, lengths).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.student.encoder.blocks[-1].parameters())
     assert all(p.grad is None for p in obj.teacher.parameters())
+
+
+def transducer_head(seed: int) -> TransducerHead:
+    torch.manual_seed(seed)
+    config = HeadConfig(type="transducer", decoder_dim=8, joiner_dim=8, context_size=2, prune_range=3)
+    return TransducerHead(16, VOCAB, config)
+
+
+def test_transducer_token_kd_pairs_student_frame_t_plus_delay_with_teacher_frame_t():
+    head = transducer_head(0)
+    torch.manual_seed(3)
+    # Scaled up so that the joiner's distributions are far from uniform.
+    teacher_out, lengths, targets = 5 * torch.randn(2, 12, 16), torch.tensor([12, 9]), [[1, 2, 3], [4, 5]]
+    assert TransducerTokenKd()(head, head, teacher_out, teacher_out, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
+    # The student emits everything two frames later than the teacher.
+    student_out = torch.cat([5 * torch.randn(2, 2, 16), teacher_out[:, :-2]], dim=1)
+    assert TransducerTokenKd(delay=2)(head, head, student_out, teacher_out, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
+    assert TransducerTokenKd(delay=0)(head, head, student_out, teacher_out, lengths, targets).item() > 0.01
+    # Padded frames (beyond length 9 of the second utterance) never count.
+    noisy = teacher_out.clone()
+    noisy[1, 9:] = 1e3
+    assert TransducerTokenKd()(head, head, teacher_out, noisy, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_transducer_token_kd_gradients_reach_the_student_not_the_teacher():
+    student, teacher = transducer_head(0), transducer_head(1).requires_grad_(False)
+    torch.manual_seed(4)
+    student_out = torch.randn(2, 12, 16, requires_grad=True)
+    teacher_out, lengths, targets = torch.randn(2, 12, 16), torch.tensor([12, 9]), [[1, 2, 3], [4, 5]]
+    kd = TransducerTokenKd(temperature=2.0)(student, teacher, student_out, teacher_out, lengths, targets)
+    assert kd.item() > 0
+    kd.backward()
+    assert student_out.grad.abs().sum() > 0 and student_out.grad[1, 9:].abs().sum() == 0
+    assert student.joiner.output.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_token_kd_on_a_transducer_student_needs_a_transducer_teacher():
+    head = {"type": "transducer", "decoder_dim": 8, "joiner_dim": 8}
+    torch.manual_seed(1)
+    student = build_asr_model(STUDENT, VOCAB, head)
+    kd = KdConfig(method="token")
+    obj = DistillationObjective(student, FrozenTeacher(build_asr_model(TEACHER, VOCAB, head)), kd, spec_augment=False)
+    assert isinstance(obj.kd, TransducerTokenKd)
+    feats, lens, targets = batch()
+    loss, stats, frames = obj(feats, lens, targets)
+    assert stats["kd"] > 0 and "rnnt_pruned" in stats and "ctc" not in stats
+    with pytest.raises(ValueError, match="needs a teacher with a transducer head; the teacher's head is 'ctc'"):
+        DistillationObjective(student, FrozenTeacher(teacher_model()), kd, spec_augment=False)
 
 
 def test_objective_total_is_ctc_plus_weighted_kd_and_teacher_stays_frozen():

@@ -71,7 +71,7 @@ def test_training_processes_and_threads():
     assert four.startswith("torchrun --nnodes 1 --nproc_per_node 4 ") and four.endswith("--no_python ")
     assert "localhost:0" in four  # a free port: several training jobs may share a node
     gloo = train_launcher(micro_config(gpus=0, cpu_processes=2))
-    assert gloo.startswith("CUDA_VISIBLE_DEVICES= torchrun") and "--nproc_per_node 2" in gloo
+    assert gloo.startswith("CUDA_VISIBLE_DEVICES= GLOO_SOCKET_IFNAME=lo torchrun") and "--nproc_per_node 2" in gloo
     assert train_threads(micro_config(gpus=4, threads=3)) == 12
     assert train_threads(micro_config(gpus=0, threads=2)) == 2
 

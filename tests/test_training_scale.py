@@ -54,6 +54,9 @@ def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
     e["CUDA_VISIBLE_DEVICES"] = ""  # these tests are about the CPU/gloo path
+    e["GLOO_SOCKET_IFNAME"] = "lo"  # as train_launcher sets it for one-node gloo jobs
+    # A stuck collective fails with a traceback well before the test's own timeout.
+    e["STREAMKD_DIST_TIMEOUT"] = "120"
     return e
 
 
@@ -73,7 +76,11 @@ def train_command(data: Path, out_dir: Path, optimisation: dict, dropout: float 
 
 
 def run(cmd: list) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=STEP_TIMEOUT)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        stderr = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        pytest.fail(f"timed out after {STEP_TIMEOUT} s; the end of its log:\n{stderr[-5000:]}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -253,3 +260,18 @@ def test_on_the_fly_features_match_stored_ones_and_train(data, tmp_path):
     summary = json.loads((tmp_path / "otf" / "train_summary.json").read_text())
     stored_hours = sum(c.duration for c in load_manifest_lazy(data / "cuts_train.jsonl.gz")) / 3600
     assert summary["train_hours_of_audio"] == pytest.approx(3 * stored_hours, rel=0.02)  # 0.9x + 1x + 1.1x
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch):
+    from datetime import timedelta
+
+    from streamkd.training.distributed import collective_timeout
+
+    monkeypatch.delenv("STREAMKD_DIST_TIMEOUT", raising=False)
+    assert collective_timeout() == timedelta(minutes=30)
+    monkeypatch.setenv("STREAMKD_DIST_TIMEOUT", "90")
+    assert collective_timeout() == timedelta(seconds=90)
+    for bad in ("0", "soon"):
+        monkeypatch.setenv("STREAMKD_DIST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"STREAMKD_DIST_TIMEOUT must be a positive number of seconds, got '{bad}'"):
+            collective_timeout()

@@ -1,5 +1,9 @@
 """The KD terms: hidden-layer KD (``layer``, ``aux``) and output-posterior KD (``token``).
 
+Token KD compares CTC posteriors frame by frame (:class:`TokenKd`) or, for a student with
+a transducer head, the collapsed blank/correct/rest distribution on the student's pruned
+lattice region (:class:`TransducerTokenKd`).
+
 Each returns a per-frame loss (a mean over the frames it could pair), so the total
 objective reads L = L_asr + lambda * L_kd with both terms per frame.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamkd.distill.distances import frame_distance, masked_mean
@@ -66,5 +71,52 @@ class TokenKd(nn.Module):
         teacher = (teacher_log_probs.float() / tau).log_softmax(dim=-1)
         student = (student_log_probs.float() / tau).log_softmax(dim=-1)
         teacher, student, valid = shifted_pairs(teacher, student, lengths, self.delay)
+        kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
+        return masked_mean(kl, valid) * tau**2
+
+
+class TransducerTokenKd(nn.Module):
+    """KL(teacher || student) over the collapsed transducer distribution, per lattice node.
+
+    At every node (t, u) of the student's pruned lattice region (the ``prune_range`` rows
+    the pruned RNN-T loss evaluates) both joiners' distributions are collapsed to
+    ``[blank, next reference token, rest]`` (Panchapagesan et al., 2021), so the cost does
+    not grow with the vocabulary and the KD acts where the RNN-T loss does. Both models are
+    scored on the same nodes. With ``delay`` d the student's frame t + d is compared with the
+    teacher's frame t; the first d frames have no teacher counterpart and are skipped.
+    """
+
+    def __init__(self, temperature: float = 1.0, delay: int = 0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if delay < 0:
+            raise ValueError(f"token delay must be >= 0 frames, got {delay}")
+        self.temperature = temperature
+        self.delay = delay
+
+    def forward(
+        self,
+        student_head: nn.Module,
+        teacher_head: nn.Module,
+        student_out: Tensor,
+        teacher_out: Tensor,
+        lengths: Tensor,
+        targets: Sequence[Sequence[int]],
+    ) -> Tensor:
+        """``*_head``: :class:`~streamkd.model.transducer.TransducerHead`; ``*_out``: encoder outputs (B, T, D)."""
+        d, tau = self.delay, self.temperature
+        if d:
+            # Teacher frame t moves to position t + d; positions < d hold zeros and are masked.
+            teacher_out = F.pad(teacher_out[:, : max(teacher_out.size(1) - d, 0)], (0, 0, d, 0))
+        ranges = student_head.prune_ranges(student_out, lengths, targets)
+        student, valid = student_head.collapsed_log_probs(student_out, lengths, targets, ranges)
+        with torch.no_grad():
+            teacher, _ = teacher_head.collapsed_log_probs(teacher_out, lengths, targets, ranges)
+        if d:
+            frames = torch.arange(valid.size(1), device=valid.device).view(1, -1, 1)
+            valid = valid & (frames >= d)
+        teacher = (teacher / tau).log_softmax(dim=-1)
+        student = (student / tau).log_softmax(dim=-1)
         kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
         return masked_mean(kl, valid) * tau**2

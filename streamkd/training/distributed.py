@@ -12,12 +12,29 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, List, Sequence
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+# How long a collective may wait for the other processes before it fails with an error
+# instead of hanging (a crashed or stuck peer); long enough for a slow validation pass.
+TIMEOUT_ENV = "STREAMKD_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 1800
+
+
+def collective_timeout() -> timedelta:
+    value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_SECONDS))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {value!r}")
+    return timedelta(seconds=seconds)
 
 
 def env_rank() -> int:
@@ -80,7 +97,9 @@ class DistributedContext:
             return cls(device=torch_device)
         backend = "nccl" if use_cuda else "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+            dist.init_process_group(
+                backend=backend, init_method="env://", rank=rank, world_size=world_size, timeout=collective_timeout()
+            )
         log.info("process %d of %d (local rank %d) on %s, backend %s", rank, world_size, local_rank, torch_device, backend)
         return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, backend=backend)
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from streamkd.data.loaders import make_spec_augment, spec_augment_batch
 from streamkd.distill.branches import branch_for
 from streamkd.distill.config import KdConfig
-from streamkd.distill.losses import HiddenLayerKd, TokenKd
+from streamkd.distill.losses import HiddenLayerKd, TokenKd, TransducerTokenKd
 from streamkd.distill.mapping import layer_pairs
 from streamkd.distill.teacher import FrozenTeacher
 from streamkd.model.asr import AsrModel
@@ -64,7 +64,8 @@ def asr_objective(model: nn.Module) -> nn.Module:
 class DistillationObjective(nn.Module):
     """L = L_ctc(student) + weight * L_kd(student, frozen teacher), both per encoder frame.
 
-    ``kd.method`` picks the KD term: ``token`` (posterior KL), ``layer`` (projected student
+    ``kd.method`` picks the KD term: ``token`` (posterior KL; on the collapsed lattice
+    distribution for a transducer student), ``layer`` (projected student
     layers against teacher layers) or ``aux`` (auxiliary non-streaming branches on the
     student layers). Branches and projections live here, beside the student, so that
     :meth:`deployable` returns exactly the student a ``none`` run would save.
@@ -80,15 +81,24 @@ class DistillationObjective(nn.Module):
         self.teacher = teacher
         self.kd_config = kd
         self.spec_augment = make_spec_augment() if spec_augment else None
-        if kd.method == "token" and not student.head.has_ctc:
-            # Token KD here is a KL between CTC posteriors. A transducer-only model offers the
-            # collapsed blank/correct/rest distribution instead
-            # (TransducerHead.prune_ranges + collapsed_log_probs); until that is wired in,
-            # use the transducer+ctc head.
-            raise ValueError(f"kd.method 'token' needs a CTC head; the student's head is {student.head.type!r}")
         if kd.method == "token":
             self.pairs: List[Tuple[int, int]] = []
-            self.kd: nn.Module = TokenKd(kd.temperature, kd.token_delay)
+            # A transducer student distils the teacher's transducer (its main output, and the
+            # one decoding uses); a CTC-only student the teacher's CTC posteriors.
+            if student.transducer is not None:
+                if teacher.model.transducer is None:
+                    raise ValueError(
+                        f"kd.method 'token' on a {student.head.type!r} student needs a teacher with a "
+                        f"transducer head; the teacher's head is {teacher.model.head.type!r}"
+                    )
+                self.kd: nn.Module = TransducerTokenKd(kd.temperature, kd.token_delay)
+            else:
+                if teacher.model.ctc is None:
+                    raise ValueError(
+                        f"kd.method 'token' on a CTC student needs a teacher with a CTC head; "
+                        f"the teacher's head is {teacher.model.head.type!r}"
+                    )
+                self.kd = TokenKd(kd.temperature, kd.token_delay)
         else:
             enc = student.encoder.config
             self.pairs = layer_pairs(kd.student_layers, enc.num_layers, teacher.num_layers, kd.teacher_layers)
@@ -111,7 +121,10 @@ class DistillationObjective(nn.Module):
         teacher_log_probs, teacher_lengths, teacher_hidden = self.teacher(teacher_feats, feat_lens)
         if not torch.equal(lengths, teacher_lengths):
             raise RuntimeError("teacher and student produced different numbers of encoder frames")
-        if self.kd_config.method == "token":
+        if isinstance(self.kd, TransducerTokenKd):
+            kd = self.kd(self.student.transducer, self.teacher.model.transducer, hidden[-1], teacher_hidden[-1],
+                         lengths, targets)
+        elif isinstance(self.kd, TokenKd):
             kd = self.kd(log_probs, teacher_log_probs, lengths)
         else:
             kd = self.kd(hidden, teacher_hidden, lengths)
