@@ -136,4 +136,10 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     # KD works with the transducer head too: the aux student trains on RNN-T + CTC + KD.
     aux_log = (tmp_path / "exp-transducer/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "rnnt_pruned=" in aux_log and "kd=" in aux_log
+    # ... and token KD distils the collapsed transducer distribution.
+    token = json.loads((tmp_path / "exp-transducer/token-chunk4-seed1/record.json").read_text())
+    assert token["method"] == "token" and token["head"] == "transducer+ctc"
+    assert token["num_params_deployed"] == student["num_params_deployed"]
+    token_log = (tmp_path / "exp-transducer/token-chunk4-seed1/log/train.log").read_text()
+    assert "rnnt_pruned=" in token_log and "kd=" in token_log
 
