@@ -66,16 +66,20 @@ class TokenKd(nn.Module):
         self.delay = delay
 
     def forward(self, student_log_probs: Tensor, teacher_log_probs: Tensor, lengths: Tensor) -> Tensor:
+        teacher, student, valid = shifted_pairs(teacher_log_probs, student_log_probs, lengths, self.delay)
+        return self.mean_kl(student, teacher, valid)
+
+    def mean_kl(self, student_log_probs: Tensor, teacher_log_probs: Tensor, valid: Tensor) -> Tensor:
+        """tau^2 * KL(teacher || student) over the last dimension at temperature tau, averaged over ``valid``."""
         tau = self.temperature
         # log_softmax(log p / tau) is the softmax of the logits at temperature tau.
         teacher = (teacher_log_probs.float() / tau).log_softmax(dim=-1)
         student = (student_log_probs.float() / tau).log_softmax(dim=-1)
-        teacher, student, valid = shifted_pairs(teacher, student, lengths, self.delay)
         kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
         return masked_mean(kl, valid) * tau**2
 
 
-class TransducerTokenKd(nn.Module):
+class TransducerTokenKd(TokenKd):
     """KL(teacher || student) over the collapsed transducer distribution, per lattice node.
 
     At every node (t, u) of the student's pruned lattice region (the ``prune_range`` rows
@@ -85,15 +89,6 @@ class TransducerTokenKd(nn.Module):
     scored on the same nodes. With ``delay`` d the student's frame t + d is compared with the
     teacher's frame t; the first d frames have no teacher counterpart and are skipped.
     """
-
-    def __init__(self, temperature: float = 1.0, delay: int = 0) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if delay < 0:
-            raise ValueError(f"token delay must be >= 0 frames, got {delay}")
-        self.temperature = temperature
-        self.delay = delay
 
     def forward(
         self,
@@ -105,7 +100,7 @@ class TransducerTokenKd(nn.Module):
         targets: Sequence[Sequence[int]],
     ) -> Tensor:
         """``*_head``: :class:`~streamkd.model.transducer.TransducerHead`; ``*_out``: encoder outputs (B, T, D)."""
-        d, tau = self.delay, self.temperature
+        d = self.delay
         if d:
             # Teacher frame t moves to position t + d; positions < d hold zeros and are masked.
             teacher_out = F.pad(teacher_out[:, : max(teacher_out.size(1) - d, 0)], (0, 0, d, 0))
@@ -116,7 +111,4 @@ class TransducerTokenKd(nn.Module):
         if d:
             frames = torch.arange(valid.size(1), device=valid.device).view(1, -1, 1)
             valid = valid & (frames >= d)
-        teacher = (teacher / tau).log_softmax(dim=-1)
-        student = (student / tau).log_softmax(dim=-1)
-        kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
-        return masked_mean(kl, valid) * tau**2
+        return self.mean_kl(student, teacher, valid)
