@@ -291,6 +291,16 @@ def check_streaming(checkpoint, cuts, chunk_size, left_chunks, threads) -> None:
     click.echo(json.dumps(streaming_agreement(checkpoint, cuts, chunk_size, left_chunks), indent=2))
 
 
+@main.command("compare-hyps")
+@click.argument("first", type=ExistingPath)
+@click.argument("second", type=ExistingPath)
+def compare_hyps(first, second) -> None:
+    """Count the utterances two hyps.jsonl files decode identically (streaming vs simulated)."""
+    from streamkd.decode.agreement import hypothesis_agreement
+
+    click.echo(json.dumps(hypothesis_agreement(first, second), indent=2))
+
+
 @main.command("score")
 @click.option("--hyps", required=True, type=ExistingPath)
 @click.option("--summary", required=True, type=PathType, help="Output: WER totals (JSON).")

@@ -122,3 +122,19 @@ def test_check_streaming_command_reports_agreement(setup):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["utterances"] == 4 and report["max_abs_diff"] < 1e-4 and report["chunk_size"] == 3
+
+
+def test_compare_hyps_counts_identical_utterances_and_refuses_different_sets(tmp_path):
+    def write(name, hyps):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"id": i, "ref": "A B", "hyp": h}) + "\n" for i, h in hyps.items()))
+        return str(path)
+
+    streamed = write("streamed.jsonl", {"u1": "A B", "u2": "A", "u3": ""})
+    simulated = write("simulated.jsonl", {"u1": "A B", "u2": "A C", "u3": ""})
+    result = CliRunner(mix_stderr=False).invoke(main, ["compare-hyps", streamed, simulated])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"utterances": 3, "identical": 2, "differing_ids": ["u2"]}
+    fewer = write("fewer.jsonl", {"u1": "A B", "u2": "A"})
+    result = CliRunner(mix_stderr=False).invoke(main, ["compare-hyps", streamed, fewer])
+    assert result.exit_code != 0 and "only in the first: ['u3']" in str(result.exception)

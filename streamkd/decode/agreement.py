@@ -74,3 +74,22 @@ def streaming_agreement(
         "left_chunks": stream.left_chunks,
         "encoder_seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
+
+
+def hypothesis_agreement(streamed: Path, simulated: Path) -> Dict[str, Any]:
+    """How many utterances two hypothesis files (e.g. streaming and simulated) decode identically.
+
+    Both files must cover the same utterances; a missing or extra id is an error naming it.
+    """
+    from streamkd.results.record import read_hyps
+
+    a = {r["id"]: r["hyp"] for r in read_hyps(streamed)}
+    b = {r["id"]: r["hyp"] for r in read_hyps(simulated)}
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(
+            f"{streamed} and {simulated} cover different utterances "
+            f"(only in the first: {only_a[:5]}; only in the second: {only_b[:5]})"
+        )
+    differing = sorted(i for i in a if a[i] != b[i])
+    return {"utterances": len(a), "identical": len(a) - len(differing), "differing_ids": differing}
