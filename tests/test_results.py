@@ -71,6 +71,11 @@ def test_means_stds_and_relative_reductions_match_hand_computation(grid, tmp_pat
     assert aux4["rel_reduction"] == pytest.approx(100 * 2.5 / 12)
     assert aux4["delta_wer"] == pytest.approx(-2.5)
     assert _row(summary, "token", 4)["rel_reduction"] == pytest.approx(-100 / 12)
+    # Gap to the teacher (5.0) recovered: (12 - 9.5) / (12 - 5) at chunk 4, (8 - 6) / (8 - 5) at chunk 8.
+    assert aux4["gap_recovered"] == pytest.approx(100 * 2.5 / 7)
+    assert _row(summary, "aux (layers 3,6; shift 2)", 8)["gap_recovered"] == pytest.approx(100 * 2 / 3)
+    assert _row(summary, "none", 4)["gap_recovered"] == pytest.approx(0.0)
+    assert math.isnan(_row(summary, "teacher", None)["gap_recovered"])
     aux8 = _row(summary, "aux (layers 3,6; shift 2)", 8)
     assert aux8["rel_reduction"] == pytest.approx(25.0)
     assert math.isnan(aux8["wer_std"])  # one seed: no spread

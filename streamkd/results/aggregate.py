@@ -33,7 +33,7 @@ TEACHER = TEACHER_METHOD
 
 SUMMARY_COLUMNS = [
     "model", *SYSTEM_FIELDS, "chunk_size", "chunk_ms", "test_set", "decoding", "num_seeds", "seeds",
-    "wer_mean", "wer_std", "wer_min", "wer_max", "baseline_wer", "rel_reduction", "delta_wer",
+    "wer_mean", "wer_std", "wer_min", "wer_max", "baseline_wer", "rel_reduction", "delta_wer", "gap_recovered",
     "ci_low", "ci_high", "prob_improvement", "significant", "num_utterances", "num_params",
     "num_params_training", "train_seconds", "runs",
 ]
@@ -155,6 +155,12 @@ def _attach_baseline(stats: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFra
     # The teacher has no chunk size of its own: its relative numbers are per column (tables.py).
     merged["rel_reduction"] = rel.where(merged["baseline_wer"] > 0)
     merged["delta_wer"] = merged["wer_mean"] - merged["baseline_wer"]
+    # The share of the baseline-to-teacher WER gap a student closes, 100 * (base - wer) / (base - teacher).
+    teacher = merged[merged["method"] == TEACHER].groupby("test_set")["wer_mean"].first()
+    gap = merged["baseline_wer"] - merged["test_set"].map(teacher)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recovered = 100.0 * (merged["baseline_wer"] - merged["wer_mean"]) / gap
+    merged["gap_recovered"] = recovered.where((gap > 0) & (merged["method"] != TEACHER))
     return merged
 
 
