@@ -521,3 +521,10 @@ def test_aggregate_command_prints_the_table(grid, tmp_path):
     assert "**9.5 ± 0.7**" in result.output
     result = CliRunner().invoke(cli, ["aggregate", "--out-dir", str(tmp_path / "t"), "--results-config", '{"colour": 1}', *records])
     assert result.exit_code != 0 and "colour" in result.output
+
+
+def test_parameter_counts_keep_three_significant_digits():
+    from streamkd.results.tables import _params
+
+    assert [_params(n) for n in (1_000_412, 942_884, 30_219_000, 118_650_000)] == ["1.00", "0.943", "30.2", "119"]
+    assert _params(float("nan")) == "–"

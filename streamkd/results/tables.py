@@ -82,7 +82,8 @@ def _label_value(value) -> str:
 
 
 def _params(num: float) -> str:
-    return DASH if pd.isna(num) else f"{num / 1e6:.3g}"
+    """Millions to 3 significant digits, trailing zeros kept (1.00, 0.943, 30.2, 119)."""
+    return DASH if pd.isna(num) else f"{num / 1e6:#.3g}".rstrip(".")
 
 
 def layout(table: TableData) -> Layout:
