@@ -1,4 +1,7 @@
 import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,22 @@ requires_tts = pytest.mark.skipif(
     not (_have("espeak-ng") and _have("flite")),
     reason="espeak-ng and flite are needed (workflow/scripts/setup.sh installs them)",
 )
+
+
+def run_snakemake(directory: Path, *args, configfiles=(), env=None, check: bool = False) -> subprocess.CompletedProcess:
+    """``python -m snakemake ARGS`` with this repository's Snakefile, working in ``directory``."""
+    configs = ["--configfile", *map(str, configfiles)] if configfiles else []
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *map(str, args), "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(directory), *configs],
+        capture_output=True, text=True, env=env, check=check,
+    )
+
+
+def job_counts(dry_run_stdout: str) -> Counter:
+    """Rule name -> number of jobs, read from the job-stats table ``snakemake -n`` prints."""
+    return Counter({p[0]: int(p[1]) for p in (line.split() for line in dry_run_stdout.splitlines())
+                    if len(p) == 2 and p[1].isdigit()})
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 import copy
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import job_counts, run_snakemake
 from streamkd.config import ConfigError, config_hash, load_config, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,26 +96,13 @@ def test_config_hash_ignores_key_order():
 def test_snakemake_refuses_unknown_key_at_startup(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  techer: {}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(bad)],
-        capture_output=True, text=True,
-    )
+    result = run_snakemake(tmp_path, "-n", configfiles=[bad])
     assert result.returncode != 0
     assert "'techer' was unexpected" in result.stdout + result.stderr
 
 
 def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    )
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    counts = job_counts(run_snakemake(tmp_path, "-n", "--quiet", check=True).stdout)
     config = load_config(REPO / "config.yaml")
     grid = config["grid"]
     # none and token once per chunk size and seed, layer per layer set, aux per layer set and shift.
@@ -181,14 +167,9 @@ def test_cpu_processes_exclude_gpus(config):
 
 def test_librispeech_960_grid_dry_run(tmp_path):
     """Every job of the LibriSpeech 960 h experiment, without the corpus being present."""
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(REPO / "workflow/configs/librispeech-960.yaml")],
-        capture_output=True, text=True,
-    )
+    result = run_snakemake(tmp_path, "-n", "--quiet", configfiles=[REPO / "workflow/configs/librispeech-960.yaml"])
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = {p[0]: int(p[1]) for p in (line.split() for line in result.stdout.splitlines())
-              if len(p) == 2 and p[1].isdigit()}
+    counts = job_counts(result.stdout)
     config = deep_merge(load_config(REPO / "config.yaml"),
                         yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text()))
     assert config["grid"]["methods"] == ["none"]  # the streaming baseline per chunk size and seed

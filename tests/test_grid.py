@@ -2,13 +2,12 @@
 
 import copy
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import job_counts, run_snakemake
 from streamkd.config import ConfigError, load_config, validate_config
 from streamkd.distill.grid import GridCell, expand_grid
 
@@ -88,21 +87,9 @@ def test_bad_grid_and_kd_values_fail_naming_the_value(config, section, key, valu
 
 
 def _dry_run_counts(tmp_path, *configfiles):
-    args = []
-    for path in configfiles:
-        args += ["--configfile", str(path)]
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), *args],
-        capture_output=True, text=True,
-    )
+    result = run_snakemake(tmp_path, "-n", "--quiet", configfiles=configfiles)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    counts = {}
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
+    return job_counts(result.stdout)
 
 
 def _decodes_per_test_set(runs: int) -> int:
@@ -131,11 +118,7 @@ def test_issue_grid_config_schedules_fifteen_students(tmp_path):
 def test_bad_grid_stops_snakemake_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"grid": dict(BIG_GRID, kd_layers=[[1, 9]])}))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(bad)],
-        capture_output=True, text=True,
-    )
+    result = run_snakemake(tmp_path, "-n", configfiles=[bad])
     assert result.returncode != 0
     assert "student layer 9 is out of range" in result.stdout + result.stderr
     assert "train_student" not in result.stdout

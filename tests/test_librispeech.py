@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +13,7 @@ import pytest
 import yaml
 from lhotse import load_manifest
 
+from conftest import job_counts, run_snakemake
 from fakes import make_fake_librispeech
 from streamkd.data.corpora import CORPORA, LIBRISPEECH_TESTS, corpus_spec
 from streamkd.data.librispeech import prepare_librispeech_corpus
@@ -110,18 +110,13 @@ def write_config(tmp_path: Path, corpus_dir: Path, features: dict, **extra) -> P
 
 
 def snakemake(tmp_path: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(config), *args],
-        capture_output=True, text=True,
-    )
+    return run_snakemake(tmp_path, "--cores", "2", *args, configfiles=[config])
 
 
 def test_librispeech_dry_run_has_a_job_per_split_and_test_set(fake_ls100, tmp_path):
     result = snakemake(tmp_path, write_config(tmp_path, fake_ls100, {}), "-n", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = {p[0]: int(p[1]) for p in (line.split() for line in result.stdout.splitlines())
-              if len(p) == 2 and p[1].isdigit()}
+    counts = job_counts(result.stdout)
     assert counts["prepare_librispeech"] == 1
     assert "prepare_corpus" not in counts and "download_librispeech" not in counts  # download is opt-in
     assert counts["compute_fbank"] == 2 + 4  # train, dev and the four test sets

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import requires_tts
+from conftest import requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 
@@ -19,11 +19,7 @@ MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
 
 
 def snakemake(directory: Path, *configfiles: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(directory), "--configfile", *map(str, configfiles)],
-        capture_output=True, text=True,
-    )
+    return run_snakemake(directory, "--cores", "2", configfiles=configfiles)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import job_counts, run_snakemake
 from streamkd.cluster import rule_resources, train_launcher, train_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,11 +79,7 @@ def test_training_processes_and_threads():
 def dry_run(tmp_path: Path, config: dict) -> str:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "-p", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(path)],
-        capture_output=True, text=True,
-    )
+    result = run_snakemake(tmp_path, "-n", "-p", configfiles=[path])
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -160,13 +156,7 @@ def local_slurm(tmp_path_factory):
 
 
 def dag_job_counts(workdir: Path, config: Path) -> Counter:
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--quiet", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(config)],
-        capture_output=True, text=True, check=True,
-    )
-    return Counter({p[0]: int(p[1]) for p in (line.split() for line in result.stdout.splitlines())
-                    if len(p) == 2 and p[1].isdigit()})
+    return job_counts(run_snakemake(workdir, "-n", "--quiet", configfiles=[config], check=True).stdout)
 
 
 @pytest.mark.slow
@@ -176,11 +166,7 @@ def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
     expected = dag_job_counts(tmp_path, config)
     del expected["total"], expected["all"]  # the target rule is local: it runs no command
     started = time.time()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), "--jobs", "4",
-         "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config)],
-        capture_output=True, text=True, env=env,
-    )
+    result = run_snakemake(tmp_path, "--profile", PROFILE, "--jobs", "4", configfiles=[config], env=env)
     wall = time.time() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
 

@@ -60,19 +60,26 @@ def test_pruned_loss_is_exact_when_the_band_covers_the_lattice() -> None:
     torch.testing.assert_close(loss.pruned, head.full_loss(encoder_out, lens, targets), atol=1e-3, rtol=1e-5)
 
 
+def token_reading_head(scale: float, **options) -> TransducerHead:
+    """A head whose joiner logits are ``scale`` times the (VOCAB-dim) encoder frame, the predictor ignored."""
+    config = HeadConfig(type="transducer", decoder_dim=4, joiner_dim=VOCAB, **options)
+    head = TransducerHead(VOCAB, VOCAB, config)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.zero_()
+        head.joiner.encoder_proj.weight.copy_(torch.eye(VOCAB))
+        head.joiner.output.weight.copy_(torch.eye(VOCAB) * scale)
+    return head
+
+
 def peaked_head(prune_range: int) -> TransducerHead:
     """Joiner and simple joiner both read the token off the encoder frame (no training needed).
 
     With frames that spell the transcript, the lattice's probability mass lies near one
     alignment, as in a trained model, so a narrow band keeps almost all of it.
     """
-    config = HeadConfig(type="transducer", decoder_dim=4, joiner_dim=VOCAB, prune_range=prune_range)
-    head = TransducerHead(VOCAB, VOCAB, config)
+    head = token_reading_head(4.0, prune_range=prune_range)
     with torch.no_grad():
-        for p in head.parameters():
-            p.zero_()
-        head.joiner.encoder_proj.weight.copy_(torch.eye(VOCAB))
-        head.joiner.output.weight.copy_(torch.eye(VOCAB) * 4)
         head.simple_am_proj.weight.copy_(torch.eye(VOCAB) * 4 / 3)
     return head
 
@@ -167,13 +174,8 @@ def oracle_head(context_size: int = 2) -> TransducerHead:
 
     The answer is then unambiguous: every search must emit the frames' non-blank tokens.
     """
-    config = HeadConfig(type="transducer", decoder_dim=4, joiner_dim=VOCAB, context_size=context_size)
-    head = TransducerHead(VOCAB, VOCAB, config)
+    head = token_reading_head(10.0, context_size=context_size)
     with torch.no_grad():
-        for p in head.parameters():
-            p.zero_()
-        head.joiner.encoder_proj.weight.copy_(torch.eye(VOCAB))
-        head.joiner.output.weight.copy_(torch.eye(VOCAB) * 10)
         # Blank wins on an all-zero frame.
         head.joiner.output.bias[0] = 1.0
     return head.eval()
