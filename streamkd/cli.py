@@ -187,9 +187,11 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
 @click.option("--teacher", "teacher_checkpoint", type=PathType, default=None, help="Teacher model.pt for KD methods.")
 @click.option("--teacher-encoder", "teacher_encoder_json", default=None,
               help="JSON object: the configured teacher encoder, checked against the checkpoint.")
+@click.option("--teacher-targets", type=ExistingPath, default=None,
+              help="The teacher cache's cut manifest (kd.teacher_targets: cache), from `streamkd cache-teacher`.")
 def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
           left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
-          teacher_encoder_json, head_json) -> None:
+          teacher_encoder_json, head_json, teacher_targets) -> None:
     """Train the teacher or a streaming student; resumes from the last checkpoint.
 
     Data-parallel training runs under torchrun, e.g. ``torchrun --standalone --nproc_per_node 4
@@ -225,10 +227,55 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
             teacher_checkpoint=teacher_checkpoint,
             teacher_encoder=_json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
             head=_json_option(head_json, "--head") if head_json else None,
+            teacher_targets=teacher_targets,
         )
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
         raise SystemExit(128 + stop.signum)
+
+
+@main.command("cache-teacher")
+@click.option("--teacher", "teacher_checkpoint", required=True, type=PathType, help="The teacher's model.pt.")
+@click.option("--cuts", required=True, type=ExistingPath, help="Training cuts (with features) to compute targets for.")
+@click.option("--out-cuts", required=True, type=PathType,
+              help="Output: the cuts with their targets (.jsonl.gz); targets.lca and summary.json go beside it.")
+@click.option("--layers", default=None, help="Teacher layers (1-based) to store, e.g. 2,4.")
+@click.option("--posteriors/--no-posteriors", default=False, show_default=True,
+              help="Also store the CTC log-posteriors (token KD).")
+@click.option("--max-duration", default=60.0, show_default=True, help="Seconds of audio per teacher batch.")
+@click.option("--threads", type=int, default=1, show_default=True)
+def cache_teacher(teacher_checkpoint, cuts, out_cuts, layers, posteriors, max_duration, threads) -> None:
+    """Run the frozen teacher once over the training cuts and store its KD targets (lilcom)."""
+    import torch
+
+    from streamkd.distill.teacher import load_teacher
+    from streamkd.distill.teacher_cache import TargetSpec, build_teacher_cache
+
+    torch.set_num_threads(threads)
+    spec = TargetSpec(_layer_list(layers, "--layers") or (), posteriors)
+    teacher = load_teacher(teacher_checkpoint, teacher_layers=spec.layers)
+    build_teacher_cache(teacher, teacher_checkpoint, cuts, out_cuts, spec, max_duration=max_duration)
+
+
+@main.command("bench-kd-step")
+@click.option("--config", "config_path", required=True, type=ExistingPath,
+              help="Experiment config: model.student, training.student, kd, and the grid's first chunk size and layer set.")
+@click.option("--teacher", "teacher_checkpoint", required=True, type=ExistingPath)
+@click.option("--train-cuts", required=True, type=ExistingPath)
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--out", required=True, type=PathType, help="Output JSON; a Markdown copy goes beside it.")
+@click.option("--num-cuts", default=400, show_default=True)
+@click.option("--steps", default=20, show_default=True, help="Timed steps per method and round.")
+@click.option("--rounds", default=3, show_default=True)
+def bench_kd_step(config_path, teacher_checkpoint, train_cuts, bpe_model, out, num_cuts, steps, rounds) -> None:
+    """Seconds per training step of every KD method (live teacher vs teacher cache), one thread."""
+    from streamkd.benchmarks.kd_step import benchmark_kd_step, markdown, write_report
+    from streamkd.config import load_config
+
+    report = benchmark_kd_step(teacher_checkpoint, train_cuts, bpe_model, load_config(config_path),
+                               num_cuts=num_cuts, steps=steps, rounds=rounds)
+    write_report(report, out)
+    click.echo(markdown(report))
 
 
 @main.command("decode")

@@ -118,7 +118,14 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
                     raise ConfigError(
                         f"{where}: teacher layer {layer} is out of range: model.teacher has {teacher['num_layers']} layers"
                     )
-    aux = config["kd"].get("aux", {})
+    kd = config["kd"]
+    if kd.get("teacher_targets") == "cache" and kd.get("teacher_input", "clean") != "clean":
+        raise ConfigError(
+            f"{source}: kd.teacher_targets=cache needs kd.teacher_input=clean, got {kd['teacher_input']!r}: "
+            "the teacher's augmented input changes every step, so cached targets would be stale "
+            "(use kd.teacher_targets: live)"
+        )
+    aux = kd.get("aux", {})
     if "aux" in grid["methods"]:
         heads = aux.get("num_heads", student["num_heads"])
         if student["d_model"] % heads or (student["d_model"] // heads) % 2:

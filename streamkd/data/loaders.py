@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
@@ -28,9 +28,12 @@ class Batch:
     feat_lens: torch.Tensor  # (B,)
     texts: List[str]
     cut_ids: List[str]
+    # Cached teacher targets ({field: (B, T', D)} and "lengths"), when training from a teacher cache.
+    teacher: Optional[Dict[str, torch.Tensor]] = None
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.feats.to(device), self.feat_lens.to(device), self.texts, self.cut_ids)
+        teacher = None if self.teacher is None else {k: v.to(device) for k, v in self.teacher.items()}
+        return Batch(self.feats.to(device), self.feat_lens.to(device), self.texts, self.cut_ids, teacher)
 
 
 def unpack_batch(batch: dict) -> Batch:
@@ -41,7 +44,11 @@ def unpack_batch(batch: dict) -> Batch:
     feat_lens = torch.as_tensor(sup["num_frames"])[order].to(torch.int64)
     texts = [sup["text"][i] for i in order.tolist()]
     cuts = [sup["cut"][i] for i in order.tolist()] if "cut" in sup else [c for c in batch.get("cuts", [])]
-    return Batch(feats=feats, feat_lens=feat_lens, texts=texts, cut_ids=[c.id for c in cuts])
+    teacher = batch.get("teacher")
+    if teacher is not None:
+        # Collated in the supervisions' order; put them in the order of the features.
+        teacher = {name: values[order] for name, values in teacher.items()}
+    return Batch(feats=feats, feat_lens=feat_lens, texts=texts, cut_ids=[c.id for c in cuts], teacher=teacher)
 
 
 def load_cuts(path: Path, max_seconds: Optional[float] = None) -> CutSet:
@@ -73,9 +80,14 @@ def cut_features(cut) -> "np.ndarray":
     return cut.compute_features(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
 
 
-def make_spec_augment() -> SpecAugment:
-    """The SpecAugment settings of every training run, in the dataset or in an objective."""
-    return SpecAugment(time_warp_factor=40, num_frame_masks=2, frames_mask_size=40)
+def make_spec_augment(time_warp: bool = True) -> SpecAugment:
+    """The SpecAugment settings of every training run, in the dataset or in an objective.
+
+    KD objectives turn time warping off: a warped student frame t no longer lines up with
+    the clean teacher's frame t (displacements of tens of frames, several APC shifts),
+    while frequency and time masks keep every frame where it was.
+    """
+    return SpecAugment(time_warp_factor=40 if time_warp else None, num_frame_masks=2, frames_mask_size=40)
 
 
 def spec_augment_batch(transform: SpecAugment, feats: torch.Tensor, feat_lens: torch.Tensor) -> torch.Tensor:
@@ -94,17 +106,23 @@ def train_dataloader(
     world_size: Optional[int] = None,
     rank: Optional[int] = None,
     num_buckets: int = 10,
+    teacher_fields: Sequence[str] = (),
 ) -> torch.utils.data.DataLoader:
     """Duration-bucketed, shuffled batches; SpecAugment is applied on the fly.
 
     ``world_size``/``rank`` select one of ``world_size`` interleaved batch streams (lhotse
     draws ``world_size`` batches from the same bucket and hands out the ``rank``-th), so
     the streams of all ranks together are the same for any split of ranks over processes.
+    ``teacher_fields`` (cuts from a teacher cache) adds the cached targets to every batch.
     """
+    from streamkd.distill.teacher_cache import WithTeacherTargets
+
     transforms = [make_spec_augment()] if spec_augment else []
     dataset = K2SpeechRecognitionDataset(
         input_transforms=transforms, return_cuts=True, input_strategy=input_strategy(cuts)
     )
+    if teacher_fields:
+        dataset = WithTeacherTargets(dataset, teacher_fields)
     sampler = DynamicBucketingSampler(
         cuts,
         max_duration=max_duration,
@@ -121,9 +139,13 @@ def train_dataloader(
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
-def eval_dataloader(cuts: CutSet, max_duration: float) -> torch.utils.data.DataLoader:
-    """Deterministic, unshuffled batches for validation and decoding."""
+def eval_dataloader(cuts: CutSet, max_duration: float, teacher_fields: Sequence[str] = ()) -> torch.utils.data.DataLoader:
+    """Deterministic, unshuffled batches for validation and decoding (``teacher_fields``: as for training)."""
+    from streamkd.distill.teacher_cache import WithTeacherTargets
+
     dataset = K2SpeechRecognitionDataset(return_cuts=True, input_strategy=input_strategy(cuts))
+    if teacher_fields:
+        dataset = WithTeacherTargets(dataset, teacher_fields)
     # Explicitly one stream: lhotse would otherwise shard by the process group's rank.
     sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=1, rank=0)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)

@@ -10,6 +10,7 @@ METHODS = ("none", "token", "layer", "aux")
 LAYER_METHODS = ("layer", "aux")  # methods that distil hidden layers and need a layer set
 DISTANCES = ("l1", "l2", "cos", "l1_cos")
 TEACHER_INPUTS = ("clean", "augmented")
+TEACHER_TARGETS = ("live", "cache")  # run the teacher in every step, or read its targets from a cache
 AUX_TYPES = ("transformer", "conformer")
 AUX_ATTENTION = ("full", "causal")
 AUX_POSITIONAL = ("none", "relative")
@@ -81,12 +82,19 @@ class KdConfig:
     teacher_input: str = "clean"
     token_delay: int = 0
     temperature: float = 1.0
+    teacher_targets: str = "live"
     aux: AuxConfig = field(default_factory=AuxConfig)
 
     def __post_init__(self) -> None:
         _choice("method", self.method, METHODS)
         _choice("kd.loss", self.loss, DISTANCES)
         _choice("kd.teacher_input", self.teacher_input, TEACHER_INPUTS)
+        _choice("kd.teacher_targets", self.teacher_targets, TEACHER_TARGETS)
+        if self.teacher_targets == "cache" and self.teacher_input != "clean":
+            raise ValueError(
+                f"kd.teacher_targets='cache' needs kd.teacher_input='clean', got {self.teacher_input!r}: "
+                "the augmented input changes every step, so cached targets would be stale"
+            )
         object.__setattr__(self, "student_layers", tuple(self.student_layers))
         if self.teacher_layers is not None:
             object.__setattr__(self, "teacher_layers", tuple(self.teacher_layers))

@@ -87,3 +87,32 @@ def expand_grid(grid: Mapping[str, Any]) -> List[GridCell]:
                 for seed in grid["seeds"]:
                     cells.append(GridCell(method=method, chunk_size=chunk, seed=seed, **variant))
     return cells
+
+
+def cached_teacher_outputs(config: Mapping[str, Any]) -> Optional[Tuple[List[int], bool]]:
+    """What the teacher cache must hold for every KD cell of the config's grid:
+    ``(teacher layers, CTC posteriors needed)``, or None when no cell reads the cache.
+
+    Layer and aux cells need their mapped teacher layers; token cells need the CTC
+    posteriors, or the last layer when the head has a transducer (its joiner runs on it).
+    """
+    from streamkd.distill.mapping import layer_pairs
+
+    if config["kd"].get("teacher_targets", "live") != "cache":
+        return None
+    cells = [cell for cell in expand_grid(config["grid"]) if cell.method != "none"]
+    if not cells:
+        return None
+    num_student = config["model"]["student"]["num_layers"]
+    num_teacher = config["model"]["teacher"]["num_layers"]
+    transducer = "transducer" in config["model"].get("head", {}).get("type", "ctc")
+    layers, posteriors = set(), False
+    for cell in cells:
+        if cell.method == "token":
+            if transducer:
+                layers.add(num_teacher)
+            else:
+                posteriors = True
+        else:
+            layers.update(t for _, t in layer_pairs(cell.student_layers, num_student, num_teacher, cell.teacher_layers))
+    return sorted(layers), posteriors

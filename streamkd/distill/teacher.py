@@ -47,13 +47,14 @@ class FrozenTeacher(nn.Module):
 
 def load_teacher(
     path: Path,
-    vocab_size: int,
-    feat_dim: int,
+    vocab_size: Optional[int] = None,
+    feat_dim: Optional[int] = None,
     teacher_layers: Sequence[int] = (),
     expected_encoder: Optional[dict] = None,
 ) -> FrozenTeacher:
     """Load and freeze the teacher; every mismatch is an error naming ``path`` and the values.
 
+    ``vocab_size`` and ``feat_dim`` (None: not checked) are the student's.
     ``expected_encoder`` (options of the configured teacher) is compared key by key with
     the encoder stored in the checkpoint, so a teacher trained under another config is
     refused instead of silently used.
@@ -71,9 +72,9 @@ def load_teacher(
         problems.append(f"it is a {meta.get('role')!r} model, not a teacher")
     if encoder.causal or encoder.chunk_size is not None:
         problems.append(f"it is a streaming model (causal={encoder.causal}, chunk_size={encoder.chunk_size}), not full-context")
-    if model.vocab_size != vocab_size:
+    if vocab_size is not None and model.vocab_size != vocab_size:
         problems.append(f"vocab_size={model.vocab_size} but the BPE model has {vocab_size} tokens")
-    if encoder.feat_dim != feat_dim:
+    if feat_dim is not None and encoder.feat_dim != feat_dim:
         problems.append(f"feat_dim={encoder.feat_dim} but the student reads {feat_dim}-dim features")
     for layer in teacher_layers:
         if not 1 <= layer <= encoder.num_layers:

@@ -7,7 +7,7 @@ the teacher); otherwise the dataset applies SpecAugment.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,7 @@ from streamkd.distill.config import KdConfig
 from streamkd.distill.losses import HiddenLayerKd, TokenKd, TransducerTokenKd
 from streamkd.distill.mapping import layer_pairs
 from streamkd.distill.teacher import FrozenTeacher
+from streamkd.distill.teacher_cache import TargetSpec, targets_for_objective
 from streamkd.model.asr import AsrModel
 
 
@@ -30,12 +31,16 @@ class CtcObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]]) -> Tuple[Tensor, Dict[str, float], int]:
-        """Return (summed loss, per-frame statistics for logging, number of encoder frames)."""
+    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None) -> Tuple[Tensor, Dict[str, float], int]:
+        """Return (summed loss, per-frame statistics for logging, number of encoder frames).
+
+        The statistics always hold ``asr``, the ASR loss alone, comparable across methods.
+        """
         log_probs, lengths, _ = self.model(feats, feat_lens)
         loss = self.model.ctc_loss(log_probs, lengths, targets)
         frames = int(lengths.sum())
-        return loss, {"ctc": loss.item() / max(frames, 1)}, frames
+        per_frame = loss.item() / max(frames, 1)
+        return loss, {"asr": per_frame, "ctc": per_frame}, frames
 
     def deployable(self) -> nn.Module:
         """The part of the objective that decoding uses."""
@@ -49,11 +54,12 @@ class TransducerObjective(CtcObjective):
     objectives that call ``asr_loss`` train either head the same way.
     """
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]]) -> Tuple[Tensor, Dict[str, float], int]:
+    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None) -> Tuple[Tensor, Dict[str, float], int]:
         log_probs, lengths, hidden = self.model(feats, feat_lens)
         loss, parts = self.model.asr_loss(log_probs, lengths, hidden, targets)
         frames = int(lengths.sum())
-        return loss, {name: value.item() / max(frames, 1) for name, value in parts.items()}, frames
+        stats = {name: value.item() / max(frames, 1) for name, value in parts.items()}
+        return loss, {"asr": loss.item() / max(frames, 1), **stats}, frames
 
 
 def asr_objective(model: nn.Module) -> nn.Module:
@@ -80,7 +86,8 @@ class DistillationObjective(nn.Module):
         self.student = student
         self.teacher = teacher
         self.kd_config = kd
-        self.spec_augment = make_spec_augment() if spec_augment else None
+        # No time warping: the student's frame t must stay aligned with the teacher's frame t.
+        self.spec_augment = make_spec_augment(time_warp=False) if spec_augment else None
         if kd.method == "token":
             self.pairs: List[Tuple[int, int]] = []
             # A transducer student distils the teacher's transducer (its main output, and the
@@ -109,7 +116,20 @@ class DistillationObjective(nn.Module):
             ]
             self.kd = HiddenLayerKd(self.pairs, branches, kd.loss, kd.shift)
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]]) -> Tuple[Tensor, Dict[str, float], int]:
+    @property
+    def target_spec(self) -> TargetSpec:
+        """The teacher outputs this objective reads, i.e. what a teacher cache must hold for it."""
+        if isinstance(self.kd, TransducerTokenKd):
+            return TargetSpec(layers=(self.teacher.num_layers,))
+        if isinstance(self.kd, TokenKd):
+            return TargetSpec(posteriors=True)
+        return TargetSpec(layers=tuple(t for _, t in self.pairs))
+
+    def forward(
+        self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets: Optional[Dict[str, Tensor]] = None
+    ) -> Tuple[Tensor, Dict[str, float], int]:
+        """As the ASR objectives; ``teacher_targets`` (a batch's cached targets) replaces the
+        teacher's forward pass, otherwise the frozen teacher runs on the batch."""
         student_feats = feats
         if self.training and self.spec_augment is not None:
             student_feats = spec_augment_batch(self.spec_augment, feats, feat_lens)
@@ -118,9 +138,14 @@ class DistillationObjective(nn.Module):
         log_probs, lengths, hidden = self.student(student_feats, feat_lens)
         # The student's own ASR loss: CTC, pruned RNN-T, or both, as its head says.
         asr, asr_parts = self.student.asr_loss(log_probs, lengths, hidden, targets)
-        teacher_log_probs, teacher_lengths, teacher_hidden = self.teacher(teacher_feats, feat_lens)
-        if not torch.equal(lengths, teacher_lengths):
-            raise RuntimeError("teacher and student produced different numbers of encoder frames")
+        if teacher_targets is not None:
+            teacher_log_probs, teacher_hidden = targets_for_objective(
+                teacher_targets, lengths, hidden[-1].size(1), self.teacher.num_layers
+            )
+        else:
+            teacher_log_probs, teacher_lengths, teacher_hidden = self.teacher(teacher_feats, feat_lens)
+            if not torch.equal(lengths, teacher_lengths):
+                raise RuntimeError("teacher and student produced different numbers of encoder frames")
         if isinstance(self.kd, TransducerTokenKd):
             kd = self.kd(self.student.transducer, self.teacher.model.transducer, hidden[-1], teacher_hidden[-1],
                          lengths, targets)
@@ -133,7 +158,7 @@ class DistillationObjective(nn.Module):
         # kd is already a per-frame mean; scale it to a sum like the CTC loss.
         loss = asr + self.kd_config.weight * kd * frames
         stats = {name: value.item() / max(frames, 1) for name, value in asr_parts.items()}
-        return loss, {**stats, "kd": kd.item()}, frames
+        return loss, {"asr": asr.item() / max(frames, 1), **stats, "kd": kd.item()}, frames
 
     def deployable(self) -> nn.Module:
         """The student alone: no teacher, no branches, no projections."""

@@ -13,6 +13,7 @@ from streamkd.data.loaders import cut_features, load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import load_teacher
+from streamkd.distill.teacher_cache import open_teacher_cache
 from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import SUBSAMPLING_FACTOR, INPUT_FRAME_SHIFT_MS
@@ -78,6 +79,24 @@ def build_objective(
     return DistillationObjective(student, teacher, kd, spec_augment=opt.spec_augment)
 
 
+def use_teacher_cache(objective, kd: KdConfig, train, teacher_targets: Optional[Path], teacher_checkpoint: Optional[Path]):
+    """The training cuts and the cached fields to read: the cache's cuts when ``kd.teacher_targets`` is ``cache``."""
+    cached = kd.method != "none" and kd.teacher_targets == "cache"
+    if not cached:
+        if teacher_targets is not None:
+            raise ConfigError(
+                f"a teacher cache ({teacher_targets}) was given but kd.teacher_targets is "
+                f"{kd.teacher_targets!r} and the method is {kd.method!r}"
+            )
+        return train, []
+    if teacher_targets is None:
+        raise ConfigError("kd.teacher_targets is 'cache' but no teacher cache manifest (--teacher-targets) was given")
+    spec = objective.target_spec
+    cuts = open_teacher_cache(teacher_targets, teacher_checkpoint, spec, [c.id for c in train])
+    log.info("KD targets %s from the teacher cache %s: the teacher runs on the dev set only", spec.fields, teacher_targets)
+    return cuts, spec.fields
+
+
 def train_asr(
     *,
     role: str,
@@ -95,13 +114,16 @@ def train_asr(
     teacher_checkpoint: Optional[Path] = None,
     teacher_encoder: Optional[Mapping[str, Any]] = None,
     head: Optional[Mapping[str, Any]] = None,
+    teacher_targets: Optional[Path] = None,
 ) -> Dict[str, Any]:
     """Train a full-context teacher (``role='teacher'``) or a streaming student.
 
     ``kd`` holds :class:`~streamkd.distill.config.KdConfig` options (method, layers, APC
     shift, loss, ...); absent or ``method='none'`` trains the baseline student. KD methods
     need ``teacher_checkpoint``; ``teacher_encoder`` (the configured teacher's options) is
-    checked against it.
+    checked against it. With ``kd.teacher_targets: cache``, ``teacher_targets`` is the
+    teacher cache's cut manifest (``streamkd cache-teacher``), read instead of running the
+    teacher in every training step.
     """
     if role not in ("teacher", "student"):
         raise ValueError(f"unknown role {role!r}: expected 'teacher' or 'student'")
@@ -132,6 +154,7 @@ def train_asr(
     model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
     model.encoder.cmvn.fit(cut_features(c) for c in train.subset(first=CMVN_CUTS))
     objective = build_objective(model, kd_config, opt, teacher_checkpoint, teacher_encoder)
+    train, teacher_fields = use_teacher_cache(objective, kd_config, train, teacher_targets, teacher_checkpoint)
     pairs = getattr(objective, "pairs", [])
     hashed = [dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}]
     if head_config.type != "ctc":
@@ -159,5 +182,5 @@ def train_asr(
     )
     if pairs:
         log.info("KD layer pairs (student -> teacher): %s, APC shift %d", pairs, kd_config.shift)
-    trainer = Trainer(objective, tokenizer, train, dev, out_dir, opt, seed, meta)
+    trainer = Trainer(objective, tokenizer, train, dev, out_dir, opt, seed, meta, teacher_fields=teacher_fields)
     return trainer.run()

@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -164,9 +164,12 @@ class Trainer:
         seed: int,
         meta: Optional[Dict[str, Any]] = None,
         dist: Optional[DistributedContext] = None,
+        teacher_fields: Sequence[str] = (),
     ):
         self._owns_dist = dist is None
         self.dist = dist if dist is not None else DistributedContext.from_env()
+        # Training cuts from a teacher cache carry these fields; batches then bring the targets.
+        self.teacher_fields = list(teacher_fields)
         self.device = self.dist.device
         self.objective = objective.to(self.device)
         self.tokenizer = tokenizer
@@ -311,6 +314,8 @@ class Trainer:
     def _loss(self, batch: Batch, module: Optional[torch.nn.Module] = None):
         targets = self.tokenizer.encode(batch.texts)
         batch = batch.to(self.device)
+        if batch.teacher is not None:
+            return (module or self.objective)(batch.feats, batch.feat_lens, targets, teacher_targets=batch.teacher)
         return (module or self.objective)(batch.feats, batch.feat_lens, targets)
 
     def _train_loaders(self, epoch: int) -> Tuple[List[Any], List[Iterator]]:
@@ -325,6 +330,7 @@ class Trainer:
                 world_size=self.num_slots,
                 rank=slot,
                 num_buckets=self.config.num_buckets,
+                teacher_fields=self.teacher_fields,
             )
             for slot in self.local_slots
         ]
@@ -435,22 +441,27 @@ class Trainer:
         return self.state.epoch_loss / max(self.state.epoch_frames, 1.0)
 
     @torch.no_grad()
-    def validate(self) -> float:
-        """Loss per frame on the dev set; each process scores every world_size-th utterance."""
+    def validate(self) -> Tuple[float, float]:
+        """(Loss, ASR loss) per frame on the dev set; each process scores every world_size-th utterance.
+
+        The dev set has no cached targets: a KD objective runs its frozen teacher here. The
+        ASR loss alone is what compares a KD student with the baseline.
+        """
         self.objective.eval()
         shard = self.dev_cuts
         if self.dist.is_distributed:
             shard = CutSet.from_cuts(
                 c for i, c in enumerate(self.dev_cuts) if i % self.dist.world_size == self.dist.rank
             )
-        total_loss, total_frames = 0.0, 0.0
+        total_loss, total_asr, total_frames = 0.0, 0.0, 0.0
         if len(shard):
             for raw in eval_dataloader(shard, self.config.max_duration):
-                loss, _, frames = self._loss(unpack_batch(raw))
+                loss, stats, frames = self._loss(unpack_batch(raw))
                 total_loss += loss.item()
+                total_asr += stats["asr"] * frames
                 total_frames += frames
-        total_loss, total_frames = self.dist.all_reduce_sum([total_loss, total_frames])
-        return total_loss / max(total_frames, 1.0)
+        total_loss, total_asr, total_frames = self.dist.all_reduce_sum([total_loss, total_asr, total_frames])
+        return total_loss / max(total_frames, 1.0), total_asr / max(total_frames, 1.0)
 
     def run(self) -> Dict[str, Any]:
         """Train to ``num_epochs`` (resuming if checkpoints exist); write model.pt and a summary."""
@@ -462,17 +473,20 @@ class Trainer:
                     epoch = self.state.epoch + 1
                     train_loss = self._train_epoch(epoch)
                     val_start = time.time()
-                    dev_loss = self.validate()
+                    dev_loss, dev_asr_loss = self.validate()
                     st = self.state
                     st.train_seconds += time.time() - val_start
                     st.epoch = epoch
                     st.steps_per_epoch = st.epoch_steps
-                    st.history.append({"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss, "step": st.step})
+                    st.history.append({
+                        "epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+                        "dev_asr_loss": dev_asr_loss, "step": st.step,
+                    })
                     st.epoch_steps = 0
                     st.epoch_loss = st.epoch_frames = st.epoch_audio_seconds = 0.0
                     log.info(
-                        "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f, %s elapsed",
-                        epoch, train_loss, dev_loss, format_seconds(st.train_seconds),
+                        "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f (ASR alone %.4f), %s elapsed",
+                        epoch, train_loss, dev_loss, dev_asr_loss, format_seconds(st.train_seconds),
                     )
                     self._save_checkpoint(f"epoch-{epoch}.pt")
                 return self._finish()

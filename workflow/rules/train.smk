@@ -37,8 +37,10 @@ rule train_teacher:
 
 
 def teacher_for(wildcards):
-    """KD students read the teacher's checkpoint; the baseline needs none."""
-    return [] if STUDENTS[wildcards.student].method == "none" else [TEACHER_MODEL]
+    """KD students read the teacher's checkpoint (and its cache); the baseline needs none."""
+    if STUDENTS[wildcards.student].method == "none":
+        return []
+    return [TEACHER_MODEL] + ([TEACHER_TARGETS] if CACHED_OUTPUTS else [])
 
 
 def distillation_args(wildcards):
@@ -50,6 +52,8 @@ def distillation_args(wildcards):
             "--teacher", TEACHER_MODEL,
             "--teacher-encoder", as_json(config["model"]["teacher"]),
         ]
+        if CACHED_OUTPUTS:
+            args += ["--teacher-targets", TEACHER_TARGETS]
     return shell_args(args)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks the project ships: scripts that print ratios measured in one run."""
