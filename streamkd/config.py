@@ -119,6 +119,11 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
                         f"{where}: teacher layer {layer} is out of range: model.teacher has {teacher['num_layers']} layers"
                     )
     kd = config["kd"]
+    weight = kd.get("weight")
+    if isinstance(weight, Mapping) and not grid.get("kd_weights"):
+        missing = [m for m in grid["methods"] if m != "none" and m not in weight]
+        if missing:
+            raise ConfigError(f"{source}: kd.weight has no weight for method(s) {', '.join(missing)} of grid.methods")
     if kd.get("teacher_targets") == "cache" and kd.get("teacher_input", "clean") != "clean":
         raise ConfigError(
             f"{source}: kd.teacher_targets=cache needs kd.teacher_input=clean, got {kd['teacher_input']!r}: "

@@ -122,3 +122,40 @@ def test_bad_grid_stops_snakemake_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "student layer 9 is out of range" in result.stdout + result.stderr
     assert "train_student" not in result.stdout
+
+
+def test_kd_weights_are_a_grid_dimension_of_kd_cells_only():
+    from streamkd.distill.grid import kd_weight
+
+    cells = expand_grid({"chunk_sizes": [4], "seeds": [1], "methods": ["none", "token", "aux"],
+                         "kd_layers": [[2, 4]], "apc_shifts": [0], "kd_weights": [0.3, 1, 3]})
+    names = [c.run_name for c in cells]
+    assert names == [
+        "none-chunk4-seed1",
+        "token-chunk4-kdw0_3-seed1", "token-chunk4-kdw1-seed1", "token-chunk4-kdw3-seed1",
+        "aux-chunk4-layers2_4-shift0-kdw0_3-seed1", "aux-chunk4-layers2_4-shift0-kdw1-seed1",
+        "aux-chunk4-layers2_4-shift0-kdw3-seed1",
+    ]
+    assert [kd_weight(c, {"weight": 5.0}) for c in cells[1:4]] == [0.3, 1, 3]
+
+
+def test_kd_weight_per_method():
+    from streamkd.distill.grid import kd_weight
+
+    token, aux = expand_grid({"chunk_sizes": [4], "seeds": [1], "methods": ["token", "aux"], "kd_layers": [[2]],
+                              "apc_shifts": [1]})
+    kd = {"weight": {"token": 0.3, "aux": 3.0}}
+    assert (kd_weight(token, kd), kd_weight(aux, kd)) == (0.3, 3.0)
+    assert kd_weight(aux, {"weight": 2.0}) == 2.0 and kd_weight(aux, {}) == 1.0
+    with pytest.raises(ValueError, match="no entry for method 'aux'"):
+        kd_weight(aux, {"weight": {"token": 1.0}})
+
+
+def test_a_per_method_kd_weight_must_cover_the_grids_kd_methods(repo):
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    config["grid"]["methods"] = ["none", "token", "layer"]
+    config["kd"]["weight"] = {"token": 1.0}
+    with pytest.raises(ConfigError, match="kd.weight has no weight for method.s. layer"):
+        validate_config(config)
+    config["kd"]["weight"] = {"token": 1.0, "layer": 3.0}
+    validate_config(config)

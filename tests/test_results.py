@@ -94,7 +94,10 @@ def test_means_stds_and_relative_reductions_match_hand_computation(grid, tmp_pat
     # The teacher's relative reduction is per chunk column: 100*(12-5)/12 and 100*(8-5)/8.
     md = (tmp_path / "tables/wer.md").read_text()
     teacher_line = next(line for line in md.splitlines() if line.startswith("| teacher"))
-    assert [c.strip() for c in teacher_line.strip("|").split("|")][3:7] == ["5.00", "58.3", "5.00", "37.5"]
+    # Columns per chunk size: WER, rel. %, gap % (no gap for the teacher itself).
+    assert [c.strip() for c in teacher_line.strip("|").split("|")][3:9] == ["5.00", "58.3", "–", "5.00", "37.5", "–"]
+    aux_line = next(line for line in md.splitlines() if line.startswith("| aux"))
+    assert [c.strip() for c in aux_line.strip("|").split("|")][5:10:3] == ["**36**", "**67**"]
 
 
 def _cells(md: str, label: str):
@@ -106,10 +109,10 @@ def test_bold_marks_the_true_best_student_not_the_teacher(grid):
     runs = load_records(find_records(grid)).runs
     table = build_table(runs, "wer", TableSpec(), ResultsConfig())
     md = to_markdown(table)
-    # Columns: Method, KD layers, APC shift, test@160, rel, test@320, rel, params
+    # Columns: Method, KD layers, APC shift, test@160, rel, gap, test@320, rel, gap, params
     aux = _cells(md, "aux")
-    assert aux[3].startswith("**9.50 ± 0.71**") and aux[4] == "**20.8**"
-    assert aux[5] == "**6.00**" and aux[6] == "**25.0**"
+    assert aux[3].startswith("**9.50 ± 0.71**") and aux[4] == "**20.8**" and aux[5] == "**36**"
+    assert aux[6] == "**6.00**" and aux[7] == "**25.0**"
     assert "**" not in "".join(_cells(md, "teacher"))  # 5.00 is lower but the teacher is a reference
     assert "**" not in "".join(_cells(md, "none")) + "".join(_cells(md, "token"))
     rows = latex_body_rows(to_latex(table))
@@ -126,15 +129,17 @@ def test_bold_follows_the_best_when_the_baseline_wins_and_ties_share_it(tmp_path
     table = build_table(load_records(find_records(exp)).runs, "wer", TableSpec(), ResultsConfig())
     lay = layout(table)
     bold = {lab[0]: [c.bold for c in cells] for lab, cells in zip(lay.labels, lay.cells)}
-    assert bold["none"] == [True, False]  # best WER; its own reduction is not a result
-    assert bold["token"] == [False, False] and bold["layer"] == [False, False]
+    assert bold["none"] == [True, False, False]  # best WER; its own reduction is not a result
+    assert bold["token"] == [False, False, False] and bold["layer"] == [False, False, False]
 
     write_run(exp, "token", method="token", errors={"test": ue(9)})
     write_run(exp, "layer", method="layer", kd_layers="3", errors={"test": ue(9)})
     table = build_table(load_records(find_records(exp)).runs, "wer", TableSpec(), ResultsConfig())
     lay = layout(table)
     bold = {lab[0]: [c.bold for c in cells] for lab, cells in zip(lay.labels, lay.cells)}
-    assert bold["token"] == [True, True] and bold["layer"] == [True, True] and bold["none"] == [False, False]
+    # No teacher in these records: no gap to close, nothing to show or bold there.
+    assert bold["token"] == [True, True, False] and bold["layer"] == [True, True, False]
+    assert bold["none"] == [False, False, False]
 
 
 # -- significance ------------------------------------------------------------------------------
@@ -290,7 +295,8 @@ def test_duplicate_runs_are_refused(tmp_path):
 
 def test_rows_and_columns_follow_the_table_spec(grid):
     runs = load_records(find_records(grid)).runs
-    spec = TableSpec.from_dict({"methods": ["aux", "none"], "chunk_sizes": [4], "params": False, "relative_reduction": False})
+    spec = TableSpec.from_dict({"methods": ["aux", "none"], "chunk_sizes": [4], "params": False, "relative_reduction": False,
+                                "gap_recovered": False})
     table = build_table(runs, "ablation", spec, ResultsConfig())
     md = to_markdown(table)
     header = md.splitlines()[2]
@@ -318,7 +324,8 @@ def test_markdown_is_readable_without_code(grid, tmp_path):
     md = (tmp_path / "tables/wer.md").read_text()
     assert md.startswith("WER (%) on test with ctc-1best decoding, mean ± std over seeds (1 to 3 seeds per student).")
     header = [h.strip() for h in md.splitlines()[2].strip("|").split("|")]
-    assert header[3:] == ["test @ 160 ms", "test @ 160 ms rel. %", "test @ 320 ms", "test @ 320 ms rel. %", "Params (M)"]
+    assert header[3:] == ["test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %",
+                          "test @ 320 ms", "test @ 320 ms rel. %", "test @ 320 ms gap %", "Params (M)"]
     assert "relative WER reduction against the baseline (none)" in md
     assert "95% paired-bootstrap confidence interval" in md
 
@@ -342,9 +349,9 @@ def test_latex_is_well_formed_and_round_trips_to_the_markdown(grid, tmp_path):
     files = aggregate(find_records(grid), tmp_path / "tables")
     latex = (tmp_path / "tables/wer.tex").read_text()
     assert latex_problems(latex) == []
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){4-5}"):
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){4-6}"):
         assert rule in latex
-    assert r"\label{tab:wer}" in latex and r"\begin{tabular}{lllrrrrr}" in latex
+    assert r"\label{tab:wer}" in latex and r"\begin{tabular}{lllrrrrrrr}" in latex
     # Every body cell, stripped of its LaTeX, equals the Markdown cell, stripped of its Markdown.
     latex_rows = pd.DataFrame([[_unlatex(c) for c in r] for r in latex_body_rows(latex)])
     md_lines = [line for line in (tmp_path / "tables/wer.md").read_text().splitlines() if line.startswith("| ")][1:]

@@ -133,8 +133,10 @@ def benchmark_kd_step(
             if method == "none":
                 objective = asr_objective(student)
             else:
+                weight = kd_options.get("weight", 1.0)
                 kd = KdConfig.from_dict({
                     **kd_options, "method": method, "teacher_targets": mode,
+                    "weight": weight[method] if isinstance(weight, Mapping) else weight,
                     **({"student_layers": layers, "apc_shift": 0 if method == "aux" else None} if method != "token" else {}),
                 })
                 objective = DistillationObjective(student, teacher, kd, spec_augment=opt.spec_augment)

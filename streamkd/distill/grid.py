@@ -7,7 +7,8 @@ Cells (for every chunk size C and seed S):
   ``grid.shifted_methods`` lists it (``layer-chunk4-layers3_6-shift2-seed1``);
 - ``aux``: per layer set and APC shift (``aux-chunk4-layers3_6-shift2-seed1``).
 
-An explicit teacher mapping adds ``-teacher2_6`` after the student layers. Names use only
+An explicit teacher mapping adds ``-teacher2_6`` after the student layers, and a KD weight from
+``grid.kd_weights`` adds ``-kdw0_3`` (weight 0.3) before the seed. Names use only
 letters, digits, ``-`` and ``_``, so they are safe in paths, shells and Snakemake
 wildcards, and every value of the cell can be read back from the run directory's name.
 """
@@ -30,6 +31,7 @@ class GridCell:
     student_layers: Tuple[int, ...] = ()
     teacher_layers: Optional[Tuple[int, ...]] = None  # None: proportional mapping
     apc_shift: Optional[int] = None
+    kd_weight: Optional[float] = None  # from grid.kd_weights; None: kd.weight applies
 
     @property
     def run_name(self) -> str:
@@ -40,6 +42,8 @@ class GridCell:
             parts.append("teacher" + "_".join(map(str, self.teacher_layers)))
         if self.apc_shift is not None:
             parts.append(f"shift{self.apc_shift}")
+        if self.kd_weight is not None:
+            parts.append("kdw" + f"{self.kd_weight:g}".replace(".", "_"))
         parts.append(f"seed{self.seed}")
         return "-".join(parts)
 
@@ -72,21 +76,37 @@ def expand_grid(grid: Mapping[str, Any]) -> List[GridCell]:
     shifted = set(grid.get("shifted_methods", DEFAULT_SHIFTED_METHODS))
     shifts: Sequence[int] = grid.get("apc_shifts", [0])
     cells: List[GridCell] = []
+    weights: Sequence[Optional[float]] = grid.get("kd_weights") or [None]
     for chunk in grid["chunk_sizes"]:
         for method in methods:
-            if method not in LAYER_METHODS:
+            if method == "none":
                 variants: List[Dict[str, Any]] = [{}]
+            elif method not in LAYER_METHODS:
+                variants = [{"kd_weight": w} for w in weights]
             else:
                 method_shifts = shifts if method in shifted else [None]
                 variants = [
-                    {"student_layers": student, "teacher_layers": teacher, "apc_shift": shift}
+                    {"student_layers": student, "teacher_layers": teacher, "apc_shift": shift, "kd_weight": w}
                     for student, teacher in layer_sets(grid)
                     for shift in method_shifts
+                    for w in weights
                 ]
             for variant in variants:
                 for seed in grid["seeds"]:
                     cells.append(GridCell(method=method, chunk_size=chunk, seed=seed, **variant))
     return cells
+
+
+def kd_weight(cell: GridCell, kd: Mapping[str, Any]) -> float:
+    """The KD weight of a cell: its grid weight, else kd.weight (one number, or one per method)."""
+    if cell.kd_weight is not None:
+        return cell.kd_weight
+    weight = kd.get("weight", 1.0)
+    if isinstance(weight, Mapping):
+        if cell.method not in weight:
+            raise ValueError(f"kd.weight has no entry for method {cell.method!r} (it lists {', '.join(weight)})")
+        return weight[cell.method]
+    return weight
 
 
 def cached_teacher_outputs(config: Mapping[str, Any]) -> Optional[Tuple[List[int], bool]]:

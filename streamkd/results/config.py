@@ -66,6 +66,7 @@ class TableSpec:
     apc_shifts: Optional[Tuple[int, ...]] = None
     std: bool = True
     relative_reduction: bool = True
+    gap_recovered: bool = True
     significance: bool = True
     params: bool = True
 
@@ -73,7 +74,7 @@ class TableSpec:
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.tables.?") -> "TableSpec":
         options = dict(options or {})
         _check_keys(section, options, cls)
-        for name in ("std", "relative_reduction", "significance", "params"):
+        for name in ("std", "relative_reduction", "gap_recovered", "significance", "params"):
             if name in options and not isinstance(options[name], bool):
                 raise ResultsConfigError(f"{section}.{name}: expected true or false, got {options[name]!r}")
         for name in ("caption", "decoding_method", "teacher_decoding_method"):
@@ -96,6 +97,7 @@ class TableSpec:
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
             std=options.get("std", True),
             relative_reduction=options.get("relative_reduction", True),
+            gap_recovered=options.get("gap_recovered", True),
             significance=options.get("significance", True),
             params=options.get("params", True),
         )

@@ -34,7 +34,9 @@ LABEL_COLUMNS = (
 )
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
+GAP_HEADER = "gap %"
 PARAMS_HEADER = "Params (M)"
+STAT_HEADERS = {"rel": REL_HEADER, "gap": GAP_HEADER}
 
 
 @dataclass
@@ -49,7 +51,7 @@ class Cell:
 class ValueColumn:
     chunk_size: int
     test_set: str
-    stat: str  # "wer" or "rel"
+    stat: str  # "wer", "rel" (relative reduction) or "gap" (share of the baseline-teacher gap closed)
 
     @property
     def chunk_label(self) -> str:
@@ -86,6 +88,11 @@ def _params(num: float) -> str:
     return DASH if pd.isna(num) else f"{num / 1e6:#.3g}".rstrip(".")
 
 
+def value_stats(spec) -> Tuple[str, ...]:
+    """The numbers each chunk size x test set column shows."""
+    return ("wer",) + (("rel",) if spec.relative_reduction else ()) + (("gap",) if spec.gap_recovered else ())
+
+
 def layout(table: TableData) -> Layout:
     spec, summary, p = table.spec, table.summary, table.precision
     first = summary.drop_duplicates("model").set_index("model")
@@ -101,7 +108,7 @@ def layout(table: TableData) -> Layout:
         ValueColumn(c, t, stat)
         for c in table.chunk_sizes
         for t in table.test_sets
-        for stat in (("wer", "rel") if spec.relative_reduction else ("wer",))
+        for stat in value_stats(spec)
     ]
     by_key = {}
     for _, r in summary.iterrows():
@@ -123,6 +130,9 @@ def layout(table: TableData) -> Layout:
                 std = None if (not spec.std or pd.isna(r["wer_std"])) else _fmt(r["wer_std"], p)
                 mark = bool(spec.significance and not pd.isna(r["significant"]) and bool(r["significant"]))
                 row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark))
+            elif col.stat == "gap":
+                gap = float("nan") if method in (table.baseline, TEACHER) else r["gap_recovered"]
+                row_cells.append(Cell(None if pd.isna(gap) else _fmt(gap, 0)))
             else:
                 if method == table.baseline:
                     rel = float("nan")
@@ -145,8 +155,9 @@ def layout(table: TableData) -> Layout:
         for i, v in candidates:
             if v == best:
                 cells[i][j].bold = True
-                if spec.relative_reduction and methods[i] != table.baseline and cells[i][j + 1].value is not None:
-                    cells[i][j + 1].bold = True
+                for k in range(1, len(value_stats(table.spec))):
+                    if methods[i] != table.baseline and cells[i][j + k].value is not None:
+                        cells[i][j + k].bold = True
 
     params = [_params(first.loc[m, "num_params"]) for m in table.systems] if spec.params else None
     out = Layout(
@@ -156,7 +167,7 @@ def layout(table: TableData) -> Layout:
         cells=cells,
         params=params,
         show_test_level=len(table.test_sets) > 1,
-        show_stat_level=spec.relative_reduction,
+        show_stat_level=len(value_stats(spec)) > 1,
     )
     out.title, out.legend = describe(table)
     return out
@@ -180,6 +191,11 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
     ]
     if spec.relative_reduction:
         legend.append(f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors).")
+    if spec.gap_recovered:
+        legend.append(
+            f"{GAP_HEADER}: the share of the baseline's WER gap to the full-context teacher that a student closes, "
+            f"100 x (baseline - student) / (baseline - teacher)."
+        )
     if spec.significance:
         legend.append(
             f"{DAGGER}: the {table.confidence * 100:g}% paired-bootstrap confidence interval of the WER difference "
@@ -206,7 +222,7 @@ def _md_cell(cell: Cell) -> str:
 
 def markdown_header(col: ValueColumn) -> str:
     name = f"{col.test_set} @ {col.chunk_label}"
-    return name if col.stat == "wer" else f"{name} {REL_HEADER}"
+    return name if col.stat == "wer" else f"{name} {STAT_HEADERS[col.stat]}"
 
 
 def to_markdown(table: TableData) -> str:
@@ -302,7 +318,7 @@ def _add_cmidrules(latex: str) -> str:
 
 def to_latex(table: TableData) -> str:
     lay = layout(table)
-    stat_names = {"wer": "WER", "rel": latex_escape(REL_HEADER)}
+    stat_names = {"wer": "WER", **{k: latex_escape(v) for k, v in STAT_HEADERS.items()}}
     tuples = _column_tuples(lay, [latex_escape(h) for h in lay.label_headers], latex_escape(PARAMS_HEADER) if lay.params else None, stat_names)
     rows = []
     for i, labels in enumerate(lay.labels):
@@ -353,7 +369,7 @@ def html_fragment(table: TableData) -> str:
     """The table (with its title as caption) and its legend, to be placed in an HTML page."""
     lay = layout(table)
     tuples = _column_tuples(lay, [html.escape(h) for h in lay.label_headers], PARAMS_HEADER if lay.params else None,
-                            {"wer": "WER", "rel": html.escape(REL_HEADER)})
+                            {"wer": "WER", **{k: html.escape(v) for k, v in STAT_HEADERS.items()}})
     rows = []
     for i, labels in enumerate(lay.labels):
         rows.append([html.escape(v) for v in labels] + [_html_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))

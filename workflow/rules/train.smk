@@ -48,7 +48,7 @@ def distillation_args(wildcards):
     args = cell.train_args()
     if cell.method != "none":
         args += [
-            "--kd", as_json(config["kd"]),
+            "--kd", as_json({**config["kd"], "weight": kd_weight(cell, config["kd"])}),
             "--teacher", TEACHER_MODEL,
             "--teacher-encoder", as_json(config["model"]["teacher"]),
         ]
