@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from streamkd.distill.config import AuxConfig
 from streamkd.model.attention import MultiHeadSelfAttention
-from streamkd.model.conformer import ConformerBlock, FeedForward
+from streamkd.model.conformer import ConformerBlock, FeedForward, LayerNorm
 from streamkd.model.masks import attention_mask, padding_mask
 
 
@@ -43,11 +43,11 @@ class TransformerLayer(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float, positional: str) -> None:
         super().__init__()
-        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn_norm = LayerNorm(d_model)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, dropout, positional)
         self.attn_dropout = nn.Dropout(dropout)
         self.ff = FeedForward(d_model, ff_dim, dropout)
-        self.final_norm = nn.LayerNorm(d_model)
+        self.final_norm = LayerNorm(d_model)
 
     def forward(self, x: Tensor, attn_mask: Tensor, valid: Tensor) -> Tensor:
         x = x + self.attn_dropout(self.attn(self.attn_norm(x), attn_mask))

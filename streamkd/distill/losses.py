@@ -42,8 +42,9 @@ class HiddenLayerKd(nn.Module):
     def forward(self, student_hidden: List[Tensor], teacher_hidden: List[Tensor], lengths: Tensor) -> Tensor:
         per_pair = []
         for (s_layer, t_layer), branch in zip(self.pairs, self.branches):
-            predicted = branch(student_hidden[s_layer - 1], lengths)
-            source, target, valid = shifted_pairs(predicted, teacher_hidden[t_layer - 1], lengths, self.shift)
+            # Distances in float32 whatever the autocast: small differences of large values.
+            predicted = branch(student_hidden[s_layer - 1], lengths).float()
+            source, target, valid = shifted_pairs(predicted, teacher_hidden[t_layer - 1].float(), lengths, self.shift)
             per_pair.append(masked_mean(self.distance(source, target), valid))
         return torch.stack(per_pair).mean()
 

@@ -9,13 +9,25 @@ from torch import Tensor, nn
 from .attention import AttentionCache, MultiHeadSelfAttention
 
 
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 and returned in its input's dtype.
+
+    Under bf16 autocast on the CPU, torch 1.13 hands layer_norm a bfloat16 input with float32
+    weights and fails; normalising in float32 is what autocast does on GPUs anyway. In fp32
+    training the casts are no-ops.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
 class FeedForward(nn.Module):
     """Pre-norm position-wise feed-forward network with Swish activation."""
 
     def __init__(self, d_model: int, ff_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(d_model),
+            LayerNorm(d_model),
             nn.Linear(d_model, ff_dim),
             nn.SiLU(),
             nn.Dropout(dropout),
@@ -47,10 +59,10 @@ class ConvModule(nn.Module):
             raise ValueError(f"non-causal conv needs an odd kernel_size, got {kernel_size}")
         self.kernel_size = kernel_size
         self.causal = causal
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = LayerNorm(d_model)
         self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, kernel_size=1)
         self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model)
-        self.depthwise_norm = nn.LayerNorm(d_model)
+        self.depthwise_norm = LayerNorm(d_model)
         self.activation = nn.SiLU()
         self.pointwise_out = nn.Conv1d(d_model, d_model, kernel_size=1)
         self.dropout = nn.Dropout(dropout)
@@ -123,12 +135,12 @@ class ConformerBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.ff1 = FeedForward(d_model, ff_dim, dropout)
-        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn_norm = LayerNorm(d_model)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, dropout, positional)
         self.attn_dropout = nn.Dropout(dropout)
         self.conv = ConvModule(d_model, conv_kernel, dropout, causal)
         self.ff2 = FeedForward(d_model, ff_dim, dropout)
-        self.final_norm = nn.LayerNorm(d_model)
+        self.final_norm = LayerNorm(d_model)
 
     def forward(
         self,

@@ -25,6 +25,8 @@ class OptimisationConfig:
     checkpoint_interval: int = 0
     # Duration buckets of the dynamic bucketing sampler.
     num_buckets: int = 10
+    # fp32 | bf16 | fp16: autocast of the forward passes (fp16 with dynamic loss scaling).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.accum_grad < 1:
@@ -33,6 +35,8 @@ class OptimisationConfig:
             raise ValueError(f"checkpoint_interval must be >= 0 (0: every epoch), got {self.checkpoint_interval}")
         if self.num_buckets < 1:
             raise ValueError(f"num_buckets must be >= 1, got {self.num_buckets}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "OptimisationConfig":

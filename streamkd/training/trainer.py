@@ -51,6 +51,7 @@ from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.checkpoint import save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
+from streamkd.training.precision import autocast, check_precision, make_grad_scaler
 from streamkd.utils import atomic_path, format_seconds, write_json
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class TrainState:
     epoch_frames: float = 0.0
     epoch_audio_seconds: float = 0.0
     steps_per_epoch: Optional[int] = None  # known once an epoch has finished
+    skipped_steps: int = 0  # optimiser steps skipped for non-finite gradients
 
 
 def _rng_state(device: torch.device) -> Dict[str, Any]:
@@ -182,6 +184,8 @@ class Trainer:
         self.meta = dict(meta or {})
         self.params = [p for p in objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.peak_lr, weight_decay=config.weight_decay)
+        check_precision(config.precision, self.device)
+        self.scaler = make_grad_scaler(config.precision, self.device)
         self.state = TrainState()
         self.train_hours = sum(c.duration for c in train_cuts) / 3600
         if self.dist.is_distributed:
@@ -220,6 +224,7 @@ class Trainer:
                 "format": CHECKPOINT_FORMAT,
                 "objective": self.objective.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "state": asdict(self.state),
                 "rng": rngs,
                 "samplers": sampler_states,
@@ -249,6 +254,8 @@ class Trainer:
         payload = torch.load(latest, map_location="cpu")
         self.objective.load_state_dict(payload["objective"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
         self.state = TrainState(**payload["state"])
         if "rng" in payload:
             rngs = payload["rng"]
@@ -370,8 +377,9 @@ class Trainer:
             # Gradients are exchanged between processes once per step, after the last micro-batch.
             sync = contextlib.nullcontext() if last or not self.dist.is_distributed else self.model.no_sync()
             with sync:
-                loss, stats, frames = self._loss(batch, self.model)
-                loss.backward()
+                with autocast(self.config.precision, self.device):
+                    loss, stats, frames = self._loss(batch, self.model)
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += loss.item()
             frames_sum += frames
             audio_sum += float(batch.feat_lens.sum()) / 100
@@ -383,15 +391,35 @@ class Trainer:
         loss_total, frames_total, audio_total, stop_total = totals[:4]
         # DDP averaged the gradients of the summed losses over processes; scale them to the
         # gradient of the global per-frame loss.
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         scale = self.dist.world_size / max(frames_total, 1.0)
         for p in self.params:
             if p.grad is not None:
                 p.grad.mul_(scale)
-        torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
-        self.optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self._optimizer_step(bool(torch.isfinite(grad_norm)))
         self.state.step += 1
         global_stats = {k: v / max(frames_total, 1.0) for k, v in zip(keys, totals[4:])}
         return StepResult(loss_total, frames_total, audio_total, global_stats, lr, stop_total > 0)
+
+    def _optimizer_step(self, finite: bool) -> None:
+        """Step, unless the gradients are not finite: then skip it, count it and say so.
+
+        Every process sees the same all-reduced gradients, so all skip the same steps. With
+        fp16 the scaler also lowers its scale after an overflow.
+        """
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips by itself on inf/NaN
+            self.scaler.update()
+        elif finite:
+            self.optimizer.step()
+        if not finite:
+            self.state.skipped_steps += 1
+            log.warning(
+                "step %d: non-finite gradients, optimiser step skipped (%d so far)%s", self.state.step + 1,
+                self.state.skipped_steps, f"; loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else "",
+            )
 
     def _train_epoch(self, epoch: int) -> float:
         """Train to the end of the epoch and return its loss per frame.
@@ -504,6 +532,7 @@ class Trainer:
             "train_hours_of_audio": round(self.train_hours, 3),
             "num_epochs": self.state.epoch,
             "num_steps": self.state.step,
+            "skipped_steps": self.state.skipped_steps,
             "history": self.state.history,
             "optimisation": self.config.to_dict(),
             "data_parallel": {
