@@ -43,9 +43,9 @@ def random_student(config: Path, chunk_size: int, left_chunks: int, vocab_size: 
 
 
 def tiny_bpe(directory: Path, vocab_size: int) -> Path:
-    from streamkd.data.tokenizer import train_bpe
-
     import random
+
+    from streamkd.data.tokenizer import train_bpe
 
     rng = random.Random(0)  # random letter strings: enough distinct pieces for any small vocabulary
     words = ["".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.randint(2, 8))) for _ in range(3000)]

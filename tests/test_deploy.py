@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-
 from conftest import train_tiny_bpe
+
 from streamkd.cli import main
 from streamkd.deploy.audio import SAMPLE_RATE, fbank, load_audio
 from streamkd.deploy.chunk_encoder import ChunkEncoder
@@ -94,7 +94,7 @@ def torchscript_stream(path, chunk: ChunkEncoder, feats):
 
 @pytest.mark.parametrize("name", ["both", "ctc_all_left"])
 def test_exported_encoders_reproduce_pytorch_streaming(exported, name):
-    d, audio, models = exported
+    _, audio, models = exported
     from streamkd.model.checkpoint import load_model
 
     model = load_model(models[name] / "model.pt")[0].eval()
@@ -179,7 +179,7 @@ def test_an_unreadable_file_is_named_and_the_others_still_decode(exported, tmp_p
 
 
 def test_stereo_and_other_sample_rates_are_mixed_down_and_resampled(exported, tmp_path):
-    _, audio, models = exported
+    _, _, models = exported
     mono = signal(1.5, seed=7)
     sf.write(tmp_path / "mono.wav", mono, SAMPLE_RATE)
     sf.write(tmp_path / "stereo.flac", np.stack([mono, mono], axis=1), SAMPLE_RATE)

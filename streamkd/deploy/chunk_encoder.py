@@ -36,7 +36,11 @@ from torch import Tensor, nn
 from streamkd.model.asr import AsrModel
 from streamkd.model.attention import AttentionCache
 from streamkd.model.conformer import BlockCache
-from streamkd.model.subsampling import LOOKAHEAD_FRAMES, SUBSAMPLING_FACTOR, subsampled_lengths
+from streamkd.model.subsampling import (
+    LOOKAHEAD_FRAMES,
+    SUBSAMPLING_FACTOR,
+    subsampled_lengths,
+)
 
 STATE_NAMES = ["cached_keys", "cached_values", "cached_conv", "processed_frames"]
 INPUT_NAMES = ["x", "x_lens", *STATE_NAMES]

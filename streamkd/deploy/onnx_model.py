@@ -10,7 +10,7 @@ searches of :mod:`streamkd.decode` call, so the ONNX path shares every search wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch

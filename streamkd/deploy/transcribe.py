@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -30,8 +30,19 @@ from torch import Tensor
 from streamkd.data.loaders import Batch
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.decode.methods import DecodingMethod, check_method, parse_method
-from streamkd.decode.run import Decoder, SearchOptions, decode_whole, load_decoding_graph
-from streamkd.deploy.audio import SAMPLE_RATE, AudioError, fbank, find_audio_files, load_audio
+from streamkd.decode.run import (
+    Decoder,
+    SearchOptions,
+    decode_whole,
+    load_decoding_graph,
+)
+from streamkd.deploy.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    fbank,
+    find_audio_files,
+    load_audio,
+)
 from streamkd.deploy.export import BPE_FILE, CTC_TOPO_FILE, HLG_FILE, MODEL_FILE
 from streamkd.model.streaming import StreamingEncoder
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, algorithmic_latency_ms
@@ -129,7 +140,7 @@ class Transcriber:
         if stream and not decoding.streaming:
             decoding = parse_method(method + "-streaming")  # --stream always runs chunk by chunk
         self.method, self.onnx, self.stream, self.channel = decoding, onnx, stream, channel
-        self.piece_frames = max(1, int(round(piece_ms / INPUT_FRAME_SHIFT_MS)))
+        self.piece_frames = max(1, round(piece_ms / INPUT_FRAME_SHIFT_MS))
         self.tokenizer = Tokenizer(paths.bpe_model)
         graph = load_decoding_graph(decoding, paths.graph, self.tokenizer.vocab_size)
         if onnx:
