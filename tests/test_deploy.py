@@ -176,6 +176,7 @@ def test_an_unreadable_file_is_named_and_the_others_still_decode(exported, tmp_p
     assert "2 of 4 files could not be transcribed" in run.stderr
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["text"] is None for r in rows] == [False, True, True, False]
+    assert rows[0]["rtf"] > 0 and "cannot read audio" in rows[1]["error"]
 
 
 def test_stereo_and_other_sample_rates_are_mixed_down_and_resampled(exported, tmp_path):

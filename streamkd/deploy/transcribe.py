@@ -101,6 +101,8 @@ class FileResult:
         row: Dict[str, object] = {"path": str(self.path), "text": self.text}
         if self.error is not None:
             row["error"] = self.error
+        else:
+            row["rtf"] = round(self.compute_seconds / self.audio_seconds, 4)
         if self.chunk_latencies_ms:
             row["latency_ms"] = {"mean": round(sum(self.chunk_latencies_ms) / len(self.chunk_latencies_ms), 2),
                                  "max": round(max(self.chunk_latencies_ms), 2)}
@@ -200,8 +202,9 @@ class Transcriber:
         collected: Chunks = []
         clock, previous = 0.0, ""
         total = feats.size(0)
-        for start in range(0, total, self.piece_frames):
-            end = min(start + self.piece_frames, total)
+        piece = self.piece_frames if self.stream else total  # offline: no reason to wait for pieces
+        for start in range(0, total, piece):
+            end = min(start + piece, total)
             available = min((end - 1) * SAMPLES_PER_FRAME + WINDOW_SAMPLES, result.audio_seconds * SAMPLE_RATE) / SAMPLE_RATE
             began = time.perf_counter()
             produced = chunks.accept(feats[start:end], ended=end == total)
