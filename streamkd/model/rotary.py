@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 
 class RotaryEmbedding(nn.Module):
-    """Applies RoPE to tensors shaped (..., T, head_dim) given (T,) absolute positions."""
+    """Applies RoPE to tensors shaped (B, H, T, head_dim) given (T,) or per-stream (B, T) positions."""
 
     def __init__(self, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
@@ -32,6 +32,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
         cos, sin = self._cos_sin(positions)
+        if positions.dim() == 2:  # streams at different offsets (an exported runtime's batch)
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         # Rotate in float32 so half-precision training keeps positions distinguishable.
         xf = x.float()
         half = self.head_dim // 2
