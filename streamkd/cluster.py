@@ -98,6 +98,12 @@ def train_launcher(config: Mapping[str, Any]) -> str:
     )
 
 
-def train_threads(config: Mapping[str, Any]) -> int:
-    """CPU threads (SLURM --cpus-per-task) of a training job: threads per process x processes."""
-    return int(config["training"].get("threads", 1)) * training_processes(config)
+def train_threads(config: Mapping[str, Any], distils: bool = False) -> int:
+    """CPU threads (SLURM --cpus-per-task) of a training job: threads per process x processes.
+
+    A distilling student may have its own thread count (``training.kd_threads``): on a small
+    machine the KD students start after the teacher, when its cores are free again.
+    """
+    training = config["training"]
+    threads = training.get("kd_threads", training.get("threads", 1)) if distils else training.get("threads", 1)
+    return int(threads) * training_processes(config)

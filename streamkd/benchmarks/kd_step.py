@@ -15,6 +15,7 @@ seconds are reported beside them.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -166,7 +167,8 @@ def benchmark_kd_step(
         }
     return {
         "machine": {
-            "processor": platform.processor() or platform.machine(),
+            "processor": _cpu_model(),
+            "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -189,6 +191,16 @@ def benchmark_kd_step(
             "build_vs_teacher_epoch": round(cache_seconds / teacher_epoch, 3),
         },
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def markdown(report: Mapping[str, Any]) -> str:

@@ -8,3 +8,4 @@ from streamkd.cluster import rule_resources, train_launcher, train_threads
 RESOURCES = {stage: rule_resources(config, stage) for stage in ("default", "corpus", "features", "train", "decode")}
 TRAIN_LAUNCHER = train_launcher(config)
 TRAIN_THREADS = train_threads(config)
+KD_TRAIN_THREADS = train_threads(config, distils=True)

@@ -73,7 +73,7 @@ rule train_student:
         head=as_json(HEAD),
     wildcard_constraints:
         student=STUDENT_PATTERN,
-    threads: TRAIN_THREADS
+    threads: lambda w: TRAIN_THREADS if STUDENTS[w.student].method == "none" else KD_TRAIN_THREADS
     resources:
         **RESOURCES["train"],
     log:
