@@ -81,6 +81,8 @@ class TrainState:
     epoch: int = 0  # number of finished epochs
     step: int = 0  # optimiser steps taken
     train_seconds: float = 0.0
+    # CPU seconds of this (rank-0) process: what the run costs whatever else shares the machine.
+    train_cpu_seconds: float = 0.0
     history: List[Dict[str, float]] = field(default_factory=list)
     # Progress within the epoch in progress (all zero at an epoch boundary).
     epoch_steps: int = 0
@@ -429,6 +431,7 @@ class Trainer:
         self.objective.train()
         samplers, iterators = self._train_loaders(epoch)
         start = last = time.time()
+        last_cpu = time.process_time()
         audio_at_start = self.state.epoch_audio_seconds
         while True:
             micro_batches = self._next_global_batch(iterators)
@@ -440,9 +443,10 @@ class Trainer:
             st.epoch_loss += result.loss
             st.epoch_frames += result.frames
             st.epoch_audio_seconds += result.audio_seconds
-            now = time.time()
+            now, now_cpu = time.time(), time.process_time()
             st.train_seconds += now - last
-            last = now
+            st.train_cpu_seconds += now_cpu - last_cpu
+            last, last_cpu = now, now_cpu
             stats, lr = result.stats, result.lr
             self._log_step(
                 {"step": st.step, "epoch": epoch, "loss": result.loss / max(result.frames, 1.0),
@@ -500,10 +504,11 @@ class Trainer:
                 while self.state.epoch < self.config.num_epochs:
                     epoch = self.state.epoch + 1
                     train_loss = self._train_epoch(epoch)
-                    val_start = time.time()
+                    val_start, val_cpu = time.time(), time.process_time()
                     dev_loss, dev_asr_loss = self.validate()
                     st = self.state
                     st.train_seconds += time.time() - val_start
+                    st.train_cpu_seconds += time.process_time() - val_cpu
                     st.epoch = epoch
                     st.steps_per_epoch = st.epoch_steps
                     st.history.append({
@@ -529,6 +534,7 @@ class Trainer:
             "seed": self.seed,
             "num_params": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(self.state.train_seconds, 1),
+            "train_cpu_seconds": round(self.state.train_cpu_seconds, 1),
             "train_hours_of_audio": round(self.train_hours, 3),
             "num_epochs": self.state.epoch,
             "num_steps": self.state.step,
