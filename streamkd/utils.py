@@ -96,3 +96,16 @@ def load_tagged_payload(path: str | Path, fmt: str, what: str, expected: str) ->
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ValueError(f"{path} is not {expected}")
     return payload
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -34,7 +34,7 @@ from streamkd.model.asr import build_asr_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer
-from streamkd.utils import write_json, write_text
+from streamkd.utils import cpu_model, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def benchmark_kd_step(
         }
     return {
         "machine": {
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -191,16 +191,6 @@ def benchmark_kd_step(
             "build_vs_teacher_epoch": round(cache_seconds / teacher_epoch, 3),
         },
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def markdown(report: Mapping[str, Any]) -> str:

@@ -156,6 +156,7 @@ def build_record(
         "num_params_training": train.get("num_params_training", train["num_params"]),
         "train_seconds": train["train_seconds"],
         "train_cpu_seconds": train.get("train_cpu_seconds"),
+        "hardware": train.get("hardware"),
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
         "errors": errors,

@@ -52,7 +52,7 @@ from streamkd.model.checkpoint import save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
-from streamkd.utils import atomic_path, format_seconds, write_json
+from streamkd.utils import atomic_path, cpu_model, format_seconds, write_json
 
 log = logging.getLogger(__name__)
 
@@ -545,6 +545,11 @@ class Trainer:
                 "processes": self.dist.world_size,
                 "device": self.device.type,
                 "global_batch_slots": self.num_slots,
+            },
+            # Where the run trained: the processor or GPU, and the threads of each process.
+            "hardware": {
+                "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model(),
+                "threads": torch.get_num_threads(),
             },
         }
         if self.dist.is_main:
