@@ -43,7 +43,9 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     markdown = (tmp_path / "results/tables/wer.md").read_text()
     assert markdown.startswith("WER (%) on test with ctc-1best decoding")
     header = [h.strip() for h in markdown.splitlines()[2].strip("|").split("|")]
-    assert header[0] == "Method" and header[-3:] == ["test @ 160 ms", "test @ 160 ms rel. %", "Params (M)"]
+    assert header[0] == "Method" and header[-4:] == [
+        "test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %", "Params (M)"
+    ]
     assert "| teacher " in markdown and "| none " in markdown
     assert latex_problems((tmp_path / "results/tables/wer.tex").read_text()) == []
     assert "<table" in (tmp_path / "results/tables/wer.html").read_text()
@@ -54,6 +56,11 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
         assert (tmp_path / f"results/plots/{plot}.pdf").read_bytes()[:5] == b"%PDF-"
     # The table is printed when the workflow ends.
     assert "WER (%)" in result.stdout + result.stderr
+    # The aux student read its targets from the teacher cache, built once for the grid.
+    cache = json.loads((tmp_path / "exp/teacher/targets/summary.json").read_text())
+    assert cache["fields"] == ["teacher_layer1", "teacher_layer2"] and cache["num_cuts"] > 0
+    aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
+    assert "from the teacher cache" in aux_log
 
     records = {}
     for run in ("teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"):
