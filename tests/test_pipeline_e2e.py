@@ -57,7 +57,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     # The table is printed when the workflow ends.
     assert "WER (%)" in result.stdout + result.stderr
     # The aux student read its targets from the teacher cache, built once for the grid.
-    cache = json.loads((tmp_path / "exp/teacher/targets/summary.json").read_text())
+    cache = json.loads((tmp_path / "exp/teacher/targets/layers1_2/summary.json").read_text())
     assert cache["fields"] == ["teacher_layer1", "teacher_layer2"] and cache["num_cuts"] > 0
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "from the teacher cache" in aux_log

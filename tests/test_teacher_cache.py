@@ -12,7 +12,7 @@ from conftest import write_feature_cuts
 from streamkd.config import ConfigError, check_distillation
 from streamkd.data.loaders import eval_dataloader, make_spec_augment, spec_augment_batch, train_dataloader, unpack_batch
 from streamkd.distill.config import KdConfig
-from streamkd.distill.grid import cached_teacher_outputs
+from streamkd.distill.grid import expand_grid, parse_teacher_cache_name, teacher_cache_name
 from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import (
     MAX_ABS_ERROR,
@@ -205,22 +205,26 @@ def test_the_cache_is_refused_where_its_targets_would_be_stale(repo):
     check_distillation(config)
 
 
-def test_the_grid_caches_exactly_the_teacher_outputs_its_cells_read(repo):
+def test_each_kd_cell_reads_the_cache_of_exactly_the_teacher_outputs_it_needs(repo):
     import yaml
 
     config = yaml.safe_load((repo / "config.yaml").read_text())
     config["model"]["teacher"]["num_layers"] = 6
-    config["grid"].update(methods=["none", "layer", "aux"], kd_layers=[[2, 4], {"student": [1], "teacher": [5]}])
-    assert cached_teacher_outputs(config) == ([3, 5, 6], False)  # 2 -> 3 and 4 -> 6 of 6 layers
-    config["grid"]["methods"] = ["none", "token"]
-    assert cached_teacher_outputs(config) == ([], True)
+    grid = {"chunk_sizes": [4], "seeds": [1], "methods": ["none", "token", "layer", "aux"],
+            "kd_layers": [[2, 4], {"student": [1], "teacher": [5]}], "apc_shifts": [0, 2]}
+    names = {cell.run_name: teacher_cache_name(cell, config) for cell in expand_grid(grid)}
+    assert names["none-chunk4-seed1"] is None
+    assert names["token-chunk4-seed1"] == "posteriors"
+    assert names["layer-chunk4-layers2_4-seed1"] == "layers3_6"  # 2 -> 3 and 4 -> 6 of 6 layers
+    assert names["aux-chunk4-layers2_4-shift2-seed1"] == "layers3_6"  # the shift does not matter
+    assert names["aux-chunk4-layers1-teacher5-shift0-seed1"] == "layers5"
+    assert parse_teacher_cache_name("layers3_6") == ([3, 6], False)
+    assert parse_teacher_cache_name("posteriors") == ([], True)
     config["model"]["head"] = {"type": "transducer"}
-    assert cached_teacher_outputs(config) == ([6], False)  # the transducer joiner reads the last layer
-    config["grid"]["methods"] = ["none"]
-    assert cached_teacher_outputs(config) is None
-    config["grid"]["methods"] = ["aux"]
+    token = next(c for c in expand_grid(grid) if c.method == "token")
+    assert teacher_cache_name(token, config) == "layers6"  # the transducer joiner reads the last layer
     config["kd"]["teacher_targets"] = "live"
-    assert cached_teacher_outputs(config) is None
+    assert all(teacher_cache_name(c, config) is None for c in expand_grid(grid))
 
 
 def test_kd_spec_augment_masks_but_never_moves_frames():

@@ -109,30 +109,33 @@ def kd_weight(cell: GridCell, kd: Mapping[str, Any]) -> float:
     return weight
 
 
-def cached_teacher_outputs(config: Mapping[str, Any]) -> Optional[Tuple[List[int], bool]]:
-    """What the teacher cache must hold for every KD cell of the config's grid:
-    ``(teacher layers, CTC posteriors needed)``, or None when no cell reads the cache.
+def teacher_cache_name(cell: GridCell, config: Mapping[str, Any]) -> Optional[str]:
+    """The teacher cache a KD cell reads (its folder under ``exp/teacher/targets/``), or None
+    when it reads none (``none`` cells, ``kd.teacher_targets: live``).
 
-    Layer and aux cells need their mapped teacher layers; token cells need the CTC
-    posteriors, or the last layer when the head has a transducer (its joiner runs on it).
+    Layer and aux cells read their mapped teacher layers (``layers2_4``); token cells the CTC
+    posteriors (``posteriors``), or the last layer when the head has a transducer (its joiner
+    runs on it). One cache per name, built once: the cells of any grid config read the same
+    files, so running another config over the same experiment never rebuilds a cache that
+    trained students depend on.
     """
     from streamkd.distill.mapping import layer_pairs
 
-    if config["kd"].get("teacher_targets", "live") != "cache":
+    if cell.method == "none" or config["kd"].get("teacher_targets", "live") != "cache":
         return None
-    cells = [cell for cell in expand_grid(config["grid"]) if cell.method != "none"]
-    if not cells:
-        return None
-    num_student = config["model"]["student"]["num_layers"]
     num_teacher = config["model"]["teacher"]["num_layers"]
-    transducer = "transducer" in config["model"].get("head", {}).get("type", "ctc")
-    layers, posteriors = set(), False
-    for cell in cells:
-        if cell.method == "token":
-            if transducer:
-                layers.add(num_teacher)
-            else:
-                posteriors = True
-        else:
-            layers.update(t for _, t in layer_pairs(cell.student_layers, num_student, num_teacher, cell.teacher_layers))
-    return sorted(layers), posteriors
+    if cell.method == "token":
+        transducer = "transducer" in config["model"].get("head", {}).get("type", "ctc")
+        return f"layers{num_teacher}" if transducer else "posteriors"
+    num_student = config["model"]["student"]["num_layers"]
+    pairs = layer_pairs(cell.student_layers, num_student, num_teacher, cell.teacher_layers)
+    return "layers" + "_".join(str(t) for t in sorted({t for _, t in pairs}))
+
+
+def parse_teacher_cache_name(name: str) -> Tuple[List[int], bool]:
+    """``layers2_4`` -> ([2, 4], False); ``posteriors`` -> ([], True)."""
+    if name == "posteriors":
+        return [], True
+    if not name.startswith("layers"):
+        raise ValueError(f"not a teacher cache name: {name!r} (expected layersN_M or posteriors)")
+    return [int(layer) for layer in name[len("layers"):].split("_")], False

@@ -7,7 +7,7 @@ import shlex
 from streamkd.config import validate_config
 from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
-from streamkd.distill.grid import cached_teacher_outputs, expand_grid, kd_weight
+from streamkd.distill.grid import expand_grid, kd_weight, parse_teacher_cache_name, teacher_cache_name
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
 
 validate_config(config, source="snakemake config")

@@ -1,10 +1,21 @@
-# The teacher-target cache: the frozen teacher runs once over the training cuts and stores the
-# layer outputs and posteriors that the grid's KD cells read (kd.teacher_targets: cache).
-# Rebuilt whenever the teacher checkpoint or the training cuts change.
+# Teacher-target caches: the frozen teacher runs once over the training cuts and stores what
+# KD cells read instead of running it (kd.teacher_targets: cache). One cache per set of
+# targets (exp/teacher/targets/layers2_4/, .../posteriors/), rebuilt whenever the teacher
+# checkpoint or the training cuts change.
 
 TEACHER_CACHE = f"{EXP}/{TEACHER_RUN}/targets"
-TEACHER_TARGETS = f"{TEACHER_CACHE}/cuts_train.jsonl.gz"
-CACHED_OUTPUTS = cached_teacher_outputs(config)  # (teacher layers, posteriors) or None
+
+
+def teacher_cache(cell):
+    """The cut manifest of the cache a grid cell reads, or None."""
+    name = teacher_cache_name(cell, config)
+    return None if name is None else f"{TEACHER_CACHE}/{name}/cuts_train.jsonl.gz"
+
+
+def cache_args(wildcards):
+    layers, posteriors = parse_teacher_cache_name(wildcards.targets)
+    return shell_args((["--layers", ",".join(map(str, layers))] if layers else [])
+                      + (["--posteriors"] if posteriors else []))
 
 
 rule cache_teacher:
@@ -12,17 +23,18 @@ rule cache_teacher:
         model=TEACHER_MODEL,
         cuts=f"{DATA}/fbank/cuts_train.jsonl.gz",
     output:
-        cuts=TEACHER_TARGETS,
-        storage=f"{TEACHER_CACHE}/targets.lca",
-        summary=f"{TEACHER_CACHE}/summary.json",
+        cuts=f"{TEACHER_CACHE}/{{targets}}/cuts_train.jsonl.gz",
+        storage=f"{TEACHER_CACHE}/{{targets}}/targets.lca",
+        summary=f"{TEACHER_CACHE}/{{targets}}/summary.json",
     params:
-        layers=f"--layers {','.join(map(str, CACHED_OUTPUTS[0]))}" if CACHED_OUTPUTS and CACHED_OUTPUTS[0] else "",
-        posteriors="--posteriors" if CACHED_OUTPUTS and CACHED_OUTPUTS[1] else "--no-posteriors",
+        targets=cache_args,
+    wildcard_constraints:
+        targets="layers[0-9]+(_[0-9]+)*|posteriors",
     threads: THREADS
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{TEACHER_RUN}/log/cache_teacher.log",
+        f"{EXP}/{TEACHER_RUN}/log/cache_teacher-{{targets}}.log",
     shell:
         "streamkd cache-teacher --teacher {input.model} --cuts {input.cuts} --out-cuts {output.cuts}"
-        " {params.layers} {params.posteriors} --threads {threads} > {log} 2>&1"
+        " {params.targets} --threads {threads} > {log} 2>&1"

@@ -38,9 +38,11 @@ rule train_teacher:
 
 def teacher_for(wildcards):
     """KD students read the teacher's checkpoint (and its cache); the baseline needs none."""
-    if STUDENTS[wildcards.student].method == "none":
+    cell = STUDENTS[wildcards.student]
+    if cell.method == "none":
         return []
-    return [TEACHER_MODEL] + ([TEACHER_TARGETS] if CACHED_OUTPUTS else [])
+    cache = teacher_cache(cell)
+    return [TEACHER_MODEL] + ([cache] if cache else [])
 
 
 def distillation_args(wildcards):
@@ -52,8 +54,8 @@ def distillation_args(wildcards):
             "--teacher", TEACHER_MODEL,
             "--teacher-encoder", as_json(config["model"]["teacher"]),
         ]
-        if CACHED_OUTPUTS:
-            args += ["--teacher-targets", TEACHER_TARGETS]
+        if teacher_cache(cell):
+            args += ["--teacher-targets", teacher_cache(cell)]
     return shell_args(args)
 
 
