@@ -278,6 +278,23 @@ def bench_kd_step(config_path, teacher_checkpoint, train_cuts, bpe_model, out, n
     click.echo(markdown(report))
 
 
+@main.command("analyse-aux")
+@click.option("--run-dir", required=True, type=ExistingPath, help="An aux (or layer) run: model.pt, train_summary.json, checkpoints/.")
+@click.option("--teacher", "teacher_checkpoint", required=True, type=ExistingPath)
+@click.option("--cuts", required=True, type=ExistingPath, help="Held-out cuts, e.g. the dev set.")
+@click.option("--max-shift", default=6, show_default=True, help="Largest shift and attention offset measured (frames).")
+@click.option("--out", type=PathType, default=None, help="Also write the measurements here (JSON).")
+def analyse_aux(run_dir, teacher_checkpoint, cuts, max_shift, out) -> None:
+    """KD distance of a trained branch against teacher frame t+k, and its attention by offset."""
+    from streamkd.distill.analysis import analyse_aux_run
+    from streamkd.utils import write_json
+
+    result = analyse_aux_run(run_dir, teacher_checkpoint, cuts, max_shift=max_shift)
+    if out:
+        write_json(out, result)
+    click.echo(json.dumps(result, indent=1))
+
+
 @main.command("decode")
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
