@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import pandas as pd
 
 from streamkd.results.aggregate import TEACHER, TableData, relative_reduction
+from streamkd.results.kd_settings import SETTING_FIELDS
 from streamkd.results.load import FRAME_MS, varying_fields
 
 DASH = "–"
@@ -101,8 +102,9 @@ def layout(table: TableData) -> Layout:
     spec, summary, p = table.spec, table.summary, table.precision
     first = summary.drop_duplicates("model").set_index("model")
     shown_labels = []
-    # A setting that is set for some systems of a method and left at its default (null) for others tells them apart too.
-    varying = set().union(*(varying_fields(part) for _, part in first.loc[table.systems].groupby("method")))
+    # A branch size set for some systems of a method and left at the student's (null) for others tells them apart too.
+    settings = ("left_chunks", *SETTING_FIELDS)
+    varying = set().union(*(varying_fields(part, settings) for _, part in first.loc[table.systems].groupby("method")))
     for key, header in LABEL_COLUMNS:
         values = first.loc[table.systems, key]
         distinct = values.dropna().astype(str).unique()
