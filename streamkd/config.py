@@ -138,9 +138,6 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
                 f"{source}: kd.aux.num_heads={heads} must divide model.student.d_model={student['d_model']} "
                 "into an even head size"
             )
-        kernel = aux.get("conv_kernel", student["conv_kernel"])
-        if aux.get("type") == "conformer" and aux.get("attention", "full") == "full" and kernel % 2 == 0:
-            raise ConfigError(f"{source}: kd.aux.conv_kernel={kernel} must be odd for a full-context conformer branch")
     seen: dict = {}
     for i, (students, teachers) in enumerate(layer_sets(grid)):
         pairs = tuple(layer_pairs(students, student["num_layers"], teacher["num_layers"], teachers))

@@ -74,6 +74,15 @@ def test_heads_must_divide_width(config):
         validate_config(config)
 
 
+def test_a_conformer_branch_with_any_kernel_is_valid_at_every_shift(config):
+    # Its convolution is causal (it cannot copy a shifted target), so an even kernel fits too.
+    config["grid"]["methods"] = ["none", "aux"]
+    config["grid"]["apc_shifts"] = [0, 2, 4]
+    for kernel in (4, 15):
+        config["kd"]["aux"] = {"type": "conformer", "attention": "full", "positional": "none", "conv_kernel": kernel}
+        validate_config(config)
+
+
 def test_results_tables_may_only_ask_for_decoded_test_sets_and_trained_chunks(config):
     config["results"]["tables"]["ablation"] = {"test_sets": ["dev"]}
     with pytest.raises(ConfigError, match="results.tables.ablation.test_sets: 'dev' is not decoded"):

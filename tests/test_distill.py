@@ -180,6 +180,62 @@ def test_aux_branch_sees_the_whole_utterance_but_not_padding():
         torch.testing.assert_close(full(x, lengths)[:, :7], full(changed_padding, lengths)[:, :7])
 
 
+def permute_after(x, t, seed):
+    """``x`` with the frames after ``t`` shuffled among themselves (not one left in place)."""
+    gen = torch.Generator().manual_seed(seed)
+    tail = x.size(1) - t - 1
+    perm = torch.randperm(tail, generator=gen)
+    while bool((perm == torch.arange(tail)).any()):
+        perm = torch.randperm(tail, generator=gen)
+    shuffled = x.clone()
+    shuffled[:, t + 1:] = x[:, t + 1:][:, perm]
+    return shuffled
+
+
+CONFORMER_BRANCHES = [dict(type="conformer"), dict(type="conformer", attention="causal"),
+                      dict(type="conformer", conv_kernel=4)]
+
+
+@pytest.mark.parametrize("options", [{}, *CONFORMER_BRANCHES], ids=["default", "conformer", "conformer-causal", "conformer-even-kernel"])
+def test_aux_branch_cannot_tell_which_later_frame_is_k_ahead(options):
+    # A shifted target asks position t for frame t + k. Shuffling the frames after t keeps what
+    # the branch can see but moves frame t + k: outputs up to t must not change, so the branch
+    # cannot copy the target; the student's own features must carry it.
+    torch.manual_seed(7)
+    x, lengths, t = torch.randn(1, 13, 16), torch.tensor([13]), 5
+    conv_kernel = options.pop("conv_kernel", 5)
+    torch.manual_seed(4)
+    branch = AuxBranch(16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel).eval()
+    with torch.no_grad():
+        for seed in range(3):
+            shuffled = permute_after(x, t, seed)
+            torch.testing.assert_close(branch(x, lengths)[:, : t + 1], branch(shuffled, lengths)[:, : t + 1], atol=1e-5, rtol=0)
+    if options.get("attention") == "causal":
+        return  # nothing after t reaches t at all
+    with torch.no_grad():  # the check can fail: relative positions do tell the later frames apart
+        located = aux_branch(**options, positional="relative")
+        assert not torch.allclose(located(x, lengths)[:, : t + 1], located(permute_after(x, t, 0), lengths)[:, : t + 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("options", CONFORMER_BRANCHES, ids=["full", "causal", "even-kernel"])
+def test_conformer_branch_convolution_reads_no_future_frame(options):
+    torch.manual_seed(8)
+    x = torch.randn(1, 12, 16)
+    conv_kernel = options.pop("conv_kernel", 5)
+    torch.manual_seed(4)
+    branch = AuxBranch(16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel).eval()
+    conv = branch.layer.conv
+    assert conv.causal
+    for t in (0, 4, 10):
+        changed = x.clone()
+        changed[:, t + 1:] = torch.randn(1, 11 - t, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x)[:, : t + 1], conv(changed)[:, : t + 1])
+            if options.get("attention") == "causal":  # then nothing after t reaches t at all
+                lengths = torch.tensor([12])
+                torch.testing.assert_close(branch(x, lengths)[:, : t + 1], branch(changed, lengths)[:, : t + 1])
+
+
 def test_layer_kd_projects_only_across_widths():
     aux = AuxConfig()
     assert isinstance(branch_for("layer", 16, 32, 2, 32, 0.0, aux, 5), Projection)

@@ -5,8 +5,13 @@ import json
 import pandas as pd
 import pytest
 
+from streamkd.distill.config import KdConfig
 from streamkd.results.aggregate import aggregate
+from streamkd.results.kd_settings import SETTING_FIELDS
+from streamkd.results.load import RecordError, load_records
 from streamkd.results.record import build_record, write_record
+from streamkd.results.tables import LABEL_COLUMNS
+from streamkd.training.run import kd_record_fields
 
 KD = {"kd_loss": "l1_cos", "kd_weight": 1.0, "kd_layers": "3,6", "kd_teacher_layers": "3,6"}
 RUNS = {
@@ -61,3 +66,89 @@ def test_records_carry_kd_fields_and_tables_group_by_method_layers_and_shift(tmp
     markdown = (tmp_path / "tables/wer.md").read_text()
     assert "| aux      | 3,6         | 0 " in markdown and "**9.50 ± 0.71**" in markdown
     assert "**26.9**" in markdown  # (13 - 9.5) / 13, the best relative reduction
+
+
+# -- settings beyond method, layers and shift -------------------------------------------------
+
+
+def kd_summary(method, seed, left_chunks=-1, **kd):
+    """Training-summary fields of a KD run, with the ``kd`` dict that training writes."""
+    layers = {} if method == "token" else {"student_layers": (3, 6)}
+    shift = {"apc_shift": 2} if method == "aux" else {}
+    config = KdConfig(method=method, **layers, **shift, **kd)
+    fields = kd_record_fields(config, [(3, 3), (6, 6)] if layers else [])
+    return {**fields, "seed": seed, "left_chunks": left_chunks}
+
+
+# field: (method, the base run's settings, the variant's, the variant's record value, what its row label shows)
+VARIANTS = {
+    "left_chunks": ("aux", {}, {"left_chunks": 2}, 2, "left chunks 2"),
+    "aux_type": ("aux", {}, {"aux": {"type": "conformer"}}, "conformer", "branch conformer"),
+    "aux_attention": ("aux", {}, {"aux": {"attention": "causal"}}, "causal", "attention causal"),
+    "aux_positional": ("aux", {}, {"aux": {"positional": "relative"}}, "relative", "positions relative"),
+    "aux_ff_dim": ("aux", {"aux": {"ff_dim": 32}}, {"aux": {"ff_dim": 64}}, 64, "branch ff 64"),
+    "aux_num_heads": ("aux", {}, {"aux": {"num_heads": 4}}, 4, "branch heads 4"),
+    "aux_conv_kernel": ("aux", {"aux": {"type": "conformer", "conv_kernel": 3}},
+                        {"aux": {"type": "conformer", "conv_kernel": 7}}, 7, "branch kernel 7"),
+    "kd_teacher_input": ("layer", {}, {"teacher_input": "augmented"}, "augmented", "teacher input augmented"),
+    "kd_temperature": ("token", {}, {"temperature": 2.0}, 2.0, "temperature 2"),
+    "kd_token_delay": ("token", {}, {"token_delay": 2}, 2, "delay 2"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(VARIANTS))
+def test_runs_differing_in_one_kd_setting_are_separate_rows_labelled_by_it(tmp_path, field):
+    method, base, variant, recorded, shown = VARIANTS[field]
+    paths = []
+    # Seed 1 exists for both systems (no duplicate), seeds 1 and 2 average within each.
+    for name, settings, wers in (("base", base, (10.0, 12.0)), ("variant", variant, (7.0, 8.0))):
+        for seed, wer in zip((1, 2), wers):
+            record, path = write_run(tmp_path, f"{name}-seed{seed}", kd_summary(method, seed, **settings), wer)
+            paths.append(path)
+    assert record[field] == recorded
+
+    summary = aggregate(paths, tmp_path / "tables")["wer"].summary
+    assert len(summary) == 2, summary[["model", "num_seeds"]]
+    by_wer = {r.wer_mean: r for r in summary.itertuples()}
+    assert set(by_wer) == {11.0, 7.5} and {r.num_seeds for r in by_wer.values()} == {2}
+    assert shown in by_wer[7.5].model and shown not in by_wer[11.0].model
+    assert by_wer[7.5].model.startswith(f"{method} (")
+    header = (tmp_path / "tables/wer.md").read_text().splitlines()[2]
+    assert dict(LABEL_COLUMNS)[field] in header  # the table shows the column that tells them apart
+
+
+def test_a_setting_the_method_does_not_use_does_not_split_rows(tmp_path):
+    # A transformer branch has no convolution, and aux KD has no temperature.
+    paths = [
+        write_run(tmp_path, f"aux-seed{seed}", kd_summary("aux", seed, aux={"conv_kernel": kernel}, temperature=t), 9.0 + seed)[1]
+        for seed, kernel, t in ((1, 3, 1.0), (2, 7, 4.0))
+    ]
+    (row,) = aggregate(paths, tmp_path / "tables")["wer"].summary.itertuples()
+    assert (row.model, row.num_seeds, row.wer_mean) == ("aux (layers 3,6; shift 2)", 2, 10.5)
+
+
+def test_records_without_the_settings_load_with_the_defaults(tmp_path):
+    # seed 1: a record from before the flat fields (and the kd dict) existed; seed 2: a new one.
+    old, old_path = write_run(tmp_path, "aux-seed1", kd_summary("aux", 1), 9.0)
+    for field in ("kd", "left_chunks", *SETTING_FIELDS):
+        old.pop(field)
+    write_record(old_path, old)
+    new, new_path = write_run(tmp_path, "aux-seed2", kd_summary("aux", 2), 10.0)
+    assert (new["aux_type"], new["aux_attention"], new["left_chunks"], new["kd_temperature"]) == ("transformer", "full", -1, None)
+    runs = load_records([old_path, new_path]).runs
+    assert runs["model"].nunique() == 1 and list(runs["aux_positional"]) == ["none", "none"]
+    assert list(runs["left_chunks"]) == [-1, -1]
+
+    # An explicit non-default in an old record's kd dict still counts.
+    old["kd"] = {**new["kd"], "aux": {**new["kd"]["aux"], "attention": "causal"}}
+    write_record(old_path, old)
+    runs = load_records([old_path, new_path]).runs
+    assert sorted(runs["aux_attention"]) == ["causal", "full"] and runs["model"].nunique() == 2
+
+
+def test_bad_setting_values_are_named(tmp_path):
+    record, path = write_run(tmp_path, "token-seed1", kd_summary("token", 1), 9.0)
+    write_record(path, {**record, "kd_token_delay": "two", "left_chunks": 1.5})
+    with pytest.raises(RecordError, match="kd_token_delay is 'two'") as e:
+        load_records([path])
+    assert "left_chunks is 1.5" in str(e.value)

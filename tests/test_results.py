@@ -428,7 +428,7 @@ def test_figures_carry_titles_axis_labels_and_legends(grid):
     assert shift.axes[0].get_xlabel() == "APC shift k (encoder frames of 40 ms)"
     assert "none (no KD), 160 ms chunks" in [t.get_text() for t in shift.legends[0].get_texts()]
     losses = plot_loss_curves(runs, config)
-    assert [a.get_ylabel() for a in losses.axes] == ["Loss per frame (nats)"] * 2
+    assert [a.get_ylabel() for a in losses.axes] == ["Loss per frame (nats)", "ASR loss per frame (nats)"]
     assert losses.legends[0].get_texts()[0].get_text() == "teacher (full context)"
 
 
@@ -444,21 +444,43 @@ def test_shift_plot_says_so_when_there_is_no_shift(tmp_path):
 
 def test_loss_history_from_summary_or_log(tmp_path):
     exp = tmp_path / "exp"
-    record = write_run(exp, "none", errors={"test": ue(10)}, history=[{"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5}])
-    assert load_loss_history(record, str(record.parent / "train_summary.json")) == [{"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5}]
+    history = [{"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5}, {"epoch": 2, "train_loss": 2.0, "dev_loss": 2.5, "dev_asr_loss": 2.25}]
+    record = write_run(exp, "aux", method="aux", kd_layers="3", errors={"test": ue(10)}, history=history)
+    # An epoch without the ASR-only loss (older summaries, no KD term) falls back to its dev loss.
+    assert load_loss_history(record, str(record.parent / "train_summary.json")) == [
+        {"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5, "dev_asr_loss": 3.5},
+        {"epoch": 2, "train_loss": 2.0, "dev_loss": 2.5, "dev_asr_loss": 2.25},
+    ]
     (record.parent / "train_summary.json").unlink()
     log = record.parent / "log" / "train.log"
     log.parent.mkdir()
     log.write_text(
         "2026-01-01 INFO [x] epoch 1 done: train loss/frame 2.5000, dev loss/frame 2.7000, 0m05s elapsed\n"
-        "2026-01-01 INFO [x] epoch 2 done: train loss/frame 1.5000, dev loss/frame 1.9000, 0m10s elapsed\n"
-        "2026-01-01 INFO [x] epoch 2 done: train loss/frame 1.4000, dev loss/frame 1.8000, 0m11s elapsed\n"  # resumed
+        "2026-01-01 INFO [x] epoch 2 done: train loss/frame 1.5000, dev loss/frame 1.9000 (ASR alone 1.7000), 0m10s elapsed\n"
+        "2026-01-01 INFO [x] epoch 2 done: train loss/frame 1.4000, dev loss/frame 1.8000 (ASR alone 1.6000), 0m11s elapsed\n"  # resumed
     )
     assert parse_train_log(log) == [
-        {"epoch": 1, "train_loss": 2.5, "dev_loss": 2.7},
-        {"epoch": 2, "train_loss": 1.4, "dev_loss": 1.8},
+        {"epoch": 1, "train_loss": 2.5, "dev_loss": 2.7, "dev_asr_loss": 2.7},
+        {"epoch": 2, "train_loss": 1.4, "dev_loss": 1.8, "dev_asr_loss": 1.6},
     ]
     assert load_loss_history(record, None)[-1]["train_loss"] == 1.4
+
+
+def test_loss_curves_plot_the_asr_only_dev_loss_of_every_run(tmp_path):
+    from streamkd.results.plots import plot_loss_curves
+
+    exp = tmp_path / "exp"
+    kd_history = [{"epoch": e, "train_loss": 4.0 / e, "dev_loss": 5.0 / e, "dev_asr_loss": 3.0 / e} for e in (1, 2, 3)]
+    old_history = [{"epoch": e, "train_loss": 2.0 / e, "dev_loss": 2.2 / e} for e in (1, 2, 3)]  # no dev_asr_loss
+    write_run(exp, "aux", method="aux", kd_layers="3", errors={"test": ue(8)}, history=kd_history)
+    write_run(exp, "none", errors={"test": ue(10)}, history=old_history)
+    fig = plot_loss_curves(load_records(find_records(exp)).runs, ResultsConfig())
+    ax_train, ax_dev = fig.axes[:2]
+    dev_curves = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax_dev.get_lines())
+    assert dev_curves == sorted([tuple(round(3.0 / e, 6) for e in (1, 2, 3)), tuple(round(2.2 / e, 6) for e in (1, 2, 3))])
+    train_curves = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax_train.get_lines())
+    assert tuple(round(4.0 / e, 6) for e in (1, 2, 3)) in train_curves  # training keeps the run's own objective
+    assert ax_dev.get_ylabel() == "ASR loss per frame (nats)" and "ASR" in ax_dev.get_title()
 
 
 # -- records and the command line --------------------------------------------------------------

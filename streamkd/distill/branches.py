@@ -63,7 +63,12 @@ class AuxBranch(nn.Module):
     frame t to frames <= t (an ablation). With ``positional="none"`` and a Transformer layer
     the branch is permutation-equivariant over time: it has no way to find "the frame k
     steps ahead", so a shifted target has to be predicted from the student's own features.
-    A Conformer branch carries position through its depthwise convolution.
+
+    A Conformer branch carries position through its depthwise convolution, so that
+    convolution is always causal (left context only), whatever the attention: a symmetric
+    kernel would see (kernel - 1) / 2 frames ahead and could copy any APC shift up to that.
+    With full attention and no positions, the frames after t then reach the output at t
+    only as an unordered set, never as "the frame k steps ahead".
     """
 
     def __init__(self, student_dim: int, teacher_dim: int, num_heads: int, ff_dim: int,
@@ -76,7 +81,7 @@ class AuxBranch(nn.Module):
             if conv_kernel is None:
                 raise ValueError("a conformer auxiliary branch needs a conv_kernel")
             self.layer = ConformerBlock(
-                student_dim, num_heads, ff_dim, conv_kernel, dropout, causal=self.causal, positional=config.positional
+                student_dim, num_heads, ff_dim, conv_kernel, dropout, causal=True, positional=config.positional
             )
         self.projection = nn.Linear(student_dim, teacher_dim)
 

@@ -35,8 +35,9 @@ class AuxConfig:
 
     Defaults follow the method: one Transformer layer with full-context attention and no
     positional encoding, so the branch is permutation-equivariant over time and cannot
-    meet a shifted target by attending k frames ahead. ``None`` sizes default to the
-    student's.
+    meet a shifted target by attending k frames ahead. A conformer branch's depthwise
+    convolution is causal (see :class:`~streamkd.distill.branches.AuxBranch`), so any
+    ``conv_kernel`` works. ``None`` sizes default to the student's.
     """
 
     type: str = "transformer"
@@ -44,7 +45,7 @@ class AuxConfig:
     positional: str = "none"
     ff_dim: Optional[int] = None
     num_heads: Optional[int] = None
-    conv_kernel: Optional[int] = None  # conformer branches only
+    conv_kernel: Optional[int] = None  # conformer branches only; the convolution is causal
 
     def __post_init__(self) -> None:
         _choice("kd.aux.type", self.type, AUX_TYPES)

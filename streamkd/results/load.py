@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import pandas as pd
 
 from streamkd.results.config import TEACHER_METHOD, normalise_layers
+from streamkd.results.kd_settings import SETTING_FIELDS, describe_setting, kd_settings, left_chunks_of
 from streamkd.results.record import REQUIRED_FIELDS, resolve_record_path
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,15 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "record.json"
 ROLES = ("teacher", "student")
 # What distinguishes one system from another (besides the chunk size, which is a column).
-SYSTEM_FIELDS = ("method", "kd_layers", "kd_teacher_layers", "apc_shift", "kd_loss", "kd_weight")
+SYSTEM_FIELDS = ("method", "kd_layers", "kd_teacher_layers", "apc_shift", "kd_loss", "kd_weight", "left_chunks", *SETTING_FIELDS)
+# Shown in a row label only when they differ between systems of the same method.
+INTEGER_FIELDS = ("left_chunks", "kd_token_delay", "aux_ff_dim", "aux_num_heads", "aux_conv_kernel")
+LABELLED_WHEN_VARYING = ("kd_teacher_layers", "kd_loss", "kd_weight", "left_chunks", *SETTING_FIELDS)
 METHOD_ORDER = ("teacher", "none", "token", "layer", "aux")
 FRAME_MS = 40  # one encoder frame after 4x subsampling of 10 ms features
 
 RUN_COLUMNS = [
-    "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "left_chunks", "seed",
+    "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
     "num_params_training", "train_seconds", "config_hash",
 ]
@@ -88,6 +92,16 @@ def check_record(record: Any) -> List[str]:
             normalise_layers(record.get(name))
         except (TypeError, ValueError):
             problems.append(f"{name} is {record[name]!r}, expected a layer list such as \"3,6\" or null")
+    for name in INTEGER_FIELDS:
+        if record.get(name) is not None and not _is_int(record[name]):
+            problems.append(f"{name} is {record[name]!r}, expected an integer or null")
+    if record.get("kd_temperature") is not None and not _is_number(record["kd_temperature"]):
+        problems.append(f"kd_temperature is {record['kd_temperature']!r}, expected a number or null")
+    for name in ("kd_teacher_input", "aux_type", "aux_attention", "aux_positional"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            problems.append(f"{name} is {record[name]!r}, expected a name or null")
+    if record.get("kd") is not None and not (isinstance(record["kd"], dict) and isinstance(record["kd"].get("aux") or {}, dict)):
+        problems.append(f"kd is {record['kd']!r}, expected the run's KD options")
     if "num_params" in record and not _is_number(record["num_params"]):
         problems.append(f"num_params is {record['num_params']!r}, expected a number")
     wer = record.get("wer")
@@ -129,6 +143,9 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
     method = TEACHER_METHOD if is_teacher else record["method"]
     errors = record.get("errors") or {}
     summary = record.get("train_summary")
+    # Records written before the flat KD settings existed: read them from the kd dict, or default.
+    settings = kd_settings(method, record.get("kd"))
+    settings.update({f: record[f] for f in SETTING_FIELDS if f in record})
     common = {
         "run": record["run"],
         "record": str(path),
@@ -139,8 +156,9 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "apc_shift": record.get("apc_shift"),
         "kd_loss": record.get("kd_loss"),
         "kd_weight": record.get("kd_weight"),
+        "left_chunks": left_chunks_of(record["role"], record.get("left_chunks")),
+        **settings,
         "chunk_size": None if is_teacher else record["chunk_size"],
-        "left_chunks": record.get("left_chunks"),
         "seed": record["seed"],
         "train_summary": str(resolve_record_path(path, summary)) if summary else None,
         "num_params": record.get("num_params_deployed", record["num_params"]),
@@ -232,16 +250,26 @@ def _layer_key(value: Optional[str]) -> Tuple:
     return (1, tuple(int(p) if p.isdigit() else 10**9 for p in parts), value)
 
 
-def system_sort_key(method: str, kd_layers, kd_teacher_layers, apc_shift, kd_loss, kd_weight) -> Tuple:
+def _is_null(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and pd.isna(value))
+
+
+def _value_key(value: Any) -> Tuple:
+    if _is_null(value):
+        return (0,)
+    return (1, str(value)) if isinstance(value, str) else (1, float(value))
+
+
+def system_sort_key(method: str, kd_layers, kd_teacher_layers, apc_shift, *settings) -> Tuple:
+    """Row order: method, layers, shift, then the other :data:`SYSTEM_FIELDS` in their order."""
     order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
     return (
         order,
         method,
         _layer_key(kd_layers),
         _layer_key(kd_teacher_layers),
-        (0,) if apc_shift is None or pd.isna(apc_shift) else (1, int(apc_shift)),
-        (0,) if kd_loss is None else (1, str(kd_loss)),
-        (0,) if kd_weight is None or pd.isna(kd_weight) else (1, float(kd_weight)),
+        _value_key(apc_shift),
+        *(_value_key(v) for v in settings),
     )
 
 
@@ -250,42 +278,71 @@ def _fmt_number(value: Any) -> str:
     return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
+def varying_fields(runs: pd.DataFrame, fields: Sequence[str] = LABELLED_WHEN_VARYING) -> set:
+    """Those of ``fields`` that take more than one value (null counts) in ``runs``."""
+    return {f for f in fields if runs[f].astype(object).where(runs[f].notna(), None).nunique(dropna=False) > 1}
+
+
+def describe_varying(r, varying: set, skip: Sequence[str] = ()) -> List[str]:
+    """Label parts of the settings in ``varying`` that row ``r`` has, e.g. ``loss l1``, ``attention causal``."""
+    parts = []
+    for f in LABELLED_WHEN_VARYING:
+        if f not in varying or f in skip or _is_null(r[f]):
+            continue
+        if f == "kd_teacher_layers":
+            parts.append(f"teacher layers {r[f]}")
+        elif f == "kd_loss":
+            parts.append(f"loss {r[f]}")
+        elif f == "kd_weight":
+            parts.append(f"weight {_fmt_number(r[f])}")
+        else:
+            parts.append(describe_setting(f, r[f]))
+    return parts
+
+
 def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
     """Add ``model``: a readable, unique label per system, e.g. ``aux (layers 3,6; shift 2)``.
 
-    Layers and shift appear whenever a run has them; the KD distance, its weight and the
-    teacher layers only when they differ between runs of the same method.
+    Layers and shift appear whenever a run has them; every other field of
+    :data:`SYSTEM_FIELDS` (the KD distance and weight, teacher layers, left context, branch
+    and token-KD settings) only when it differs between runs of the same method, e.g.
+    ``aux (layers 3,6; shift 2; attention causal)``.
     """
     runs = runs.copy()
-    varying: Dict[str, set] = {}
-    for method, part in runs.groupby("method"):
-        varying[method] = {
-            f for f in ("kd_teacher_layers", "kd_loss", "kd_weight") if part[f].astype(object).where(part[f].notna(), None).nunique(dropna=False) > 1
-        }
+    varying = {method: varying_fields(part) for method, part in runs.groupby("method")}
 
     def label(r) -> str:
         parts = []
         if r["kd_layers"] is not None:
             parts.append(f"layers {r['kd_layers']}")
-        if "kd_teacher_layers" in varying[r["method"]] and r["kd_teacher_layers"] is not None:
-            parts.append(f"teacher layers {r['kd_teacher_layers']}")
-        if r["apc_shift"] is not None and not pd.isna(r["apc_shift"]):
+        parts.extend(describe_varying(r, varying[r["method"]] & {"kd_teacher_layers"}))
+        if not _is_null(r["apc_shift"]):
             parts.append(f"shift {int(r['apc_shift'])}")
-        if "kd_loss" in varying[r["method"]] and r["kd_loss"] is not None:
-            parts.append(f"loss {r['kd_loss']}")
-        if "kd_weight" in varying[r["method"]] and r["kd_weight"] is not None and not pd.isna(r["kd_weight"]):
-            parts.append(f"weight {_fmt_number(r['kd_weight'])}")
+        parts.extend(describe_varying(r, varying[r["method"]], skip=("kd_teacher_layers",)))
         return r["method"] + (f" ({'; '.join(parts)})" if parts else "")
 
     runs["model"] = runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
-    runs["chunk_size"] = runs["chunk_size"].astype("Int64")
-    runs["apc_shift"] = runs["apc_shift"].astype("Int64")
+    for column in ("chunk_size", "apc_shift", *INTEGER_FIELDS):
+        runs[column] = runs[column].astype("Int64")
     return runs[RUN_COLUMNS]
 
 
 # -- training curves ---------------------------------------------------------------------------
 
-_EPOCH_LINE = re.compile(r"epoch (\d+) done: train loss/frame ([-+0-9.eE]+|nan|inf), dev loss/frame ([-+0-9.eE]+|nan|inf)")
+_NUMBER = r"([-+0-9.eE]+|nan|inf)"
+# "dev loss/frame X (ASR alone Y)": logs written before the ASR-only loss have no parenthesis.
+_EPOCH_LINE = re.compile(
+    rf"epoch (\d+) done: train loss/frame {_NUMBER}, dev loss/frame {_NUMBER}(?: \(ASR alone {_NUMBER}\))?"
+)
+
+
+def _epoch_losses(epoch: int, train_loss: float, dev_loss: float, dev_asr_loss: Optional[float]) -> Dict[str, float]:
+    """One epoch's losses; ``dev_asr_loss`` is the dev loss itself where the run had no KD term
+    (teacher, ``none``) or its history predates the ASR-only loss."""
+    return {
+        "epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+        "dev_asr_loss": dev_loss if dev_asr_loss is None else dev_asr_loss,
+    }
 
 
 def parse_train_log(path: Path) -> List[Dict[str, float]]:
@@ -299,12 +356,13 @@ def parse_train_log(path: Path) -> List[Dict[str, float]]:
             m = _EPOCH_LINE.search(line)
             if m:
                 epoch = int(m.group(1))
-                by_epoch[epoch] = {"epoch": epoch, "train_loss": float(m.group(2)), "dev_loss": float(m.group(3))}
+                asr = float(m.group(4)) if m.group(4) is not None else None
+                by_epoch[epoch] = _epoch_losses(epoch, float(m.group(2)), float(m.group(3)), asr)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def load_loss_history(record_path: Path, train_summary: Optional[str] = None) -> Optional[List[Dict[str, float]]]:
-    """A run's per-epoch train and dev loss.
+    """A run's per-epoch train loss, dev loss and ASR-only dev loss (``dev_asr_loss``).
 
     Looked for, in order, in the training summary the record names, ``train_summary.json``
     beside the record, and ``log/train.log`` beside the record. None when there is none.
@@ -321,7 +379,10 @@ def load_loss_history(record_path: Path, train_summary: Optional[str] = None) ->
                 continue
             if history:
                 return [
-                    {"epoch": int(h["epoch"]), "train_loss": float(h["train_loss"]), "dev_loss": float(h["dev_loss"])}
+                    _epoch_losses(
+                        int(h["epoch"]), float(h["train_loss"]), float(h["dev_loss"]),
+                        None if h.get("dev_asr_loss") is None else float(h["dev_asr_loss"]),
+                    )
                     for h in history
                 ]
     train_log = run_dir / "log" / "train.log"

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from streamkd.results.config import PLOTS, TEACHER_METHOD, PlotConfig, ResultsConfig  # noqa: E402
-from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, load_loss_history, system_sort_key  # noqa: E402
+from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, describe_varying, load_loss_history, system_sort_key, varying_fields  # noqa: E402
 from streamkd.utils import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,11 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     shifted = shifted.assign(variant=shifted[variant_fields].astype(object).where(shifted[variant_fields].notna(), None).astype(str).agg("|".join, axis=1))
     variants = list(dict.fromkeys(shifted.sort_values(["method", "variant"])["variant"]))
     variant_label = {}
+    varying = varying_fields(shifted)
     for v in variants:
         r = shifted[shifted["variant"] == v].iloc[0]
         variant_label[v] = r["method"] + (f" layers {r['kd_layers']}" if not pd.isna(r["kd_layers"]) else "")
-        extra = [f"{f.replace('kd_', '')} {r[f]}" for f in ("kd_teacher_layers", "kd_loss", "kd_weight")
-                 if shifted[f].astype(object).where(shifted[f].notna(), None).nunique(dropna=False) > 1 and not pd.isna(r[f])]
+        extra = describe_varying(r, varying)
         if extra:
             variant_label[v] += " (" + ", ".join(extra) + ")"
     combos = [(c, v) for c in chunks for v in variants if not shifted[(shifted["chunk_size"] == c) & (shifted["variant"] == v)].empty]
@@ -224,11 +224,16 @@ def loss_histories(runs: pd.DataFrame) -> Dict[str, Tuple[pd.Series, List[Dict[s
 
 
 def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
-    """Training and validation loss per epoch of the teacher and every student run."""
+    """Training loss and ASR-only validation loss per epoch of the teacher and every student run.
+
+    The validation panel shows ``dev_asr_loss``, the ASR loss without the KD term, so KD
+    students and the baseline are on one scale (teacher, ``none`` and older histories
+    without it fall back to their dev loss, which is the same thing there).
+    """
     if config.plots.methods is not None:
         runs = runs[runs["method"].isin(config.plots.methods)]
     histories = loss_histories(runs)
-    title = "Training and validation loss"
+    title = "Training loss and ASR validation loss"
     if not histories:
         return _placeholder(title, "No training history (train_summary.json or log/train.log) was found for these runs.")
     rows = [row for row, _ in histories.values()]
@@ -251,21 +256,25 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         epochs = [h["epoch"] for h in history]
         label = None if series in seen else series
         seen.add(series)
-        for ax, key in ((ax_train, "train_loss"), (ax_dev, "dev_loss")):
+        for ax, key in ((ax_train, "train_loss"), (ax_dev, "dev_asr_loss")):
             values = [h[key] for h in history]
             ax.plot(epochs, values, color=colours[series], marker="o", markersize=3, linewidth=1.3, alpha=0.9,
                     label=label if ax is ax_train else None)
-    for ax, name in ((ax_train, "training set"), (ax_dev, "validation (dev) set")):
-        ax.set_title(f"Loss on the {name}")
+    for ax, title_of, ylabel in (
+        (ax_train, "Training loss (each run's objective)", "Loss per frame (nats)"),
+        (ax_dev, "ASR loss on the validation (dev) set", "ASR loss per frame (nats)"),
+    ):
+        ax.set_title(title_of)
         ax.set_xlabel("Epoch")
-        ax.set_ylabel("Loss per frame (nats)")
+        ax.set_ylabel(ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)
     handles, labels = ax_train.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: series_order.index(labels[i]))
     fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right upper", fontsize="small",
                title="run (seeds share a colour)")
-    _footnote(fig, "Each run's own training objective per frame: for KD students the ASR loss plus the weighted KD term.")
+    _footnote(fig, "Training: each run's own objective per frame, for KD students the ASR loss plus the weighted KD term. "
+                   "Validation: the ASR loss alone, comparable between KD students and the baseline.")
     return fig
 
 

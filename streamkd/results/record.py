@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from streamkd.results.kd_settings import kd_settings, left_chunks_of
 from streamkd.results.wer import WerSummary, per_utterance_rows, score
 from streamkd.utils import atomic_path, write_json
 
@@ -146,8 +147,10 @@ def build_record(
         "kd_loss": train.get("kd_loss"),
         "kd_weight": train.get("kd_weight"),
         "kd": train.get("kd"),
+        # The rest of what tells KD runs apart, flat, for the tables (see results.kd_settings).
+        **kd_settings(train["method"], train.get("kd")),
         "chunk_size": train.get("chunk_size"),
-        "left_chunks": train.get("left_chunks"),
+        "left_chunks": left_chunks_of(train["role"], train.get("left_chunks")),
         "seed": train["seed"],
         "config_hash": train["config_hash"],
         # num_params counts the saved (decoded) model; training may add KD branches on top.

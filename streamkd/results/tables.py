@@ -20,7 +20,8 @@ from typing import List, Optional, Sequence, Tuple
 import pandas as pd
 
 from streamkd.results.aggregate import TEACHER, TableData, relative_reduction
-from streamkd.results.load import FRAME_MS
+from streamkd.results.kd_settings import SETTING_FIELDS
+from streamkd.results.load import FRAME_MS, varying_fields
 
 DASH = "–"
 DAGGER = "†"
@@ -31,6 +32,17 @@ LABEL_COLUMNS = (
     ("apc_shift", "APC shift"),
     ("kd_loss", "KD loss"),
     ("kd_weight", "KD weight"),
+    # Shown only when they differ between the table's rows (see results.kd_settings).
+    ("left_chunks", "Left chunks"),
+    ("kd_teacher_input", "Teacher input"),
+    ("kd_temperature", "KD temperature"),
+    ("kd_token_delay", "Token delay"),
+    ("aux_type", "Branch"),
+    ("aux_attention", "Branch attention"),
+    ("aux_positional", "Branch positions"),
+    ("aux_ff_dim", "Branch FF dim"),
+    ("aux_num_heads", "Branch heads"),
+    ("aux_conv_kernel", "Branch kernel"),
 )
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
@@ -97,10 +109,13 @@ def layout(table: TableData) -> Layout:
     spec, summary, p = table.spec, table.summary, table.precision
     first = summary.drop_duplicates("model").set_index("model")
     shown_labels = []
+    # A branch size set for some systems of a method and left at the student's (null) for others tells them apart too.
+    settings = ("left_chunks", *SETTING_FIELDS)
+    varying = set().union(*(varying_fields(part, settings) for _, part in first.loc[table.systems].groupby("method")))
     for key, header in LABEL_COLUMNS:
         values = first.loc[table.systems, key]
         distinct = values.dropna().astype(str).unique()
-        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1:
+        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1 or key in varying:
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 
