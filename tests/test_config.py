@@ -118,7 +118,7 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     per_chunk_and_seed = {"none": 1, "token": 1, "layer": len(grid["kd_layers"]),
                           "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"])}
     students = sum(per_chunk_and_seed[m] for m in grid["methods"]) * len(grid["chunk_sizes"]) * len(grid["seeds"])
-    assert students == 1  # the default: the streaming baseline (the KD grid is grid.yaml)
+    assert students == 2  # the default: the streaming baseline and the aux student (the grid is embedded-grid.yaml)
     models = 1 + students
     tests = len(config["decoding"]["test_sets"])
     methods = config["decoding"].get("methods", ["ctc-1best"])
@@ -181,8 +181,9 @@ def test_librispeech_960_grid_dry_run(tmp_path):
     counts = job_counts(result.stdout)
     config = deep_merge(load_config(REPO / "config.yaml"),
                         yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text()))
-    assert config["grid"]["methods"] == ["none"]  # the streaming baseline per chunk size and seed
-    students = len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    assert config["grid"]["methods"] == ["none", "aux"]  # baseline and aux student per chunk size and seed
+    students = 2 * len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
+    assert "cache_teacher" not in counts  # kd.teacher_targets: live at this scale
     tests = len(config["decoding"]["test_sets"])
     methods = config["decoding"].get("methods", ["ctc-1best"])
     streaming = sum(m.endswith("-streaming") for m in methods)
