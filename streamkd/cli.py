@@ -295,6 +295,17 @@ def analyse_aux(run_dir, teacher_checkpoint, cuts, max_shift, out) -> None:
     click.echo(json.dumps(result, indent=1))
 
 
+@main.command("archive-records")
+@click.option("--exp-dir", required=True, type=ExistingPath)
+@click.option("--out-dir", required=True, type=PathType, help="e.g. results/embedded-grid/records")
+def archive_records(exp_dir, out_dir) -> None:
+    """Copy every run record with the errors and training summary it names (to commit as reference results)."""
+    from streamkd.results.archive import archive_records as archive
+
+    copied = archive(exp_dir, out_dir)
+    click.echo(f"{len(copied)} record(s) copied to {out_dir}")
+
+
 @main.command("decode")
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
