@@ -34,6 +34,7 @@ LABEL_COLUMNS = (
 )
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
+DELAY_HEADER = "delay ms"
 PARAMS_HEADER = "Params (M)"
 
 
@@ -49,7 +50,7 @@ class Cell:
 class ValueColumn:
     chunk_size: int
     test_set: str
-    stat: str  # "wer" or "rel"
+    stat: str  # "wer", "rel" or "delay"
 
     @property
     def chunk_label(self) -> str:
@@ -86,6 +87,19 @@ def _params(num: float) -> str:
     return DASH if pd.isna(num) else f"{num / 1e6:#.3g}".rstrip(".")
 
 
+def has_delay(table: TableData) -> bool:
+    """Whether the table shows emission delays: asked for, and some row has one."""
+    return bool(table.spec.delay and table.summary["delay_mean_ms"].notna().any())
+
+
+def _delay_text(row) -> Optional[str]:
+    """``mean / median / p90`` in whole ms, or None without a measurement."""
+    values = [row["delay_mean_ms"], row["delay_median_ms"], row["delay_p90_ms"]]
+    if any(pd.isna(v) for v in values):
+        return None
+    return " / ".join(f"{v:.0f}" for v in values)
+
+
 def layout(table: TableData) -> Layout:
     spec, summary, p = table.spec, table.summary, table.precision
     first = summary.drop_duplicates("model").set_index("model")
@@ -97,12 +111,10 @@ def layout(table: TableData) -> Layout:
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 
-    columns = [
-        ValueColumn(c, t, stat)
-        for c in table.chunk_sizes
-        for t in table.test_sets
-        for stat in (("wer", "rel") if spec.relative_reduction else ("wer",))
-    ]
+    stats = ("wer", "rel") if spec.relative_reduction else ("wer",)
+    if has_delay(table):
+        stats += ("delay",)
+    columns = [ValueColumn(c, t, stat) for c in table.chunk_sizes for t in table.test_sets for stat in stats]
     by_key = {}
     for _, r in summary.iterrows():
         chunk = None if pd.isna(r["chunk_size"]) else int(r["chunk_size"])
@@ -123,6 +135,8 @@ def layout(table: TableData) -> Layout:
                 std = None if (not spec.std or pd.isna(r["wer_std"])) else _fmt(r["wer_std"], p)
                 mark = bool(spec.significance and not pd.isna(r["significant"]) and bool(r["significant"]))
                 row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark))
+            elif col.stat == "delay":
+                row_cells.append(Cell(_delay_text(r)))
             else:
                 if method == table.baseline:
                     rel = float("nan")
@@ -156,7 +170,7 @@ def layout(table: TableData) -> Layout:
         cells=cells,
         params=params,
         show_test_level=len(table.test_sets) > 1,
-        show_stat_level=spec.relative_reduction,
+        show_stat_level=len(stats) > 1,
     )
     out.title, out.legend = describe(table)
     return out
@@ -178,6 +192,12 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
     legend = [
         f"Columns: chunk size ({FRAME_MS} ms encoder frames); a streaming student's algorithmic latency is the chunk plus 30 ms of front-end look-ahead.",
     ]
+    if has_delay(table):
+        legend.append(
+            f"{DELAY_HEADER}: emission delay, mean / median / 90th percentile over correctly recognised tokens (mean over seeds): "
+            "when chunk-by-chunk decoding first shows a token for good (chunk arrival plus front-end look-ahead) minus "
+            "the token's time in the teacher's forced alignment of the reference. The teacher's row is its own offline decode."
+        )
     if spec.relative_reduction:
         legend.append(f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors).")
     if spec.significance:
@@ -206,7 +226,7 @@ def _md_cell(cell: Cell) -> str:
 
 def markdown_header(col: ValueColumn) -> str:
     name = f"{col.test_set} @ {col.chunk_label}"
-    return name if col.stat == "wer" else f"{name} {REL_HEADER}"
+    return name if col.stat == "wer" else f"{name} {REL_HEADER if col.stat == 'rel' else DELAY_HEADER}"
 
 
 def to_markdown(table: TableData) -> str:
@@ -302,7 +322,7 @@ def _add_cmidrules(latex: str) -> str:
 
 def to_latex(table: TableData) -> str:
     lay = layout(table)
-    stat_names = {"wer": "WER", "rel": latex_escape(REL_HEADER)}
+    stat_names = {"wer": "WER", "rel": latex_escape(REL_HEADER), "delay": latex_escape(DELAY_HEADER)}
     tuples = _column_tuples(lay, [latex_escape(h) for h in lay.label_headers], latex_escape(PARAMS_HEADER) if lay.params else None, stat_names)
     rows = []
     for i, labels in enumerate(lay.labels):
@@ -353,7 +373,7 @@ def html_fragment(table: TableData) -> str:
     """The table (with its title as caption) and its legend, to be placed in an HTML page."""
     lay = layout(table)
     tuples = _column_tuples(lay, [html.escape(h) for h in lay.label_headers], PARAMS_HEADER if lay.params else None,
-                            {"wer": "WER", "rel": html.escape(REL_HEADER)})
+                            {"wer": "WER", "rel": html.escape(REL_HEADER), "delay": html.escape(DELAY_HEADER)})
     rows = []
     for i, labels in enumerate(lay.labels):
         rows.append([html.escape(v) for v in labels] + [_html_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))

@@ -73,6 +73,7 @@ PLOT_TITLES = {
     "wer_vs_chunk": "WER vs chunk size",
     "wer_vs_apc_shift": "WER vs APC shift",
     "loss_curves": "loss curves",
+    "wer_vs_delay": "WER vs emission delay",
 }
 
 
