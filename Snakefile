@@ -20,6 +20,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/lang.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/emission.smk"
 include: "workflow/rules/results.smk"
 
 

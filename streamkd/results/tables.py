@@ -88,8 +88,11 @@ def _params(num: float) -> str:
 
 
 def has_delay(table: TableData) -> bool:
-    """Whether the table shows emission delays: asked for, and some row has one."""
-    return bool(table.spec.delay and table.summary["delay_mean_ms"].notna().any())
+    """Whether the table shows emission delays: asked for, and some row was measured.
+
+    A measurement without a correctly recognised token has no delay; its cell shows a dash.
+    """
+    return bool(table.spec.delay and table.summary["delay_decoding"].notna().any())
 
 
 def _delay_text(row) -> Optional[str]:
