@@ -211,3 +211,27 @@ def test_word_times_group_pieces_at_word_boundaries():
         {"word": "cat", "start_ms": 120.0, "end_ms": 160.0},
         {"word": "s", "start_ms": 200.0, "end_ms": 240.0},
     ]
+
+
+@torch.no_grad()
+def test_streaming_pieces_arrive_at_chunk_end_plus_lookahead_and_match_the_masked_forward():
+    from streamkd.data.loaders import Batch
+    from streamkd.decode.emission import streaming_pieces
+    from streamkd.model import ConformerEncoder, StreamingEncoder, subsampled_lengths
+
+    torch.manual_seed(0)
+    encoder = ConformerEncoder(feat_dim=20, d_model=16, num_layers=1, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0,
+                               causal=True, chunk_size=3, left_chunks=-1).eval()
+    lens = torch.tensor([83, 50])  # 20 and 11 encoder frames
+    assert subsampled_lengths(lens).tolist() == [20, 11]
+    batch = Batch(torch.randn(2, 83, 20), lens, ["", ""], ["a", "b"])
+    pieces = list(streaming_pieces(StreamingEncoder(encoder), batch))
+    assert len(pieces) == 7  # ceil(20 / 3) chunks of 3 frames
+    for k, (_, lengths, times) in enumerate(pieces):
+        ready = (3 * (k + 1) * 4 + 3) * 10.0  # chunk end + 30 ms, in ms
+        assert times == [min(ready, 830.0), min(ready, 500.0)]
+        assert lengths.tolist() == [min(3, max(0, n - 3 * k)) for n in (20, 11)]
+    masked = encoder(batch.feats, lens).out
+    streamed = torch.cat([frames for frames, _, _ in pieces], dim=1)
+    assert torch.allclose(streamed[0, :20], masked[0, :20], atol=1e-5)
+    assert torch.allclose(streamed[1, :11], masked[1, :11], atol=1e-5)
