@@ -273,14 +273,14 @@ def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     """The accuracy-latency trade-off: WER against mean emission delay, one point per system and chunk size."""
     sel, test_sets, decoding = _select(runs, config.plots, config)
     timed = sel[sel["delay_mean_ms"].notna()]
-    title = f"WER vs mean emission delay ({decoding} decoding)"
+    title = f"WER vs mean emission delay ({decoding})"
     if timed.empty:
         return _placeholder(title, "No run in these records has emission delays (streamkd emission-delay), so there is nothing to plot.")
     systems = _systems(timed[timed["method"] != TEACHER_METHOD]) if (timed["method"] != TEACHER_METHOD).any() else []
     colours = dict(zip(systems, _colours(len(systems))))
     chunks = sorted(int(c) for c in timed["chunk_size"].dropna().unique())
     markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(chunks)}
-    fig, axes = _panels(len(test_sets), title)
+    fig, axes = _panels(len(test_sets), title, width=6.4)
     for ax, test_set in zip(axes, test_sets):
         part = timed[timed["test_set"] == test_set]
         means = part.groupby(["model", "chunk_size"], dropna=False)[["wer", "delay_mean_ms"]].mean().reset_index()
@@ -302,9 +302,9 @@ def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="system (colour), chunk (marker)")
-    _footnote(fig, "Delay: emission time of each correctly recognised token (chunk-by-chunk decoding) minus its time in the "
-                   "teacher's forced alignment, mean over tokens, then over seeds. Lower left is better.")
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="system, chunk size")
+    _footnote(fig, "Delay: when chunk-by-chunk decoding emits each correctly recognised token minus its time\n"
+                   "in the teacher's forced alignment; mean over tokens, then over seeds. Lower left is better.")
     return fig
 
 
