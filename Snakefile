@@ -21,6 +21,7 @@ include: "workflow/rules/lang.smk"
 include: "workflow/rules/teacher_cache.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/emission.smk"
 include: "workflow/rules/results.smk"
 
 

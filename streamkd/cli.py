@@ -409,10 +409,12 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
               help="TEST_SET/METHOD=PATH of the per-utterance errors (errors.jsonl); needed for significance tests.")
 @click.option("--decode-stats", "stats_items", multiple=True,
               help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
+@click.option("--delay", "delay_items", multiple=True,
+              help="TEST_SET/METHOD=PATH of an emission-delay summary (delay.json).")
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
 @click.option("--out", required=True, type=PathType)
 def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
-           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path) -> None:
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, delay_items: Tuple[str, ...] = ()) -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -435,6 +437,7 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
     write_record(out, build_record(
         run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
         record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
+        delay_stats=keyed(delay_items, "--delay"),
     ))
 
 
@@ -626,6 +629,65 @@ def _default_method(model_dir: Optional[Path], checkpoint: Optional[Path], onnx:
 
         head = load_model(checkpoint or model_dir / "model.pt")[0].head.type
     return "ctc-1best" if "ctc" in head else "rnnt-greedy"
+
+
+@main.command("align-reference")
+@click.option("--checkpoint", required=True, type=ExistingPath, help="The full-context teacher.")
+@click.option("--cuts", required=True, type=ExistingPath)
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--head", default="ctc", show_default=True, type=click.Choice(["ctc", "transducer"]),
+              help="CTC: forced alignment over the CTC topology; transducer: the best RNN-T lattice path.")
+@click.option("--out", required=True, type=PathType, help="Output: token and word times per utterance (JSON lines).")
+@click.option("--max-duration", default=120.0, show_default=True, help="Seconds of audio per batch.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, threads, device) -> None:
+    """Reference token and word times: the reference transcripts force-aligned with a full-context model."""
+    import torch
+
+    from streamkd.decode.align import align_cuts
+
+    torch.set_num_threads(threads)
+    log.info("reference alignment: %s", align_cuts(checkpoint, cuts, bpe_model, out, head, max_duration, device))
+
+
+@main.command("emission-delay")
+@click.option("--checkpoint", required=True, type=ExistingPath)
+@click.option("--cuts", required=True, type=ExistingPath)
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--reference", required=True, type=ExistingPath, help="Reference times from align-reference.")
+@click.option("--method", default="ctc-1best-streaming", show_default=True, type=click.Choice(METHOD_NAMES),
+              help="A token-level method: '-streaming' times chunk by chunk, others frame by frame (offline).")
+@click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best.")
+@click.option("--emissions", required=True, type=PathType, help="Output: per-utterance tokens, emission times, delays.")
+@click.option("--summary", required=True, type=PathType, help="Output: mean/median/p90 delay (JSON).")
+@click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
+@click.option("--search-beam", default=20.0, show_default=True)
+@click.option("--output-beam", default=8.0, show_default=True)
+@click.option("--beam", default=4, show_default=True)
+@click.option("--fast-beam", default=4.0, show_default=True)
+@click.option("--max-states", default=32, show_default=True)
+@click.option("--max-contexts", default=8, show_default=True)
+@click.option("--max-symbols-per-frame", default=1, show_default=True)
+@click.option("--max-duration", default=120.0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def emission_delay(checkpoint, cuts, bpe_model, reference, method, graph, emissions, summary, chunk_size, search_beam,
+                   output_beam, beam, fast_beam, max_states, max_contexts, max_symbols_per_frame, max_duration,
+                   threads, device) -> None:
+    """When each hypothesis token is emitted, and its delay against the reference times."""
+    import torch
+
+    from streamkd.decode.emission import measure_emission_delay
+    from streamkd.decode.run import SearchOptions
+
+    torch.set_num_threads(threads)
+    options = SearchOptions(search_beam=search_beam, output_beam=output_beam, beam=beam, fast_beam=fast_beam,
+                            max_states=max_states, max_contexts=max_contexts, max_symbols_per_frame=max_symbols_per_frame)
+    result = measure_emission_delay(checkpoint, cuts, bpe_model, reference, emissions, summary, method=method,
+                                    graph_path=graph, chunk_size=chunk_size, options=options,
+                                    max_duration=max_duration, device=device)
+    log.info("emission delay: %s", result)
 
 
 if __name__ == "__main__":

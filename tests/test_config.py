@@ -6,6 +6,7 @@ import yaml
 
 from conftest import job_counts, run_snakemake
 from streamkd.config import ConfigError, config_hash, load_config, validate_config
+from streamkd.decode.methods import parse_method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,6 +133,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     assert counts["score"] == decodes
     assert counts.get("compile_hlg", 0) == int(any(m.startswith("ctc-hlg") for m in methods))
     assert counts["record"] == models
+    # Emission delay: token-level methods, the students' chunk-by-chunk ones and the teacher's offline ones,
+    # against one reference alignment per test set and head.
+    token_level = [parse_method(m) for m in methods if parse_method(m).search != "hlg"]
+    timed = sum(not m.streaming for m in token_level) + students * sum(m.streaming for m in token_level)
+    assert counts["emission_delay"] == tests * timed > 0
+    assert counts["align_reference"] == tests * len({m.head for m in token_level})
     assert counts["aggregate"] == 1
     assert counts["plots"] == 1
 

@@ -28,6 +28,46 @@ def micro_run(tmp_path_factory):
     return directory, snakemake(directory, MICRO)
 
 
+def read_jsonl(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_reference_alignment(path: Path, num_utterances: int) -> dict:
+    """Every reference token has a frame, in order, and its time is the end of that 40 ms frame."""
+    rows = read_jsonl(path)
+    assert len(rows) == num_utterances
+    for row in rows:
+        assert row["frames"] is not None and len(row["frames"]) == len(row["tokens"]) > 0
+        assert all(a <= b for a, b in zip(row["frames"], row["frames"][1:]))
+        assert row["times_ms"] == [(f + 1) * 40.0 for f in row["frames"]]
+        assert " ".join(w["word"] for w in row["words"]) == row["ref"]
+    return {row["id"]: row for row in rows}
+
+
+def check_emission_delays(exp: Path, records: dict, teacher_methods: set, student_methods: set) -> None:
+    """Each timed decode reproduces the decode's hypotheses and counts every reference token."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(exp.parent / "data/lang/bpe.model"))
+    for run, record in records.items():
+        methods = teacher_methods if run == "teacher" else student_methods
+        assert set(record["delay"]["test"]) == methods
+        for method in methods:
+            head = "transducer" if method.startswith("rnnt") else "ctc"
+            reference = check_reference_alignment(exp / f"teacher/align/test-{head}.jsonl", 8)
+            decode = exp / run / "decode" / f"test-{method}"
+            summary = json.loads((decode / "delay.json").read_text())
+            assert summary["mode"] == ("offline" if run == "teacher" else "streaming")
+            assert summary["num_utterances"] == 8 and summary["num_unaligned"] == 0
+            assert summary["num_reference"] == sum(len(r["tokens"]) for r in reference.values())
+            assert record["delay"]["test"][method]["mean_ms"] == summary["mean_ms"]
+            hyps = {r["id"]: r["hyp"] for r in read_jsonl(decode / "hyps.jsonl")}
+            for row in read_jsonl(decode / "emissions.jsonl"):
+                assert sp.decode(row["tokens"]) == hyps[row["id"]]
+                assert len(row["emission_ms"]) == len(row["tokens"])
+                assert all(a <= b for a, b in zip(row["emission_ms"], row["emission_ms"][1:]))
+
+
 @requires_tts
 @pytest.mark.slow
 def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
@@ -43,15 +83,19 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     markdown = (tmp_path / "results/tables/wer.md").read_text()
     assert markdown.startswith("WER (%) on test with ctc-1best decoding")
     header = [h.strip() for h in markdown.splitlines()[2].strip("|").split("|")]
-    assert header[0] == "Method" and header[-4:] == [
-        "test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %", "Params (M)"
+    assert header[0] == "Method" and header[-5:] == [
+        "test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %", "test @ 160 ms delay ms", "Params (M)"
     ]
+    # Emission delay: the teacher timed on its own offline decode, students on their chunk-by-chunk twin.
+    assert set(zip(table["method"], table["delay_decoding"])) == {
+        ("teacher", "ctc-1best"), ("none", "ctc-1best-streaming"), ("aux", "ctc-1best-streaming")}
+    assert {"delay_mean_ms", "delay_median_ms", "delay_p90_ms"} <= set(table.columns)
     assert "| teacher " in markdown and "| none " in markdown
     assert latex_problems((tmp_path / "results/tables/wer.tex").read_text()) == []
     assert "<table" in (tmp_path / "results/tables/wer.html").read_text()
     runs = pd.read_csv(tmp_path / "results/tables/runs.csv")
     assert set(runs["run"]) == {"teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"}
-    for plot in ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves"):
+    for plot in ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay"):
         assert (tmp_path / f"results/plots/{plot}.png").read_bytes()[:4] == b"\x89PNG"
         assert (tmp_path / f"results/plots/{plot}.pdf").read_bytes()[:5] == b"%PDF-"
     # The table is printed when the workflow ends.
@@ -83,6 +127,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
             assert info["rtf"] > 0 and info["streaming"] == method.endswith("-streaming")
             assert info["latency_ms"] == (None if run == "teacher" else 4 * 40 + 30)
         assert "epoch 1 done" in (run_dir / "log/train.log").read_text()
+    check_emission_delays(tmp_path / "exp", records, {"ctc-1best"}, {"ctc-1best-streaming"})
     # The distilled student trains with two auxiliary branches but deploys the baseline's parameters.
     baseline, aux = records["none-chunk4-seed1"], records["aux-chunk4-layers1_2-shift1-seed1"]
     assert (baseline["method"], baseline["kd_layers"], baseline["apc_shift"]) == ("none", None, None)
@@ -136,6 +181,11 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
         simulated = (decode / f"test-{search}/hyps.jsonl").read_text()
         assert (decode / f"test-{search}-streaming/hyps.jsonl").read_text() == simulated
     assert "rnnt_pruned=" in (tmp_path / "exp-transducer/teacher/log/train.log").read_text()
+    # Emission delays of every token-level search, against the teacher's CTC and transducer alignments.
+    records = {run: json.loads((tmp_path / "exp-transducer" / run / "record.json").read_text())
+               for run in ("teacher", "none-chunk4-seed1")}
+    check_emission_delays(tmp_path / "exp-transducer", records, {"rnnt-greedy", "rnnt-modified-beam", "rnnt-fast-beam", "ctc-1best"},
+                          {"rnnt-greedy-streaming", "rnnt-modified-beam-streaming"})
     # KD works with the transducer head too: the aux student trains on RNN-T + CTC + KD.
     aux_log = (tmp_path / "exp-transducer/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "rnnt_pruned=" in aux_log and "kd=" in aux_log

@@ -406,7 +406,7 @@ def test_latex_compiles_with_a_real_engine(grid, tmp_path):
 def test_plots_are_written_as_png_and_pdf(grid, tmp_path):
     runs = load_records(find_records(grid)).runs
     written = build_plots(runs, tmp_path / "plots")
-    assert set(written) == {"wer_vs_chunk", "wer_vs_apc_shift", "loss_curves"}
+    assert set(written) == {"wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay"}
     for paths in written.values():
         png, pdf = paths
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -519,14 +519,14 @@ def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
     for name in ("wer", "small"):
         for ext in ("csv", "md", "tex", "html"):
             assert (tmp_path / "out/tables" / f"{name}.{ext}").is_file()
-    for name in ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves"):
+    for name in ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "out/plots" / f"{name}.{ext}").is_file()
     html = (tmp_path / "out/tables/wer.html").read_text()
     assert "<b>9.50 ± 0.71</b>" in html and "<table" in html
     # One self-contained page: tables, embedded figures and the report's captions, nothing fetched.
     page = (tmp_path / "out/report.html").read_text()
-    assert page.count("<table") == 2 and page.count('src="data:image/png;base64,') == 3
+    assert page.count("<table") == 2 and page.count('src="data:image/png;base64,') == 4
     assert "WER (%) against chunk size (ms)" in page  # workflow/report/wer_vs_chunk.rst
     assert "relative WER reduction against" in page and "small.tex" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import k2
 import torch
@@ -125,20 +125,31 @@ def decode_whole(model: AsrModel, decoder: Decoder, batch: Batch, chunk_size: Op
     return search.finish()
 
 
-def decode_streaming(stream: StreamingEncoder, decoder: Decoder, batch: Batch) -> List[List[int]]:
-    """Feed features as they would arrive (one chunk's worth at a time) and search chunk by chunk."""
-    batch_size = batch.feats.size(0)
-    state = stream.init_state(batch_size)
-    search = decoder.new_search(batch_size)
+def stream_chunks(stream: StreamingEncoder, batch: Batch) -> Iterator[Tuple[Tensor, Tensor, int]]:
+    """Feed features as they would arrive (one chunk's worth at a time); yield every encoder chunk.
+
+    Yields ``(frames (B, C, D), valid lengths (B,), encoder frames done after this chunk)``.
+    """
+    state = stream.init_state(batch.feats.size(0))
     lens = batch.feat_lens.to(state.received.device)
-    piece = stream.stride
+    piece, chunk = stream.stride, stream.chunk_size
     for start in range(0, int(lens.max()), piece):
         feats = batch.feats[:, start : start + piece]
         real = (lens - start).clamp(min=0, max=feats.size(1))
         out, out_lens = stream.accept(state, feats, real, ended=lens <= start + piece)
-        search.advance(out, out_lens)
+        # accept() may return several chunks at once (at the end of input): hand them out one by one.
+        done_before = state.frames_done - out.size(1)
+        for first in range(0, out.size(1), chunk):
+            yield out[:, first : first + chunk], (out_lens - first).clamp(min=0, max=chunk), done_before + first + chunk
     if not state.finished:
         raise RuntimeError("streaming encoder did not flush every frame at the end of input")
+
+
+def decode_streaming(stream: StreamingEncoder, decoder: Decoder, batch: Batch) -> List[List[int]]:
+    """Search chunk by chunk as the streaming encoder produces the chunks."""
+    search = decoder.new_search(batch.feats.size(0))
+    for out, out_lens, _ in stream_chunks(stream, batch):
+        search.advance(out, out_lens)
     return search.finish()
 
 
@@ -162,6 +173,48 @@ def load_decoding_graph(method: DecodingMethod, graph_path: Optional[Path], voca
     return fsa
 
 
+@dataclass
+class LoadedDecoder:
+    """A saved model, ready to decode with one method."""
+
+    model: AsrModel
+    method: DecodingMethod
+    tokenizer: Tokenizer
+    graph: Union[k2.Fsa, WordGraph, None]
+    decoder: Decoder
+    stream: Optional[StreamingEncoder]  # for "-streaming" methods
+    chunk_size: Optional[int]  # the chunk the encoder runs with (None: full context)
+    streams_by_design: bool  # a causal encoder with a chunk: it can stream for real
+
+
+def load_decoder(
+    checkpoint: Path,
+    bpe_model: Path,
+    method: str,
+    graph_path: Optional[Path] = None,
+    chunk_size: Optional[int] = None,
+    options: SearchOptions = SearchOptions(),
+    device: str = "cpu",
+) -> LoadedDecoder:
+    """Load model, tokenizer and graph, and check that the model can be decoded with ``method``."""
+    decoding = parse_method(method)
+    tokenizer = Tokenizer(bpe_model)
+    model, _ = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
+    model.eval().to(device)
+    encoder = model.encoder
+    effective_chunk = chunk_size if chunk_size is not None else encoder.chunk_size
+    streams_by_design = bool(encoder.config.causal and effective_chunk is not None and effective_chunk > 0)
+    check_method(decoding, model.head, streams_by_design, str(checkpoint))
+    graph = load_decoding_graph(decoding, graph_path, tokenizer.vocab_size)
+    if isinstance(graph, k2.Fsa):
+        graph = graph.to(device)
+    elif isinstance(graph, WordGraph):
+        graph.fsa = graph.fsa.to(device)
+    decoder = Decoder(model, decoding, tokenizer, graph, options)
+    stream = StreamingEncoder(encoder, chunk_size=chunk_size) if decoding.streaming else None
+    return LoadedDecoder(model, decoding, tokenizer, graph, decoder, stream, effective_chunk, streams_by_design)
+
+
 @torch.no_grad()
 def decode_cuts(
     checkpoint: Path,
@@ -180,22 +233,9 @@ def decode_cuts(
 
     ``chunk_size`` overrides a streaming student's chunk (simulated and streaming alike).
     """
-    decoding = parse_method(method)
-    tokenizer = Tokenizer(bpe_model)
-    model, meta = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
-    model.eval().to(device)
-    encoder = model.encoder
-    effective_chunk = chunk_size if chunk_size is not None else encoder.chunk_size
-    # A causal encoder with a chunk limits what each frame sees: it can stream for real.
-    streams_by_design = encoder.config.causal and effective_chunk is not None and effective_chunk > 0
-    check_method(decoding, model.head, streams_by_design, str(checkpoint))
-    graph = load_decoding_graph(decoding, graph_path, tokenizer.vocab_size)
-    if isinstance(graph, k2.Fsa):
-        graph = graph.to(device)
-    elif isinstance(graph, WordGraph):
-        graph.fsa = graph.fsa.to(device)
-    decoder = Decoder(model, decoding, tokenizer, graph, options)
-    stream = StreamingEncoder(encoder, chunk_size=chunk_size) if decoding.streaming else None
+    loaded = load_decoder(checkpoint, bpe_model, method, graph_path, chunk_size, options, device)
+    model, decoding, decoder, stream = loaded.model, loaded.method, loaded.decoder, loaded.stream
+    encoder, effective_chunk, streams_by_design = model.encoder, loaded.chunk_size, loaded.streams_by_design
 
     cuts = load_cuts(cuts_path)
     total_audio = sum(c.duration for c in cuts)

@@ -8,6 +8,10 @@ The numbers of a table are computed here, as a tidy pandas frame with one row pe
 - ``rel_reduction``: ``100 * (WER_baseline - WER) / WER_baseline`` on the seed means, where
   the baseline is the ``none`` student (``results.baseline``) at the same chunk size and
   test set; positive means fewer errors than the baseline.
+- ``delay_mean_ms`` / ``delay_median_ms`` / ``delay_p90_ms``: emission delay of the correctly
+  recognised tokens against the teacher's reference times (:mod:`streamkd.decode.emission`),
+  averaged over seeds; ``delay_decoding`` names the decode it was measured on (a student's
+  chunk-by-chunk twin of the table's method; the teacher's own offline decode).
 - ``delta_wer``, ``ci_low``, ``ci_high``, ``prob_improvement``, ``significant``: the paired
   bootstrap of :mod:`streamkd.results.significance` against the same baseline.
 """
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from streamkd.results.config import MAIN_TABLE, TEACHER_METHOD, ResultsConfig, TableSpec
-from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, LoadedRecords, RecordError, load_records, system_sort_key
+from streamkd.results.load import DELAY_COLUMNS, FRAME_MS, SYSTEM_FIELDS, LoadedRecords, RecordError, load_records, system_sort_key
 from streamkd.results.significance import ErrorsFileError, compare
 from streamkd.utils import write_text
 
@@ -33,7 +37,7 @@ TEACHER = TEACHER_METHOD
 
 SUMMARY_COLUMNS = [
     "model", *SYSTEM_FIELDS, "chunk_size", "chunk_ms", "test_set", "decoding", "num_seeds", "seeds",
-    "wer_mean", "wer_std", "wer_min", "wer_max", "baseline_wer", "rel_reduction", "delta_wer", "gap_recovered",
+    "wer_mean", "wer_std", "wer_min", "wer_max", *DELAY_COLUMNS, "baseline_wer", "rel_reduction", "delta_wer", "gap_recovered",
     "ci_low", "ci_high", "prob_improvement", "significant", "num_utterances", "num_params",
     "num_params_training", "train_seconds", "runs",
 ]
@@ -138,6 +142,11 @@ def seed_statistics(runs: pd.DataFrame) -> pd.DataFrame:
         num_params=("num_params", "first"),
         num_params_training=("num_params_training", "first"),
         train_seconds=("train_seconds", "mean"),
+        # Emission delay: the mean over seeds of each seed's mean, median and 90th percentile.
+        delay_mean_ms=("delay_mean_ms", "mean"),
+        delay_median_ms=("delay_median_ms", "mean"),
+        delay_p90_ms=("delay_p90_ms", "mean"),
+        delay_decoding=("delay_decoding", "first"),
         **{f: (f, "first") for f in SYSTEM_FIELDS},
     ).reset_index()
     for (model, _, _), part in grouped:

@@ -17,7 +17,7 @@ TABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 BASELINE_METHOD = "none"
 TEACHER_METHOD = "teacher"
 # The figures every results folder gets (streamkd.results.plots), written as PNG and PDF.
-PLOTS = ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves")
+PLOTS = ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay")
 
 
 class ResultsConfigError(ValueError):
@@ -69,12 +69,13 @@ class TableSpec:
     gap_recovered: bool = True
     significance: bool = True
     params: bool = True
+    delay: bool = True  # emission-delay columns, when the records have them
 
     @classmethod
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.tables.?") -> "TableSpec":
         options = dict(options or {})
         _check_keys(section, options, cls)
-        for name in ("std", "relative_reduction", "gap_recovered", "significance", "params"):
+        for name in ("std", "relative_reduction", "gap_recovered", "significance", "params", "delay"):
             if name in options and not isinstance(options[name], bool):
                 raise ResultsConfigError(f"{section}.{name}: expected true or false, got {options[name]!r}")
         for name in ("caption", "decoding_method", "teacher_decoding_method"):
@@ -100,6 +101,7 @@ class TableSpec:
             gap_recovered=options.get("gap_recovered", True),
             significance=options.get("significance", True),
             params=options.get("params", True),
+            delay=options.get("delay", True),
         )
 
 

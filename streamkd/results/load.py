@@ -34,11 +34,15 @@ INTEGER_FIELDS = ("left_chunks", "kd_token_delay", "aux_ff_dim", "aux_num_heads"
 LABELLED_WHEN_VARYING = ("kd_teacher_layers", "kd_loss", "kd_weight", "left_chunks", *SETTING_FIELDS)
 METHOD_ORDER = ("teacher", "none", "token", "layer", "aux")
 FRAME_MS = 40  # one encoder frame after 4x subsampling of 10 ms features
+# Emission delay (ms) of a row, and which decode it was measured on (see _delay_of).
+DELAY_COLUMNS = ("delay_mean_ms", "delay_median_ms", "delay_p90_ms", "delay_decoding")
+STREAMING_SUFFIX = "-streaming"
 
 RUN_COLUMNS = [
     "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
     "num_params_training", "train_seconds", "config_hash",
+    *DELAY_COLUMNS,
 ]
 
 
@@ -123,9 +127,46 @@ def check_record(record: Any) -> List[str]:
         isinstance(errors, dict) and all(isinstance(v, dict) and all(isinstance(p, str) for p in v.values()) for v in errors.values())
     ):
         problems.append("errors must map test sets to {decoding_method: path}")
+    problems.extend(_delay_problems(record.get("delay")))
     if record.get("train_summary") is not None and not isinstance(record["train_summary"], str):
         problems.append("train_summary must be a path")
     return problems
+
+
+def _delay_problems(delay: Any) -> List[str]:
+    if delay is None:
+        return []
+    if not isinstance(delay, dict) or not all(isinstance(v, dict) for v in delay.values()):
+        return ["delay must map test sets to {decoding_method: {mean_ms, median_ms, p90_ms, ...}}"]
+    problems = []
+    for test_set, by_method in delay.items():
+        for method, stats in by_method.items():
+            for key in ("mean_ms", "median_ms", "p90_ms"):
+                value = stats.get(key) if isinstance(stats, dict) else None
+                if not isinstance(stats, dict) or key not in stats or not (value is None or _is_number(value)):
+                    problems.append(f"delay for {test_set}/{method}: {key} is {value!r}, expected a number or null")
+    return problems
+
+
+def _delay_of(record: dict, test_set: str, decoding: str) -> Dict[str, Any]:
+    """The emission delay of a (test set, decoding) row.
+
+    A student's whole-utterance ("simulated") decode has no timing of its own; it gives the
+    same hypotheses as its chunk-by-chunk twin, whose delay it shows.
+    """
+    by_method = (record.get("delay") or {}).get(test_set) or {}
+    source = decoding
+    if source not in by_method and record["role"] == "student" and not decoding.endswith(STREAMING_SUFFIX):
+        source = decoding + STREAMING_SUFFIX
+    stats = by_method.get(source)
+    if stats is None:
+        return {c: None for c in DELAY_COLUMNS}
+    return {
+        "delay_mean_ms": stats.get("mean_ms"),
+        "delay_median_ms": stats.get("median_ms"),
+        "delay_p90_ms": stats.get("p90_ms"),
+        "delay_decoding": source,
+    }
 
 
 def read_record(path: Path) -> dict:
@@ -177,6 +218,7 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
                     "decoding": decoding,
                     "wer": float(wer),
                     "errors_path": str(resolve_record_path(path, stored)) if stored else None,
+                    **_delay_of(record, test_set, decoding),
                 }
             )
     return rows
@@ -324,6 +366,8 @@ def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
     runs["model"] = runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
     for column in ("chunk_size", "apc_shift", *INTEGER_FIELDS):
         runs[column] = runs[column].astype("Int64")
+    for column in DELAY_COLUMNS[:3]:
+        runs[column] = pd.to_numeric(runs[column]).astype(float)
     return runs[RUN_COLUMNS]
 
 

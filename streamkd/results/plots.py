@@ -1,4 +1,4 @@
-"""Figures for papers and the report: WER vs chunk size, WER vs APC shift, loss curves.
+"""Figures for papers and the report: WER vs chunk size, WER vs APC shift, loss curves, WER vs emission delay.
 
 Each figure is written as PNG (for the report and quick looks) and PDF (vector, for papers).
 Matplotlib runs headless (Agg) and without pyplot's global state. When the records hold
@@ -278,10 +278,50 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     return fig
 
 
+def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
+    """The accuracy-latency trade-off: WER against mean emission delay, one point per system and chunk size."""
+    sel, test_sets, decoding = _select(runs, config.plots, config)
+    timed = sel[sel["delay_mean_ms"].notna()]
+    title = f"WER vs mean emission delay ({decoding})"
+    if timed.empty:
+        return _placeholder(title, "No run in these records has emission delays (streamkd emission-delay), so there is nothing to plot.")
+    systems = _systems(timed[timed["method"] != TEACHER_METHOD]) if (timed["method"] != TEACHER_METHOD).any() else []
+    colours = dict(zip(systems, _colours(len(systems))))
+    chunks = sorted(int(c) for c in timed["chunk_size"].dropna().unique())
+    markers = {c: MARKERS[i % len(MARKERS)] for i, c in enumerate(chunks)}
+    fig, axes = _panels(len(test_sets), title, width=6.4)
+    for ax, test_set in zip(axes, test_sets):
+        part = timed[timed["test_set"] == test_set]
+        means = part.groupby(["model", "chunk_size"], dropna=False)[["wer", "delay_mean_ms"]].mean().reset_index()
+        for _, r in means.iterrows():
+            if pd.isna(r["chunk_size"]):  # the teacher: offline, its own times
+                ax.scatter(r["delay_mean_ms"], r["wer"], color=TEACHER_COLOUR, marker="*", s=110, zorder=4,
+                           label="teacher (full context, offline)")
+                continue
+            chunk = int(r["chunk_size"])
+            ax.scatter(r["delay_mean_ms"], r["wer"], color=colours[r["model"]], marker=markers[chunk], s=45, zorder=3,
+                       label=f"{r['model']}, {chunk * FRAME_MS} ms chunks")
+        ax.set_xlabel("Mean emission delay (ms)")
+        ax.set_ylabel("WER (%)")
+        ax.set_title(f"test set: {test_set}")
+        ax.grid(True, alpha=0.3)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="system, chunk size")
+    _footnote(fig, "Delay: when chunk-by-chunk decoding emits each correctly recognised token minus its time\n"
+                   "in the teacher's forced alignment; mean over tokens, then over seeds. Lower left is better.")
+    return fig
+
+
 def build_plots(runs: pd.DataFrame, out_dir: Path, config: Optional[ResultsConfig] = None) -> Dict[str, List[Path]]:
     """Write every figure of :data:`PLOTS` as PNG and PDF to ``out_dir``."""
     config = config or ResultsConfig()
-    makers = {"wer_vs_chunk": plot_wer_vs_chunk, "wer_vs_apc_shift": plot_wer_vs_shift, "loss_curves": plot_loss_curves}
+    makers = {"wer_vs_chunk": plot_wer_vs_chunk, "wer_vs_apc_shift": plot_wer_vs_shift, "loss_curves": plot_loss_curves,
+              "wer_vs_delay": plot_wer_vs_delay}
     written = {}
     for name in PLOTS:
         fig = makers[name](runs, config)
@@ -290,5 +330,6 @@ def build_plots(runs: pd.DataFrame, out_dir: Path, config: Optional[ResultsConfi
     return written
 
 
-__all__ = ["PLOTS", "build_plots", "plot_files", "plot_loss_curves", "plot_wer_vs_chunk", "plot_wer_vs_shift", "save_figure"]
+__all__ = ["PLOTS", "build_plots", "plot_files", "plot_loss_curves", "plot_wer_vs_chunk", "plot_wer_vs_delay", "plot_wer_vs_shift",
+           "save_figure"]
 

@@ -99,6 +99,18 @@ def _decode_info(path: Path) -> Dict[str, Any]:
         raise ValueError(f"cannot read decoding statistics {path}: {e}") from e
 
 
+DELAY_FIELDS = ("mean_ms", "median_ms", "p90_ms", "num_matched", "num_reference", "mode")
+
+
+def _delay_info(path: Path) -> Dict[str, Any]:
+    """The emission-delay facts a record keeps from a ``delay.json`` (streamkd emission-delay)."""
+    try:
+        summary = json.loads(Path(path).read_text())
+        return {key: summary[key] for key in DELAY_FIELDS}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read the emission-delay summary {path}: {e}") from e
+
+
 def build_record(
     run: str,
     train_summary_path: Path,
@@ -107,6 +119,7 @@ def build_record(
     errors_paths: Optional[Mapping[WerKey, Path]] = None,
     record_dir: Optional[Path] = None,
     decode_stats: Optional[Mapping[WerKey, Path]] = None,
+    delay_stats: Optional[Mapping[WerKey, Path]] = None,
 ) -> dict:
     """Combine the training summary and the WER of every test set and decoding method into one record.
 
@@ -116,7 +129,8 @@ def build_record(
     ``record_dir`` (the folder the record will be written to) the record stores them, and the
     training summary's path, relative to that folder. ``decode_stats`` point at the
     ``decode.json`` of each decode, whose RTF, algorithmic latency and streaming flag go to
-    ``record["decoding"][test_set][method]``.
+    ``record["decoding"][test_set][method]``. ``delay_stats`` point at the ``delay.json`` of
+    each emission-delay measurement (mean/median/p90 ms), kept in ``record["delay"]``.
     """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
@@ -136,6 +150,10 @@ def build_record(
     for key, path in (decode_stats or {}).items():
         test_set, method = _split_key(key, decoding_method)
         decoding.setdefault(test_set, {})[method] = _decode_info(path)
+    delay: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for key, path in (delay_stats or {}).items():
+        test_set, method = _split_key(key, decoding_method)
+        delay.setdefault(test_set, {})[method] = _delay_info(path)
     return {
         "run": run,
         "role": train["role"],
@@ -164,6 +182,7 @@ def build_record(
         "wer": wer,
         "errors": errors,
         "decoding": decoding,
+        "delay": delay,
         "train_summary": relative_to_record(train_summary_path, base),
         "versions": software_versions(),
     }

@@ -32,6 +32,7 @@ PLOT_TITLES = {
     "wer_vs_chunk": "WER vs chunk size",
     "wer_vs_apc_shift": "WER vs APC shift",
     "loss_curves": "Training and validation loss",
+    "wer_vs_delay": "WER vs emission delay",
 }
 
 

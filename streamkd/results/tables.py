@@ -47,8 +47,9 @@ LABEL_COLUMNS = (
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
 GAP_HEADER = "gap %"
+DELAY_HEADER = "delay ms"
 PARAMS_HEADER = "Params (M)"
-STAT_HEADERS = {"rel": REL_HEADER, "gap": GAP_HEADER}
+STAT_HEADERS = {"rel": REL_HEADER, "gap": GAP_HEADER, "delay": DELAY_HEADER}
 
 
 @dataclass
@@ -63,7 +64,7 @@ class Cell:
 class ValueColumn:
     chunk_size: int
     test_set: str
-    stat: str  # "wer", "rel" (relative reduction) or "gap" (share of the baseline-teacher gap closed)
+    stat: str  # "wer", "rel" (relative reduction), "gap" (share of the baseline-teacher gap closed) or "delay"
 
     @property
     def chunk_label(self) -> str:
@@ -100,9 +101,27 @@ def _params(num: float) -> str:
     return DASH if pd.isna(num) else f"{num / 1e6:#.3g}".rstrip(".")
 
 
-def value_stats(spec) -> Tuple[str, ...]:
+def value_stats(table: TableData) -> Tuple[str, ...]:
     """The numbers each chunk size x test set column shows."""
-    return ("wer",) + (("rel",) if spec.relative_reduction else ()) + (("gap",) if spec.gap_recovered else ())
+    spec = table.spec
+    return (("wer",) + (("rel",) if spec.relative_reduction else ()) + (("gap",) if spec.gap_recovered else ())
+            + (("delay",) if has_delay(table) else ()))
+
+
+def has_delay(table: TableData) -> bool:
+    """Whether the table shows emission delays: asked for, and some row was measured.
+
+    A measurement without a correctly recognised token has no delay; its cell shows a dash.
+    """
+    return bool(table.spec.delay and table.summary["delay_decoding"].notna().any())
+
+
+def _delay_text(row) -> Optional[str]:
+    """``mean / median / p90`` in whole ms, or None without a measurement."""
+    values = [row["delay_mean_ms"], row["delay_median_ms"], row["delay_p90_ms"]]
+    if any(pd.isna(v) for v in values):
+        return None
+    return " / ".join(f"{v:.0f}" for v in values)
 
 
 def layout(table: TableData) -> Layout:
@@ -119,12 +138,8 @@ def layout(table: TableData) -> Layout:
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 
-    columns = [
-        ValueColumn(c, t, stat)
-        for c in table.chunk_sizes
-        for t in table.test_sets
-        for stat in value_stats(spec)
-    ]
+    stats = value_stats(table)
+    columns = [ValueColumn(c, t, stat) for c in table.chunk_sizes for t in table.test_sets for stat in stats]
     by_key = {}
     for _, r in summary.iterrows():
         chunk = None if pd.isna(r["chunk_size"]) else int(r["chunk_size"])
@@ -148,6 +163,8 @@ def layout(table: TableData) -> Layout:
             elif col.stat == "gap":
                 gap = float("nan") if method in (table.baseline, TEACHER) else r["gap_recovered"]
                 row_cells.append(Cell(None if pd.isna(gap) else _fmt(gap, 0)))
+            elif col.stat == "delay":
+                row_cells.append(Cell(_delay_text(r)))
             else:
                 if method == table.baseline:
                     rel = float("nan")
@@ -170,8 +187,9 @@ def layout(table: TableData) -> Layout:
         for i, v in candidates:
             if v == best:
                 cells[i][j].bold = True
-                for k in range(1, len(value_stats(table.spec))):
-                    if methods[i] != table.baseline and cells[i][j + k].value is not None:
+                # ... and its reduction and gap closed (the delay is not a rank).
+                for k, stat in enumerate(stats[1:], 1):
+                    if stat in ("rel", "gap") and methods[i] != table.baseline and cells[i][j + k].value is not None:
                         cells[i][j + k].bold = True
 
     params = [_params(first.loc[m, "num_params"]) for m in table.systems] if spec.params else None
@@ -182,7 +200,7 @@ def layout(table: TableData) -> Layout:
         cells=cells,
         params=params,
         show_test_level=len(table.test_sets) > 1,
-        show_stat_level=len(value_stats(spec)) > 1,
+        show_stat_level=len(stats) > 1,
     )
     out.title, out.legend = describe(table)
     return out
@@ -204,6 +222,12 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
     legend = [
         f"Columns: chunk size ({FRAME_MS} ms encoder frames); a streaming student's algorithmic latency is the chunk plus 30 ms of front-end look-ahead.",
     ]
+    if has_delay(table):
+        legend.append(
+            f"{DELAY_HEADER}: emission delay, mean / median / 90th percentile over correctly recognised tokens (mean over seeds): "
+            "when chunk-by-chunk decoding first shows a token for good (chunk arrival plus front-end look-ahead) minus "
+            "the token's time in the teacher's forced alignment of the reference. The teacher's row is its own offline decode."
+        )
     if spec.relative_reduction:
         legend.append(f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors).")
     if spec.gap_recovered:

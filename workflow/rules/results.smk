@@ -13,6 +13,7 @@ rule record:
         wers=lambda w: [f"{d}/wer.json" for _, _, d in decode_items(w.run)],
         errors=lambda w: [f"{d}/errors.jsonl" for _, _, d in decode_items(w.run)],
         stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
+        delays=lambda w: [f"{d}/delay.json" for _, m, d in decode_items(w.run) if m in emission_methods(w.run)],
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
@@ -20,13 +21,16 @@ rule record:
             f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
             for t, m, d in decode_items(w.run)
         ),
+        delays=lambda w: " ".join(
+            f"--delay {t}/{m}={d}/delay.json" for t, m, d in decode_items(w.run) if m in emission_methods(w.run)
+        ),
     resources:
         **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/record.log",
     shell:
         "streamkd record --run {wildcards.run} --train-summary {input.summary}"
-        " {params.decodes} --out {output.record} > {log} 2>&1"
+        " {params.decodes} {params.delays} --out {output.record} > {log} 2>&1"
 
 
 TABLE_FORMATS = {"html": "HTML", "csv": "CSV", "tex": "LaTeX", "md": "Markdown"}
@@ -73,6 +77,7 @@ PLOT_TITLES = {
     "wer_vs_chunk": "WER vs chunk size",
     "wer_vs_apc_shift": "WER vs APC shift",
     "loss_curves": "loss curves",
+    "wer_vs_delay": "WER vs emission delay",
 }
 
 

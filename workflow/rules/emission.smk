@@ -1,0 +1,65 @@
+# Emission delay: reference token times from the full-context teacher (once per test set and
+# head), then when each run's decoder emits its tokens (students chunk by chunk, the teacher
+# offline as a sanity check) and the delay against those times.
+
+ALIGN_OUT = f"{EXP}/{TEACHER_RUN}/align/{{test_set}}-{{head}}.jsonl"
+
+
+def emission_methods(run):
+    """Token-level methods of a run that get emission times: students' chunk-by-chunk searches,
+    the teacher's offline ones (HLG decoding outputs words and is left out)."""
+    methods = [parse_method(m) for m in run_methods(run)]
+    return [m.name for m in methods if m.search != "hlg" and m.streaming == (run != TEACHER_RUN)]
+
+
+def reference_alignment(wildcards):
+    return ALIGN_OUT.format(test_set=wildcards.test_set, head=parse_method(wildcards.method).head)
+
+
+rule align_reference:
+    input:
+        model=TEACHER_MODEL,
+        cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
+        bpe=BPE_MODEL,
+    output:
+        ALIGN_OUT,
+    params:
+        max_duration=DECODING.get("max_duration", 120.0),
+    wildcard_constraints:
+        test_set=alternatives(TEST_SETS),
+        head="ctc|transducer",
+    threads: THREADS
+    resources:
+        **RESOURCES["decode"],
+    log:
+        f"{EXP}/{TEACHER_RUN}/log/align-{{test_set}}-{{head}}.log",
+    shell:
+        "streamkd align-reference --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
+        " --head {wildcards.head} --out {output} --max-duration {params.max_duration} --threads {threads} > {log} 2>&1"
+
+
+rule emission_delay:
+    input:
+        model=f"{EXP}/{{run}}/model.pt",
+        cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
+        bpe=BPE_MODEL,
+        graph=decoding_graph,
+        reference=reference_alignment,
+    output:
+        emissions=f"{DECODE_OUT}/emissions.jsonl",
+        summary=f"{DECODE_OUT}/delay.json",
+    params:
+        graph=lambda w, input: f"--graph {input.graph}" if input.graph else "",
+        search=SEARCH_ARGS,
+    wildcard_constraints:
+        test_set=alternatives(TEST_SETS),
+        method=alternatives(METHOD_NAMES),
+    threads: THREADS
+    resources:
+        **RESOURCES["decode"],
+    log:
+        f"{EXP}/{{run}}/log/emission-{{test_set}}-{{method}}.log",
+    shell:
+        "streamkd emission-delay --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
+        " --reference {input.reference} --method {wildcards.method} {params.graph}"
+        " --emissions {output.emissions} --summary {output.summary} {params.search} --threads {threads} > {log} 2>&1"
