@@ -46,13 +46,13 @@ def stage_settings(config: Mapping[str, Any], stage: str) -> Dict[str, Any]:
 
 
 def training_gpus(config: Mapping[str, Any]) -> int:
-    return int(config["training"].get("gpus", 0))
+    return int(config["training"]["gpus"])
 
 
 def training_processes(config: Mapping[str, Any]) -> int:
     """Processes of one training job: one per GPU, or ``cpu_processes`` on the CPU."""
     gpus = training_gpus(config)
-    return gpus if gpus > 0 else int(config["training"].get("cpu_processes", 1))
+    return gpus if gpus > 0 else int(config["training"]["cpu_processes"])
 
 
 def rule_resources(config: Mapping[str, Any], stage: str, major: Optional[int] = None) -> Dict[str, Any]:
@@ -100,4 +100,4 @@ def train_launcher(config: Mapping[str, Any]) -> str:
 
 def train_threads(config: Mapping[str, Any]) -> int:
     """CPU threads (SLURM --cpus-per-task) of a training job: threads per process x processes."""
-    return int(config["training"].get("threads", 1)) * training_processes(config)
+    return int(config["training"]["threads"]) * training_processes(config)

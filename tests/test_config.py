@@ -4,10 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from helpers import REPO, job_counts, run_snakemake
 from streamkd.config import ConfigError, config_hash, load_config, validate_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import requires_tts, run_snakemake
+from helpers import REPO, requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 
-REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "workflow/configs/micro.yaml"
 MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
 

@@ -21,10 +21,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from helpers import REPO, job_counts, run_snakemake
 from streamkd.cluster import rule_resources, train_launcher, train_threads
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow/profiles/slurm"
 LOCAL_SLURM = REPO / "workflow/scripts/local_slurm.sh"
 
