@@ -162,7 +162,9 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
     try:
         return [int(part) for part in value.split(",")]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name)
+        raise click.BadParameter(
+            f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name
+        ) from None
 
 
 @main.command("train")
@@ -229,7 +231,7 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
         )
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
-        raise SystemExit(128 + stop.signum)
+        raise SystemExit(128 + stop.signum) from stop
 
 
 @main.command("decode")

@@ -18,13 +18,17 @@ from typing import Any, Dict, Mapping, Optional
 
 STAGES = ("default", "corpus", "features", "train", "decode")
 
-#: Defaults per stage, used where the config's ``resources`` section says nothing.
+#: Defaults per stage, used where the config's ``resources`` section says nothing (config.yaml;
+#: the LibriSpeech configs set their own). Memory is 2-4 times the peak resident memory
+#: measured for config.yaml's model sizes on the CPU: training 543-565 MiB, decoding
+#: 482-531 MiB, corpus 918 and features 405 (micro run); workflow/profiles/README.md has the
+#: commands. Training gets more because a GPU job's CUDA libraries add 1-3 GB of host memory.
 DEFAULT_RESOURCES: Mapping[str, Mapping[str, Any]] = {
-    "default": {"mem_mb": 4000, "runtime": 60},
-    "corpus": {"mem_mb": 8000, "runtime": 360},
-    "features": {"mem_mb": 8000, "runtime": 720},
-    "train": {"mem_mb": 16000, "runtime": 2880},
-    "decode": {"mem_mb": 8000, "runtime": 240},
+    "default": {"mem_mb": 2000, "runtime": 60},
+    "corpus": {"mem_mb": 2000, "runtime": 360},
+    "features": {"mem_mb": 2000, "runtime": 720},
+    "train": {"mem_mb": 4000, "runtime": 2880},
+    "decode": {"mem_mb": 2000, "runtime": 240},
 }
 
 
