@@ -8,6 +8,7 @@
 import os
 from pathlib import Path
 
+
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
@@ -37,5 +38,7 @@ rule all:
 onsuccess:
     if os.path.exists(WER_TABLE):
         print(f"\n{Path(WER_TABLE).read_text()}")
-        print(f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
-              "for a browsable report run: snakemake --report report.html")
+        print(
+            f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
+            "for a browsable report run: snakemake --report report.html"
+        )

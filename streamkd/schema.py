@@ -80,7 +80,9 @@ def pattern(key: str) -> "re.Pattern[str]":
     return re.compile(subschema(key)["pattern"])
 
 
-def fill_defaults(config: MutableMapping[str, Any], schema: Mapping[str, Any] | None = None) -> MutableMapping[str, Any]:
+def fill_defaults(
+    config: MutableMapping[str, Any], schema: Mapping[str, Any] | None = None
+) -> MutableMapping[str, Any]:
     """Add every missing key that has a ``default`` in the schema, in place; returns ``config``.
 
     Only plain ``properties`` are followed (through ``$ref``), never ``oneOf``/``anyOf``

@@ -30,16 +30,34 @@ def run_snakemake(
     """``python -m snakemake ARGS`` with this repository's Snakefile, working in ``directory``."""
     configs = ["--configfile", *map(str, configfiles)] if configfiles else []
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *map(str, args), "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(directory), *configs],
-        capture_output=True, text=True, env=env, check=check, timeout=timeout,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            *map(str, args),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(directory),
+            *configs,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=check,
+        timeout=timeout,
     )
 
 
 def job_counts(dry_run_stdout: str) -> Counter:
     """Rule name -> number of jobs, read from the job-stats table ``snakemake -n`` prints."""
-    return Counter({p[0]: int(p[1]) for p in (line.split() for line in dry_run_stdout.splitlines())
-                    if len(p) == 2 and p[1].isdigit()})
+    return Counter(
+        {
+            p[0]: int(p[1])
+            for p in (line.split() for line in dry_run_stdout.splitlines())
+            if len(p) == 2 and p[1].isdigit()
+        }
+    )
 
 
 def write_feature_cuts(directory: Path, feats, texts, name: str = "cuts"):
@@ -54,13 +72,25 @@ def write_feature_cuts(directory: Path, feats, texts, name: str = "cuts"):
             duration = matrix.shape[0] * 0.01
             key = writer.write(cut_id, matrix.numpy())
             features = Features(
-                type="fbank", num_frames=matrix.shape[0], num_features=matrix.shape[1], frame_shift=0.01,
-                sampling_rate=16000, start=0.0, duration=duration, storage_type=writer.name,
-                storage_path=str(writer.storage_path), storage_key=key, channels=0,
+                type="fbank",
+                num_frames=matrix.shape[0],
+                num_features=matrix.shape[1],
+                frame_shift=0.01,
+                sampling_rate=16000,
+                start=0.0,
+                duration=duration,
+                storage_type=writer.name,
+                storage_path=str(writer.storage_path),
+                storage_key=key,
+                channels=0,
                 recording_id=cut_id,
             )
             supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=duration, text=text)
-            cuts.append(MonoCut(id=cut_id, start=0.0, duration=duration, channel=0, supervisions=[supervision], features=features))
+            cuts.append(
+                MonoCut(
+                    id=cut_id, start=0.0, duration=duration, channel=0, supervisions=[supervision], features=features
+                )
+            )
     path = directory / f"{name}.jsonl.gz"
     CutSet.from_cuts(cuts).to_file(path)
     return path
@@ -95,9 +125,15 @@ def mixed_engine_corpus_config(**overrides):
         Voice("flite-rms", "flite", "rms"),
     ]
     config = CorpusConfig(
-        seed=0, num_train=2000, num_dev=150, num_test=150, voices=voices,
+        seed=0,
+        num_train=2000,
+        num_dev=150,
+        num_test=150,
+        voices=voices,
         heldout_test_voice=Voice("espeak-en-us-f4", "espeak-ng", "en-us+f4"),
-        speed_range=(0.85, 1.15), pitch_range=(30, 70), snr_db_range=(10.0, 30.0),
+        speed_range=(0.85, 1.15),
+        pitch_range=(30, 70),
+        snr_db_range=(10.0, 30.0),
     )
     return replace(config, **overrides)
 

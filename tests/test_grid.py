@@ -1,8 +1,6 @@
 """The distillation grid: expansion, run names, start-up checks and Snakemake's job counts."""
 
-import copy
 import re
-from pathlib import Path
 
 import pytest
 import yaml

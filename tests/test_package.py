@@ -26,8 +26,21 @@ def wheel(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "streamkd", source / "streamkd", ignore=shutil.ignore_patterns("__pycache__"))
     # No build isolation: the build uses the installed setuptools instead of downloading one.
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(source)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (path,) = out.glob("streamkd-*.whl")
@@ -50,7 +63,9 @@ def test_installed_package_reads_its_data_outside_the_checkout(wheel, tmp_path):
     site = tmp_path / "site"
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     config = tmp_path / "config.yaml"
@@ -68,8 +83,9 @@ def test_installed_package_reads_its_data_outside_the_checkout(wheel, tmp_path):
     # The install comes first on the path, the dependencies from this interpreter's site-packages;
     # the working directory is outside the checkout, so nothing is read from it.
     env = {**os.environ, "PYTHONPATH": str(site)}
-    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert Path(lines[0]).resolve().is_relative_to(site.resolve()), lines[0]

@@ -21,8 +21,15 @@ def runs(tmp_path):
     write_run(exp, "teacher", method="teacher", seed=42, errors={"test": ue(5)})
     for seed, errors in zip((1, 2), (10, 12)):
         write_run(exp, f"none-chunk4-seed{seed}", seed=seed, errors={"test": ue(errors)})
-        write_run(exp, f"aux-chunk4-seed{seed}", method="aux", kd_layers="3,6", apc_shift=2, seed=seed,
-                  errors={"test": ue(errors - 2)})
+        write_run(
+            exp,
+            f"aux-chunk4-seed{seed}",
+            method="aux",
+            kd_layers="3,6",
+            apc_shift=2,
+            seed=seed,
+            errors={"test": ue(errors - 2)},
+        )
     write_run(exp, "none-chunk8-seed1", chunk=8, errors={"test": ue(8)})
     return load_records(find_records(exp)).runs
 
@@ -34,8 +41,12 @@ def _drawn(fig):
 
 
 def _inside(box, fig, tolerance=0.5):
-    return (box.x0 >= -tolerance and box.x1 <= fig.bbox.width + tolerance
-            and box.y0 >= -tolerance and box.y1 <= fig.bbox.height + tolerance)
+    return (
+        box.x0 >= -tolerance
+        and box.x1 <= fig.bbox.width + tolerance
+        and box.y0 >= -tolerance
+        and box.y1 <= fig.bbox.height + tolerance
+    )
 
 
 @pytest.mark.parametrize("name", sorted(PLOTTERS))

@@ -9,7 +9,6 @@ import jsonschema
 import pytest
 import yaml
 
-from helpers import REPO
 from streamkd.cli import main as cli
 from streamkd.config import ConfigError, load_config, validate_config
 from streamkd.data.embedded import Voice
@@ -18,6 +17,8 @@ from streamkd.model.heads import HeadConfig
 from streamkd.results.config import PlotConfig, ResultsConfig, SignificanceConfig, TableSpec
 from streamkd.schema import config_default, fill_defaults, load_schema, subschema
 from streamkd.training.config import OptimisationConfig
+
+from helpers import REPO
 
 
 def _defaults(node, path=""):
@@ -122,9 +123,19 @@ CLI_DEFAULTS = {
     ("compile-hlg", "order"): "decoding.lm.order",
     ("train", "left_chunks"): "model.left_chunks",
     ("train", "threads"): "training.threads",
-    **{("decode", key): f"decoding.{key}" for key in (
-        "search_beam", "output_beam", "beam", "fast_beam", "max_states", "max_contexts", "max_symbols_per_frame",
-        "max_duration")},
+    **{
+        ("decode", key): f"decoding.{key}"
+        for key in (
+            "search_beam",
+            "output_beam",
+            "beam",
+            "fast_beam",
+            "max_states",
+            "max_contexts",
+            "max_symbols_per_frame",
+            "max_duration",
+        )
+    },
 }
 
 

@@ -255,7 +255,7 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     colours["teacher (full context)"] = TEACHER_COLOUR
     fig, (ax_train, ax_dev) = _panels(2, title, width=5.0)
     seen = set()
-    for record, (row, history) in histories.items():
+    for record, (_row, history) in histories.items():
         series = frame.loc[frame["record"] == record, "series"].iloc[0]
         epochs = [h["epoch"] for h in history]
         label = None if series in seen else series

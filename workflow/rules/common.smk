@@ -112,9 +112,12 @@ def student_args(wildcards):
     args = ["--left-chunks", config["model"]["left_chunks"]] + cell.train_args()
     if cell.method != "none":
         args += [
-            "--kd", as_json(config["kd"]),
-            "--teacher", TEACHER_MODEL,
-            "--teacher-encoder", as_json(config["model"]["teacher"]),
+            "--kd",
+            as_json(config["kd"]),
+            "--teacher",
+            TEACHER_MODEL,
+            "--teacher-encoder",
+            as_json(config["model"]["teacher"]),
         ]
     return shell_args(args)
 
@@ -130,7 +133,16 @@ def decoding_graph(wildcards):
 
 def search_args():
     """Every search option of the decoding section as command-line flags."""
-    keys = ("search_beam", "output_beam", "beam", "fast_beam", "max_states", "max_contexts", "max_symbols_per_frame", "max_duration")
+    keys = (
+        "search_beam",
+        "output_beam",
+        "beam",
+        "fast_beam",
+        "max_states",
+        "max_contexts",
+        "max_symbols_per_frame",
+        "max_duration",
+    )
     return " ".join(f"--{key.replace('_', '-')} {config['decoding'][key]}" for key in keys)
 
 
