@@ -6,11 +6,13 @@
 # The Snakefile is only the entry point; each stage lives in workflow/rules/.
 
 import os
+from pathlib import Path
+
 
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
-report: "workflow/report/workflow.rst"
+report: "streamkd/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -37,6 +39,8 @@ rule all:
 
 onsuccess:
     if os.path.exists(WER_TABLE):
-        print("\n" + open(WER_TABLE).read())
-        print(f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
-              "for a browsable report run: snakemake --report report.html")
+        print(f"\n{Path(WER_TABLE).read_text()}")
+        print(
+            f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
+            "for a browsable report run: snakemake --report report.html"
+        )

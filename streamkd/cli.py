@@ -16,6 +16,7 @@ import click
 from streamkd.data.corpora import CORPORA
 from streamkd.decode.methods import METHOD_NAMES
 from streamkd.distill.config import METHODS
+from streamkd.schema import config_default
 from streamkd.utils import setup_logging
 
 log = logging.getLogger("streamkd")
@@ -45,10 +46,10 @@ def main(log_file: Optional[Path]) -> None:
 @main.command("prepare-embedded")
 @click.option("--corpus-config", required=True, help="JSON object: the config's corpus section.")
 @click.option("--out-dir", required=True, type=PathType)
-@click.option("--num-jobs", default=1, show_default=True)
+@click.option("--num-jobs", default=config_default("corpus.num_jobs"), show_default=True)
 def prepare_embedded(corpus_config: str, out_dir: Path, num_jobs: int) -> None:
     """Synthesise the embedded corpus and write its lhotse manifests."""
-    from streamkd.data.corpus import CorpusConfig, prepare_embedded_corpus
+    from streamkd.data.embedded import CorpusConfig, prepare_embedded_corpus
 
     options = _json_option(corpus_config, "--corpus-config")
     options.pop("name", None)
@@ -61,11 +62,11 @@ def prepare_embedded(corpus_config: str, out_dir: Path, num_jobs: int) -> None:
 @click.option("--supervisions", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=PathType, help="Output cut manifest (.jsonl.gz).")
 @click.option("--storage-dir", required=True, type=PathType)
-@click.option("--num-mel-bins", default=80, show_default=True)
-@click.option("--num-jobs", default=1, show_default=True)
-@click.option("--speed-perturb/--no-speed-perturb", default=False, show_default=True,
+@click.option("--num-mel-bins", default=config_default("features.num_mel_bins"), show_default=True)
+@click.option("--num-jobs", default=config_default("features.num_jobs"), show_default=True)
+@click.option("--speed-perturb/--no-speed-perturb", default=config_default("features.speed_perturb"), show_default=True,
               help="Add copies of every cut at speed 0.9 and 1.1.")
-@click.option("--on-the-fly/--precomputed", default=False, show_default=True,
+@click.option("--on-the-fly/--precomputed", default=config_default("features.on_the_fly"), show_default=True,
               help="Write cuts without features; the loaders compute fbank from the audio.")
 def compute_fbank(recordings, supervisions, cuts, storage_dir, num_mel_bins, num_jobs, speed_perturb, on_the_fly) -> None:
     """Compute log-mel filterbank features with lhotse and store them with lilcom."""
@@ -104,7 +105,7 @@ def download_librispeech(target_dir: Path, corpus_name: str) -> None:
 @click.option("--cuts", required=True, type=ExistingPath, help="Training cuts whose transcripts are used.")
 @click.option("--model", "model_path", required=True, type=PathType)
 @click.option("--vocab-size", required=True, type=int)
-@click.option("--model-type", default="bpe", show_default=True, type=click.Choice(["bpe", "unigram"]))
+@click.option("--model-type", default=config_default("bpe.model_type"), show_default=True, type=click.Choice(["bpe", "unigram"]))
 def train_bpe(cuts: Path, model_path: Path, vocab_size: int, model_type: str) -> None:
     """Train the sentencepiece model on the training transcripts."""
     from lhotse import load_manifest_lazy
@@ -130,7 +131,7 @@ def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
 
 @main.command("train-lm")
 @click.option("--cuts", required=True, type=ExistingPath, help="Cuts whose transcripts the LM is trained on.")
-@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6))
+@click.option("--order", default=config_default("decoding.lm.order"), show_default=True, type=click.IntRange(1, 6))
 @click.option("--arpa", required=True, type=PathType, help="Output: the word n-gram LM in ARPA format.")
 def train_lm(cuts: Path, order: int, arpa: Path) -> None:
     """Train a Kneser-Ney word n-gram LM on the transcripts."""
@@ -144,7 +145,7 @@ def train_lm(cuts: Path, order: int, arpa: Path) -> None:
 @main.command("compile-hlg")
 @click.option("--bpe-model", required=True, type=ExistingPath)
 @click.option("--arpa", required=True, type=ExistingPath, help="Word n-gram LM (ARPA); its words make the lexicon.")
-@click.option("--order", default=3, show_default=True, type=click.IntRange(1, 6), help="Highest LM order to use.")
+@click.option("--order", default=config_default("decoding.lm.order"), show_default=True, type=click.IntRange(1, 6), help="Highest LM order to use.")
 @click.option("--out", required=True, type=PathType)
 def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
     """Build the HLG graph (CTC topology, BPE lexicon, word LM) for ctc-hlg decoding."""
@@ -161,7 +162,9 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
     try:
         return [int(part) for part in value.split(",")]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name)
+        raise click.BadParameter(
+            f"expected comma-separated layer numbers such as 3,6, got {value!r}", param_hint=name
+        ) from None
 
 
 @main.command("train")
@@ -174,8 +177,8 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
 @click.option("--optimisation", "optimisation_json", required=True, help="JSON object of optimisation options.")
 @click.option("--seed", required=True, type=int)
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
-@click.option("--left-chunks", type=int, default=-1, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True,
+@click.option("--left-chunks", type=int, default=config_default("model.left_chunks"), show_default=True)
+@click.option("--threads", type=int, default=config_default("training.threads"), show_default=True,
               help="CPU threads of the job, shared by the processes torchrun starts on this node.")
 @click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
 @click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
@@ -231,7 +234,7 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
         )
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
-        raise SystemExit(128 + stop.signum)
+        raise SystemExit(128 + stop.signum) from stop
 
 
 @main.command("cache-teacher")
@@ -310,20 +313,20 @@ def archive_records(exp_dir, out_dir) -> None:
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--method", default="ctc-1best", show_default=True, type=click.Choice(METHOD_NAMES),
+@click.option("--method", default=config_default("decoding.methods")[0], show_default=True, type=click.Choice(METHOD_NAMES),
               help="Decoding method; '-streaming' runs the encoder chunk by chunk with caches.")
 @click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best, HLG.pt for ctc-hlg.")
 @click.option("--hyps", required=True, type=PathType, help="Output: one JSON line per utterance.")
 @click.option("--stats", type=PathType, default=None, help="Output: RTF, latency and settings (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option("--search-beam", default=20.0, show_default=True, help="CTC graph search beam.")
-@click.option("--output-beam", default=8.0, show_default=True, help="CTC lattice beam.")
-@click.option("--beam", default=4, show_default=True, help="Hypotheses kept by modified beam search.")
-@click.option("--fast-beam", default=4.0, show_default=True, help="Score beam of fast_beam_search.")
-@click.option("--max-states", default=32, show_default=True, help="fast_beam_search states per frame.")
-@click.option("--max-contexts", default=8, show_default=True, help="fast_beam_search contexts per frame.")
-@click.option("--max-symbols-per-frame", default=1, show_default=True, help="Greedy search.")
-@click.option("--max-duration", default=120.0, show_default=True, help="Seconds of audio per batch (of streams).")
+@click.option("--search-beam", default=config_default("decoding.search_beam"), show_default=True, help="CTC graph search beam.")
+@click.option("--output-beam", default=config_default("decoding.output_beam"), show_default=True, help="CTC lattice beam.")
+@click.option("--beam", default=config_default("decoding.beam"), show_default=True, help="Hypotheses kept by modified beam search.")
+@click.option("--fast-beam", default=config_default("decoding.fast_beam"), show_default=True, help="Score beam of fast_beam_search.")
+@click.option("--max-states", default=config_default("decoding.max_states"), show_default=True, help="fast_beam_search states per frame.")
+@click.option("--max-contexts", default=config_default("decoding.max_contexts"), show_default=True, help="fast_beam_search contexts per frame.")
+@click.option("--max-symbols-per-frame", default=config_default("decoding.max_symbols_per_frame"), show_default=True, help="Greedy search.")
+@click.option("--max-duration", default=config_default("decoding.max_duration"), show_default=True, help="Seconds of audio per batch (of streams).")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, search_beam, output_beam, beam,

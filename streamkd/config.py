@@ -1,8 +1,8 @@
 """Experiment configuration: loading, schema validation and the checks a schema cannot express.
 
-The schema lives with the workflow (``workflow/schemas/config.schema.yaml``) because Snakemake
-validates against it at start-up; the package uses the same file so that a config that the
-workflow accepts is exactly one the library accepts.
+The schema ships with the package (``streamkd/schemas/config.schema.yaml``, see
+:mod:`streamkd.schema`); the workflow validates through :func:`validate_config` too, so a
+config that the workflow accepts is exactly one the library accepts, with the same defaults.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping
 
 import jsonschema
 import yaml
@@ -18,17 +18,13 @@ import yaml
 from streamkd.distill.config import LAYER_METHODS
 from streamkd.distill.grid import layer_sets
 from streamkd.distill.mapping import layer_pairs
+from streamkd.schema import fill_defaults, load_schema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+__all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "config_hash"]
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or impossible."""
-
-
-def load_schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
 
 
 def _where(path: Any) -> str:
@@ -43,14 +39,19 @@ def _message(error: jsonschema.ValidationError) -> str:
     return f"{error.message} ({_where(cause.relative_path) or 'value'}: {cause.message})"
 
 
-def validate_config(config: Mapping[str, Any], source: str = "config") -> None:
-    """Raise ConfigError naming the offending key or value, or return quietly."""
+def validate_config(config: MutableMapping[str, Any], source: str = "config") -> MutableMapping[str, Any]:
+    """Fill the schema's defaults into ``config`` (in place) and check it.
+
+    Raises ConfigError naming the offending key or value; returns the filled ``config``.
+    """
     validator = jsonschema.Draft7Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{source}: {_where(e.absolute_path)}: {_message(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    fill_defaults(config)
     check_semantics(config, source)
+    return config
 
 
 def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
@@ -84,7 +85,7 @@ def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") ->
             f"whose test sets are {', '.join(spec.test_sets)}"
         )
     training = config["training"]
-    if training.get("gpus", 0) > 0 and training.get("cpu_processes", 1) > 1:
+    if training["gpus"] > 0 and training["cpu_processes"] > 1:
         raise ConfigError(
             f"{source}: training.cpu_processes={training['cpu_processes']} applies only to CPU training "
             f"(training.gpus is {training['gpus']}: one process per GPU)"
@@ -95,9 +96,9 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
     """The grid's KD values against the model depths, so a bad cell fails before any training."""
     grid, student, teacher = config["grid"], config["model"]["student"], config["model"]["teacher"]
     layer_methods = [m for m in grid["methods"] if m in LAYER_METHODS]
-    if layer_methods and not grid.get("kd_layers"):
+    if layer_methods and not grid["kd_layers"]:
         raise ConfigError(f"{source}: grid.kd_layers: methods {layer_methods} need at least one layer set")
-    for i, entry in enumerate(grid.get("kd_layers", [])):
+    for i, entry in enumerate(grid["kd_layers"]):
         where = f"{source}: grid.kd_layers[{i}]"
         students = entry["student"] if isinstance(entry, Mapping) else entry
         if list(students) != sorted(students):
@@ -119,19 +120,20 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
                         f"{where}: teacher layer {layer} is out of range: model.teacher has {teacher['num_layers']} layers"
                     )
     kd = config["kd"]
-    weight = kd.get("weight")
+    weight = kd["weight"]
     if isinstance(weight, Mapping) and not grid.get("kd_weights"):
         missing = [m for m in grid["methods"] if m != "none" and m not in weight]
         if missing:
             raise ConfigError(f"{source}: kd.weight has no weight for method(s) {', '.join(missing)} of grid.methods")
-    if kd.get("teacher_targets") == "cache" and kd.get("teacher_input", "clean") != "clean":
+    if kd["teacher_targets"] == "cache" and kd["teacher_input"] != "clean":
         raise ConfigError(
             f"{source}: kd.teacher_targets=cache needs kd.teacher_input=clean, got {kd['teacher_input']!r}: "
             "the teacher's augmented input changes every step, so cached targets would be stale "
             "(use kd.teacher_targets: live)"
         )
-    aux = kd.get("aux", {})
+    aux = kd["aux"]
     if "aux" in grid["methods"]:
+        # The branch's sizes default to the student's (no fixed default in the schema).
         heads = aux.get("num_heads", student["num_heads"])
         if student["d_model"] % heads or (student["d_model"] // heads) % 2:
             raise ConfigError(
@@ -154,11 +156,11 @@ def check_results(config: Mapping[str, Any], source: str = "config") -> None:
     from streamkd.results.config import ResultsConfig, ResultsConfigError
 
     try:
-        results = ResultsConfig.from_dict(config.get("results"))
+        results = ResultsConfig.from_dict(config["results"])
     except ResultsConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
-    test_sets = set(config.get("decoding", {}).get("test_sets", []))
-    chunk_sizes = set(config.get("grid", {}).get("chunk_sizes", []))
+    test_sets = set(config["decoding"]["test_sets"])
+    chunk_sizes = set(config["grid"]["chunk_sizes"])
     for name, spec in results.tables.items():
         for test_set in spec.test_sets or ():
             if test_sets and test_set not in test_sets:
@@ -181,9 +183,9 @@ def check_decoding_methods(config: Mapping[str, Any], source: str = "config") ->
     """Every decoding method must fit the head the models are trained with."""
     from streamkd.decode.methods import parse_method
 
-    head = config["model"].get("head", {"type": "ctc"})["type"]
+    head = config["model"]["head"]["type"]
     has = {"ctc": head in ("ctc", "transducer+ctc"), "transducer": head in ("transducer", "transducer+ctc")}
-    for name in config["decoding"].get("methods", ["ctc-1best"]):
+    for name in config["decoding"]["methods"]:
         method = parse_method(name)
         if not has[method.head]:
             raise ConfigError(

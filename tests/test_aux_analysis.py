@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_feature_cuts
+from helpers import write_feature_cuts
 from streamkd.distill.analysis import analyse_aux_run
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import FrozenTeacher

@@ -1,14 +1,11 @@
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from helpers import REPO, job_counts, run_snakemake
 from streamkd.config import ConfigError, config_hash, load_config, validate_config
 from streamkd.decode.methods import parse_method
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

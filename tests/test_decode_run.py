@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import train_tiny_bpe, write_feature_cuts
+from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.cli import main
 from streamkd.config import ConfigError, check_decoding_methods
 from streamkd.decode.ctc import build_ctc_topo, save_graph

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import train_tiny_bpe
+from helpers import train_tiny_bpe
 
 from streamkd.cli import main
 from streamkd.deploy.audio import SAMPLE_RATE, fbank, load_audio

@@ -1,17 +1,13 @@
 """The distillation grid: expansion, run names, start-up checks and Snakemake's job counts."""
 
-import copy
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from helpers import REPO, job_counts, run_snakemake
 from streamkd.config import ConfigError, load_config, validate_config
 from streamkd.distill.grid import GridCell, expand_grid
-
-REPO = Path(__file__).resolve().parents[1]
 
 # 2 chunk sizes x 2 seeds: none 4, token 4; layer: 2 layer sets -> 8;
 # aux: 2 layer sets x 3 shifts -> 24. 40 students in all.

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import train_tiny_bpe
+from helpers import train_tiny_bpe
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch
 from streamkd.lang.hlg import WordGraph, compile_hlg

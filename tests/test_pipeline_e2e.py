@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import requires_tts, run_snakemake
+from helpers import REPO, requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 
-REPO = Path(__file__).resolve().parents[1]
 MICRO = REPO / "workflow/configs/micro.yaml"
 MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
 
@@ -143,19 +142,26 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     # Every rule leaves a log where the workflow says it does.
     for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()
+    # The heavy rules leave a benchmark with their peak memory (what the resources are sized from).
+    benchmarks = [tmp_path / "data/benchmarks/prepare_corpus.tsv", tmp_path / "data/benchmarks/compute_fbank_train.tsv",
+                  tmp_path / "exp/teacher/benchmark/train.tsv",
+                  tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/benchmark/decode-test-ctc-hlg.tsv"]
+    for path in benchmarks:
+        peak = pd.read_csv(path, sep="\t")["max_rss"].iloc[0]
+        assert 10 < peak < 4000, (path, peak)  # MiB: a real process, far below the micro resources' scale
     # The self-contained HTML report holds the tables and plots with their captions
     # (built without downloading Snakemake's JavaScript: see snakemake_report_offline.py).
     report = subprocess.run(
         [sys.executable, str(REPO / "tests/snakemake_report_offline.py"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
          "--configfile", str(REPO / "workflow/configs/micro.yaml"), "--report", str(tmp_path / "report.html")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=600,
     )
     assert report.returncode == 0, report.stdout[-4000:] + report.stderr[-4000:]
     html = (tmp_path / "report.html").read_text()
     for name in ("wer_vs_chunk.png", "loss_curves.pdf", "wer.html", "wer.tex", "runs.csv"):
         assert name in html
     assert "WER (%) against chunk size" in html  # a caption
-    assert "Knowledge distillation from a full-context Conformer" in html  # workflow/report/workflow.rst
+    assert "Knowledge distillation from a full-context Conformer" in html  # streamkd/report/workflow.rst
 
 
 @requires_tts

@@ -14,7 +14,7 @@ import logging
 import pytest
 import torch
 
-from conftest import train_tiny_bpe, write_feature_cuts
+from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.data.loaders import load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig

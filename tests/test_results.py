@@ -527,7 +527,7 @@ def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
     # One self-contained page: tables, embedded figures and the report's captions, nothing fetched.
     page = (tmp_path / "out/report.html").read_text()
     assert page.count("<table") == 2 and page.count('src="data:image/png;base64,') == 4
-    assert "WER (%) against chunk size (ms)" in page  # workflow/report/wer_vs_chunk.rst
+    assert "WER (%) against chunk size (ms)" in page  # streamkd/report/wer_vs_chunk.rst
     assert "relative WER reduction against" in page and "small.tex" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     # Outputs get the usual file permissions (not the 0600 of a temporary file).

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import job_counts, run_snakemake
+from helpers import REPO, job_counts, run_snakemake
 from streamkd.cluster import rule_resources, train_launcher, train_threads
+from streamkd.config import validate_config
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "workflow/profiles/slurm"
 LOCAL_SLURM = REPO / "workflow/scripts/local_slurm.sh"
 
@@ -35,7 +35,7 @@ def micro_config(**training) -> dict:
     for key, value in micro.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     config["training"].update(training)
-    return config
+    return validate_config(config, source="micro config")  # fills the schema's defaults
 
 
 # -- resources declared by the rules -------------------------------------------------------
@@ -45,7 +45,7 @@ def test_training_requests_gpus_and_requeue_other_stages_do_not():
     config = micro_config(gpus=4)
     train7 = rule_resources(config, "train", major=7)
     assert train7["gpu"] == 4 and train7["slurm_extra"] == "--gres=gpu:4 --requeue"
-    assert train7["mem_mb"] == 3000 and train7["runtime"] == 60  # from the config's resources
+    assert (train7["mem_mb"], train7["runtime"]) == tuple(config["resources"]["train"][k] for k in ("mem_mb", "runtime"))
     train8 = rule_resources(config, "train", major=8)
     assert train8["gpu"] == 4 and train8["tasks_per_gpu"] == 0 and "slurm_extra" not in train8
     for stage in ("default", "corpus", "features", "decode"):
@@ -101,7 +101,8 @@ def test_rules_carry_their_resources_in_the_dag(tmp_path):
     for rule in ("train_teacher", "train_student"):
         resources, shell = blocks[rule][0]
         assert "gpu=2" in resources and "slurm_extra=--gres=gpu:2 --requeue" in resources, resources
-        assert "mem_mb=3000" in resources and "runtime=60" in resources
+        train = config["resources"]["train"]
+        assert f"mem_mb={train['mem_mb']}" in resources and f"runtime={train['runtime']}" in resources
         assert "torchrun --nnodes 1 --nproc_per_node 2" in shell
     for rule in ("prepare_corpus", "compute_fbank", "train_bpe", "decode", "score", "aggregate"):
         resources, _ = blocks[rule][0]

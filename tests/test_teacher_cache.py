@@ -8,7 +8,7 @@ import pytest
 import torch
 from lhotse import CutSet
 
-from conftest import write_feature_cuts
+from helpers import write_feature_cuts
 from streamkd.config import ConfigError, check_distillation
 from streamkd.data.loaders import eval_dataloader, make_spec_augment, spec_augment_batch, train_dataloader, unpack_batch
 from streamkd.distill.config import KdConfig

@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from fakes import write_tone_corpus
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENCODER = {"d_model": 32, "num_layers": 2, "num_heads": 2, "ff_dim": 64, "conv_kernel": 5, "subsampling_channels": 8}
 STEP_TIMEOUT = 600  # seconds for one training command, generous for a loaded CI machine

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from streamkd.schema import config_default
+
 METHODS = ("none", "token", "layer", "aux")
 LAYER_METHODS = ("layer", "aux")  # methods that distil hidden layers and need a layer set
 DISTANCES = ("l1", "l2", "cos", "l1_cos")
@@ -40,9 +42,9 @@ class AuxConfig:
     ``conv_kernel`` works. ``None`` sizes default to the student's.
     """
 
-    type: str = "transformer"
-    attention: str = "full"
-    positional: str = "none"
+    type: str = config_default("kd.aux.type")
+    attention: str = config_default("kd.aux.attention")
+    positional: str = config_default("kd.aux.positional")
     ff_dim: Optional[int] = None
     num_heads: Optional[int] = None
     conv_kernel: Optional[int] = None  # conformer branches only; the convolution is causal
@@ -78,12 +80,12 @@ class KdConfig:
     student_layers: Tuple[int, ...] = ()
     teacher_layers: Optional[Tuple[int, ...]] = None
     apc_shift: Optional[int] = None
-    loss: str = "l1_cos"
-    weight: float = 1.0
-    teacher_input: str = "clean"
-    token_delay: int = 0
-    temperature: float = 1.0
-    teacher_targets: str = "live"
+    loss: str = config_default("kd.loss")
+    weight: float = config_default("kd.weight")
+    teacher_input: str = config_default("kd.teacher_input")
+    token_delay: int = config_default("kd.token_delay")
+    temperature: float = config_default("kd.temperature")
+    teacher_targets: str = config_default("kd.teacher_targets")
     aux: AuxConfig = field(default_factory=AuxConfig)
 
     def __post_init__(self) -> None:

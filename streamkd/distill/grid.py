@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from streamkd.distill.config import LAYER_METHODS
+from streamkd.schema import fill_defaults
 
-DEFAULT_SHIFTED_METHODS = ("aux",)
+
+def _filled(grid: Mapping[str, Any]) -> Dict[str, Any]:
+    """``grid`` with the schema's defaults for the keys it leaves out."""
+    return dict(fill_defaults({"grid": dict(grid)})["grid"])
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class GridCell:
 def layer_sets(grid: Mapping[str, Any]) -> List[Tuple[Tuple[int, ...], Optional[Tuple[int, ...]]]]:
     """``grid.kd_layers`` entries as (student layers, teacher layers or None)."""
     sets = []
-    for entry in grid.get("kd_layers", []):
+    for entry in _filled(grid)["kd_layers"]:
         if isinstance(entry, Mapping):
             sets.append((tuple(entry["student"]), tuple(entry["teacher"])))
         else:
@@ -72,9 +76,10 @@ def layer_sets(grid: Mapping[str, Any]) -> List[Tuple[Tuple[int, ...], Optional[
 
 def expand_grid(grid: Mapping[str, Any]) -> List[GridCell]:
     """Every student cell of ``grid`` (the config's grid section), in a stable order."""
-    methods: Sequence[str] = grid.get("methods", ["none"])
-    shifted = set(grid.get("shifted_methods", DEFAULT_SHIFTED_METHODS))
-    shifts: Sequence[int] = grid.get("apc_shifts", [0])
+    grid = _filled(grid)
+    methods: Sequence[str] = grid["methods"]
+    shifted = set(grid["shifted_methods"])
+    shifts: Sequence[int] = grid["apc_shifts"]
     cells: List[GridCell] = []
     weights: Sequence[Optional[float]] = grid.get("kd_weights") or [None]
     for chunk in grid["chunk_sizes"]:

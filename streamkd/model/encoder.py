@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..schema import config_default
 from . import subsampling
 from .conformer import ConformerBlock
 from .masks import attention_mask, padding_mask
@@ -29,10 +30,10 @@ class EncoderConfig:
     num_heads: int = 4
     ff_dim: int = 576
     conv_kernel: int = 15
-    dropout: float = 0.1
+    dropout: float = config_default("model.student.dropout")  # the config schema's
     causal: bool = False
     chunk_size: Optional[int] = None
-    left_chunks: int = -1
+    left_chunks: int = config_default("model.left_chunks")
     # Channels of the convolutional front-end (default: d_model). Fewer channels make the
     # front-end, which dominates CPU time at small widths, several times cheaper.
     subsampling_channels: Optional[int] = None
@@ -87,10 +88,10 @@ class ConformerEncoder(nn.Module):
         num_heads: int = 4,
         ff_dim: int = 576,
         conv_kernel: int = 15,
-        dropout: float = 0.1,
+        dropout: float = EncoderConfig.dropout,
         causal: bool = False,
         chunk_size: Optional[int] = None,
-        left_chunks: int = -1,
+        left_chunks: int = EncoderConfig.left_chunks,
         subsampling_channels: Optional[int] = None,
     ) -> None:
         super().__init__()

@@ -19,24 +19,28 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
+from streamkd.schema import config_default
+
 HEAD_TYPES = ("ctc", "transducer", "transducer+ctc")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    type: str = "ctc"
+    # Defaults: the config schema's model.head (streamkd/schemas/config.schema.yaml).
+    type: str = config_default("model.head")["type"]
     # Transducer structure.
-    decoder_dim: int = 256  # predictor embedding width
-    joiner_dim: int = 256
-    context_size: int = 2  # tokens of left context the stateless predictor sees (1 = bigram)
+    decoder_dim: int = config_default("model.head.decoder_dim")  # predictor embedding width
+    joiner_dim: int = config_default("model.head.joiner_dim")
+    # Tokens of left context the stateless predictor sees (1 = bigram).
+    context_size: int = config_default("model.head.context_size")
     # Pruned RNN-T loss (k2): a smoothed "simple" loss over a cheap joiner gives the prune
     # ranges; the full joiner is evaluated on ``prune_range`` symbols per frame only.
-    prune_range: int = 5
-    simple_loss_scale: float = 0.5
-    lm_scale: float = 0.25  # smoothing of the simple loss towards the predictor-only model
-    am_scale: float = 0.0  # ... and towards the encoder-only model
+    prune_range: int = config_default("model.head.prune_range")
+    simple_loss_scale: float = config_default("model.head.simple_loss_scale")
+    lm_scale: float = config_default("model.head.lm_scale")  # towards the predictor-only model
+    am_scale: float = config_default("model.head.am_scale")  # ... and towards the encoder-only model
     # Weight of the CTC loss when the model carries both heads.
-    ctc_scale: float = 0.3
+    ctc_scale: float = config_default("model.head.ctc_scale")
 
     def __post_init__(self) -> None:
         if self.type not in HEAD_TYPES:

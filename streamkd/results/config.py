@@ -12,9 +12,11 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from streamkd.schema import config_default
+
 MAIN_TABLE = "wer"
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-BASELINE_METHOD = "none"
+BASELINE_METHOD = config_default("results.baseline")
 TEACHER_METHOD = "teacher"
 # The figures every results folder gets (streamkd.results.plots), written as PNG and PDF.
 PLOTS = ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay")
@@ -64,12 +66,12 @@ class TableSpec:
     teacher_decoding_method: Optional[str] = None  # default: the table's decoding method
     kd_layers: Optional[Tuple[str, ...]] = None
     apc_shifts: Optional[Tuple[int, ...]] = None
-    std: bool = True
-    relative_reduction: bool = True
-    gap_recovered: bool = True
-    significance: bool = True
-    params: bool = True
-    delay: bool = True  # emission-delay columns, when the records have them
+    std: bool = config_default("definitions.results_table.std")
+    relative_reduction: bool = config_default("definitions.results_table.relative_reduction")
+    significance: bool = config_default("definitions.results_table.significance")
+    params: bool = config_default("definitions.results_table.params")
+    gap_recovered: bool = config_default("definitions.results_table.gap_recovered")
+    delay: bool = config_default("definitions.results_table.delay")  # emission-delay columns, when the records have them
 
     @classmethod
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.tables.?") -> "TableSpec":
@@ -96,12 +98,12 @@ class TableSpec:
             teacher_decoding_method=options.get("teacher_decoding_method"),
             kd_layers=_optional_list(section, "kd_layers", kd_layers, str),
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
-            std=options.get("std", True),
-            relative_reduction=options.get("relative_reduction", True),
-            gap_recovered=options.get("gap_recovered", True),
-            significance=options.get("significance", True),
-            params=options.get("params", True),
-            delay=options.get("delay", True),
+            std=options.get("std", cls.std),
+            relative_reduction=options.get("relative_reduction", cls.relative_reduction),
+            significance=options.get("significance", cls.significance),
+            params=options.get("params", cls.params),
+            gap_recovered=options.get("gap_recovered", cls.gap_recovered),
+            delay=options.get("delay", cls.delay),
         )
 
 
@@ -109,9 +111,9 @@ class TableSpec:
 class SignificanceConfig:
     """Paired bootstrap over test utterances (see :mod:`streamkd.results.significance`)."""
 
-    confidence: float = 0.95
-    num_resamples: int = 1000
-    seed: int = 0
+    confidence: float = config_default("results.significance.confidence")
+    num_resamples: int = config_default("results.significance.num_resamples")
+    seed: int = config_default("results.significance.seed")
 
     @classmethod
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.significance") -> "SignificanceConfig":
@@ -134,13 +136,13 @@ class PlotConfig:
     methods: Optional[Tuple[str, ...]] = None
     test_sets: Optional[Tuple[str, ...]] = None
     decoding_method: Optional[str] = None  # default: ResultsConfig.decoding_method
-    dpi: int = 150
+    dpi: int = config_default("results.plots.dpi")
 
     @classmethod
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.plots") -> "PlotConfig":
         options = dict(options or {})
         _check_keys(section, options, cls)
-        dpi = options.get("dpi", 150)
+        dpi = options.get("dpi", cls.dpi)
         if isinstance(dpi, bool) or not isinstance(dpi, int) or not 50 <= dpi <= 600:
             raise ResultsConfigError(f"{section}.dpi: expected an integer between 50 and 600, got {dpi!r}")
         if options.get("decoding_method") is not None and not isinstance(options["decoding_method"], str):
@@ -155,9 +157,9 @@ class PlotConfig:
 
 @dataclass(frozen=True)
 class ResultsConfig:
-    decoding_method: str = "ctc-1best"
+    decoding_method: str = config_default("results.decoding_method")
     baseline: str = BASELINE_METHOD
-    precision: int = 2
+    precision: int = config_default("results.precision")
     tables: Dict[str, TableSpec] = field(default_factory=lambda: {MAIN_TABLE: TableSpec()})
     significance: SignificanceConfig = field(default_factory=SignificanceConfig)
     plots: PlotConfig = field(default_factory=PlotConfig)

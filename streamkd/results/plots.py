@@ -9,6 +9,7 @@ says so in words instead of being left out, so a workflow's outputs are always t
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from streamkd.results.config import PLOTS, TEACHER_METHOD, PlotConfig, ResultsConfig  # noqa: E402
@@ -57,8 +59,15 @@ def _colours(n: int) -> List:
 
 
 def _footnote(fig: Figure, text: str) -> None:
-    """A line under the panels (laid out by the figure, so it never covers an axis label)."""
-    fig.supxlabel(text, fontsize="small", color="0.25")
+    """Lines under the panels (laid out by the figure, so they never cover an axis label).
+
+    The text is wrapped to the figure's width: constrained layout makes room below the
+    panels but never narrows a centred line that is wider than the figure.
+    """
+    size = FontProperties(size="small").get_size_in_points()
+    # ~0.6 em per character of DejaVu Sans, 90 % of the width for the margins.
+    chars = max(20, int(fig.get_figwidth() * 72 * 0.9 / (0.6 * size)))
+    fig.supxlabel(textwrap.fill(text, chars), fontsize=size, color="0.25")
 
 
 def _placeholder(title: str, message: str) -> Figure:
@@ -251,7 +260,7 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     colours["teacher (full context)"] = TEACHER_COLOUR
     fig, (ax_train, ax_dev) = _panels(2, title, width=5.0)
     seen = set()
-    for record, (row, history) in histories.items():
+    for record, (_row, history) in histories.items():
         series = frame.loc[frame["record"] == record, "series"].iloc[0]
         epochs = [h["epoch"] for h in history]
         label = None if series in seen else series

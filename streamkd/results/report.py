@@ -2,7 +2,7 @@
 
 Besides the tables and plots, ``report.html`` puts them on one self-contained page (images
 and downloads embedded, no scripts, nothing fetched), with the same captions as Snakemake's
-report (``workflow/report/*.rst``). It is the report for machines that cannot build
+report (``streamkd/report/*.rst``). It is the report for machines that cannot build
 Snakemake's, which downloads its JavaScript when it is built.
 """
 
@@ -14,6 +14,7 @@ import html
 import logging
 import mimetypes
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Iterable, List, Mapping, Optional
@@ -27,7 +28,7 @@ from streamkd.results.load import find_records, load_records
 log = logging.getLogger(__name__)
 
 
-CAPTION_DIR = Path(__file__).resolve().parents[2] / "workflow" / "report"
+CAPTIONS = "report"  # package data: streamkd/report/*.rst, also Snakemake's report captions
 PLOT_TITLES = {
     "wer_vs_chunk": "WER vs chunk size",
     "wer_vs_apc_shift": "WER vs APC shift",
@@ -82,8 +83,8 @@ def build_report(
 
 
 def render_caption(name: str, config: ResultsConfig) -> str:
-    """A caption of workflow/report/ as HTML (Jinja first, as Snakemake does, then reStructuredText)."""
-    path = CAPTION_DIR / f"{name}.rst"
+    """A caption of streamkd/report/ as HTML (Jinja first, as Snakemake does, then reStructuredText)."""
+    path = resources.files("streamkd").joinpath(CAPTIONS, f"{name}.rst")
     if not path.is_file():
         return ""
     import jinja2

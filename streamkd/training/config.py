@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from streamkd.schema import config_default
+
+
+def _default(key: str) -> Any:
+    return config_default(f"training.student.{key}")
+
 
 @dataclass(frozen=True)
 class OptimisationConfig:
@@ -12,21 +18,22 @@ class OptimisationConfig:
     max_duration: float  # seconds of audio per batch
     peak_lr: float
     warmup_steps: int
-    weight_decay: float = 0.0
-    grad_clip: float = 5.0
-    spec_augment: bool = True
-    log_interval: int = 20
-    max_utterance_seconds: float = 20.0
+    # Defaults: the config schema's (streamkd/schemas/config.schema.yaml).
+    weight_decay: float = _default("weight_decay")
+    grad_clip: float = _default("grad_clip")
+    spec_augment: bool = _default("spec_augment")
+    log_interval: int = _default("log_interval")
+    max_utterance_seconds: float = _default("max_utterance_seconds")
     # Data-parallel slots per process: each optimiser step sums the gradients of
     # accum_grad batches per process, so the global batch is world_size * accum_grad
     # sampler batches whatever the number of processes (see streamkd.training.trainer).
-    accum_grad: int = 1
+    accum_grad: int = _default("accum_grad")
     # Optimiser steps between mid-epoch checkpoints (0: only at the end of each epoch).
-    checkpoint_interval: int = 0
+    checkpoint_interval: int = _default("checkpoint_interval")
     # Duration buckets of the dynamic bucketing sampler.
-    num_buckets: int = 10
+    num_buckets: int = _default("num_buckets")
     # fp32 | bf16 | fp16: autocast of the forward passes (fp16 with dynamic loss scaling).
-    precision: str = "fp32"
+    precision: str = _default("precision")
 
     def __post_init__(self) -> None:
         if self.accum_grad < 1:

@@ -1,6 +1,9 @@
-# Configuration checks and the helpers that name every file of the pipeline.
+# Configuration checks and the helpers that name every file of the pipeline. Every function
+# of the workflow lives here (the stage files hold rules only); the schema's defaults are
+# filled into `config` by validate_config, so the rules read every key directly.
 
 import json
+import os
 import re
 import shlex
 
@@ -15,15 +18,17 @@ validate_config(config, source="snakemake config")
 DATA = config["data_dir"]
 EXP = config["exp_dir"]
 RESULTS = config["results_dir"]
-RESULTS_CONFIG = ResultsConfig.from_dict(config.get("results"))
+RESULTS_CONFIG = ResultsConfig.from_dict(config["results"])
 TABLE_NAMES = list(RESULTS_CONFIG.tables)  # "wer" first: results/tables/wer.md is the main table
 WER_TABLE = f"{RESULTS}/tables/wer.md"
 
 SPLITS = list(pipeline_splits(config["corpus"]))  # train, dev and the corpus's test sets
 TEST_SETS = config["decoding"]["test_sets"]
-DECODING_METHODS = config["decoding"].get("methods", ["ctc-1best"])
-HEAD = config["model"].get("head", {"type": "ctc"})
-THREADS = config["training"].get("threads", 1)
+DECODING_METHODS = config["decoding"]["methods"]
+HEAD = config["model"]["head"]
+THREADS = config["training"]["threads"]
+# One conda environment for every rule (`snakemake --use-conda`); it pins requirements.txt.
+CONDA_ENV = "../envs/streamkd.yaml"
 
 TEACHER_RUN = "teacher"
 TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
@@ -65,3 +70,173 @@ def train_summary(wildcards):
 
 def shell_args(args):
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def parent_dir(path, levels=1):
+    """The folder ``levels`` above ``path``: params derived from outputs, never hard-coded."""
+    for _ in range(levels):
+        path = os.path.dirname(path)
+    return path
+
+
+# --- corpus.smk
+
+
+def manifest(kind, split):
+    return f"{CORPUS_DIR}/manifests/{CORPUS_NAME}_{kind}_{split}.jsonl.gz"
+
+
+# --- features.smk
+
+
+def speed_perturb_flag(wildcards):
+    """Speed perturbation applies to the training split only."""
+    return "--speed-perturb" if wildcards.split == "train" and config["features"]["speed_perturb"] else ""
+
+
+# --- train.smk
+
+
+def teacher_for(wildcards):
+    """KD students read the teacher's checkpoint (and its cache); the baseline needs none."""
+    cell = STUDENTS[wildcards.student]
+    if cell.method == "none":
+        return []
+    cache = teacher_cache(cell)
+    return [TEACHER_MODEL] + ([cache] if cache else [])
+
+
+def teacher_args(wildcards):
+    return shell_args(["--seed", config["training"]["teacher_seed"]])
+
+
+def student_args(wildcards):
+    """The grid cell's arguments (chunk size, seed, KD method, ...) and the KD settings."""
+    cell = STUDENTS[wildcards.student]
+    args = ["--left-chunks", config["model"]["left_chunks"]] + cell.train_args()
+    if cell.method != "none":
+        args += [
+            "--kd",
+            as_json({**config["kd"], "weight": kd_weight(cell, config["kd"])}),
+            "--teacher",
+            TEACHER_MODEL,
+            "--teacher-encoder",
+            as_json(config["model"]["teacher"]),
+        ]
+        if teacher_cache(cell):
+            args += ["--teacher-targets", teacher_cache(cell)]
+    return shell_args(args)
+
+
+def kd_train_threads(wildcards):
+    """A distilling student may use its own thread count (training.kd_threads)."""
+    return TRAIN_THREADS if STUDENTS[wildcards.student].method == "none" else KD_TRAIN_THREADS
+
+
+# --- teacher_cache.smk
+
+TEACHER_CACHE = f"{EXP}/{TEACHER_RUN}/targets"
+
+
+def teacher_cache(cell):
+    """The cut manifest of the teacher cache a grid cell reads, or None."""
+    name = teacher_cache_name(cell, config)
+    return None if name is None else f"{TEACHER_CACHE}/{name}/cuts_train.jsonl.gz"
+
+
+def cache_args(wildcards):
+    layers, posteriors = parse_teacher_cache_name(wildcards.targets)
+    return shell_args(
+        (["--layers", ",".join(map(str, layers))] if layers else []) + (["--posteriors"] if posteriors else [])
+    )
+
+
+# --- emission.smk
+
+ALIGN_OUT = f"{EXP}/{TEACHER_RUN}/align/{{test_set}}-{{head}}.jsonl"
+
+
+def emission_methods(run):
+    """Token-level methods of a run that get emission times: students' chunk-by-chunk searches,
+    the teacher's offline ones (HLG decoding outputs words and is left out)."""
+    methods = [parse_method(m) for m in run_methods(run)]
+    return [m.name for m in methods if m.search != "hlg" and m.streaming == (run != TEACHER_RUN)]
+
+
+def reference_alignment(wildcards):
+    return ALIGN_OUT.format(test_set=wildcards.test_set, head=parse_method(wildcards.method).head)
+
+
+# --- decode.smk
+
+
+def decoding_graph(wildcards):
+    """The graph file a method reads: the CTC topology, HLG, or none (transducer searches)."""
+    graph = parse_method(wildcards.method).graph
+    return {"ctc_topo": [CTC_TOPO], "hlg": [HLG]}.get(graph, [])
+
+
+def search_args():
+    """Every search option of the decoding section as command-line flags."""
+    keys = (
+        "search_beam",
+        "output_beam",
+        "beam",
+        "fast_beam",
+        "max_states",
+        "max_contexts",
+        "max_symbols_per_frame",
+        "max_duration",
+    )
+    return " ".join(f"--{key.replace('_', '-')} {config['decoding'][key]}" for key in keys)
+
+
+# --- results.smk
+
+
+def decode_items(run):
+    return [(t, m, decode_dir(run, t, m)) for t in TEST_SETS for m in run_methods(run)]
+
+
+def decode_args(wildcards):
+    return " ".join(
+        f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
+        for t, m, d in decode_items(wildcards.run)
+    )
+
+
+def delay_args(wildcards):
+    return " ".join(
+        f"--delay {t}/{m}={d}/delay.json" for t, m, d in decode_items(wildcards.run) if m in emission_methods(wildcards.run)
+    )
+
+
+TABLE_FORMATS = {"html": "HTML", "csv": "CSV", "tex": "LaTeX", "md": "Markdown"}
+PLOT_TITLES = {
+    "wer_vs_chunk": "WER vs chunk size",
+    "wer_vs_apc_shift": "WER vs APC shift",
+    "loss_curves": "loss curves",
+    "wer_vs_delay": "WER vs emission delay",
+}
+# Captions of Snakemake's report ship with the package (streamkd/report/), relative to the rule files.
+CAPTIONS = "../../streamkd/report"
+
+
+def table_output(name, ext):
+    return report(
+        f"{RESULTS}/tables/{name}.{ext}",
+        caption=f"{CAPTIONS}/table.rst",
+        category="Tables",
+        subcategory=name,
+        labels={"file": f"{name}.{ext}", "format": TABLE_FORMATS[ext]},
+    )
+
+
+def plot_output(name, fmt):
+    return report(
+        f"{RESULTS}/plots/{name}.{fmt}",
+        caption=f"{CAPTIONS}/{name}.rst",
+        category="Plots",
+        subcategory=PLOT_TITLES[name],
+        labels={"file": f"{name}.{fmt}", "format": fmt.upper()},
+    )

@@ -6,10 +6,6 @@ CORPUS_NAME = config["corpus"]["name"]
 CORPUS_DIR = f"{DATA}/corpus"
 
 
-def manifest(kind, split):
-    return f"{CORPUS_DIR}/manifests/{CORPUS_NAME}_{kind}_{split}.jsonl.gz"
-
-
 if CORPUS_NAME == "embedded":
 
     rule prepare_corpus:
@@ -19,12 +15,16 @@ if CORPUS_NAME == "embedded":
             stats=f"{CORPUS_DIR}/manifests/embedded_stats.json",
         params:
             corpus=as_json(config["corpus"]),
-            out_dir=CORPUS_DIR,
-        threads: config["corpus"].get("num_jobs", 1)
+            out_dir=lambda w, output: parent_dir(output.stats, levels=2),
+        threads: config["corpus"]["num_jobs"]
         resources:
             **RESOURCES["corpus"],
         log:
             f"{DATA}/logs/prepare_corpus.log",
+        benchmark:
+            f"{DATA}/benchmarks/prepare_corpus.tsv"
+        conda:
+            CONDA_ENV
         shell:
             "streamkd prepare-embedded --corpus-config {params.corpus:q}"
             " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
@@ -37,14 +37,19 @@ else:
             supervisions=[manifest("supervisions", s) for s in SPLITS],
         params:
             corpus_dir=config["corpus"]["dir"],
-            out_dir=f"{CORPUS_DIR}/manifests",
-        threads: config["corpus"].get("num_jobs", 1)
+            corpus=CORPUS_NAME,
+            out_dir=lambda w, output: parent_dir(output.recordings[0]),
+        threads: config["corpus"]["num_jobs"]
         resources:
             **RESOURCES["corpus"],
         log:
             f"{DATA}/logs/prepare_librispeech.log",
+        benchmark:
+            f"{DATA}/benchmarks/prepare_librispeech.tsv"
+        conda:
+            CONDA_ENV
         shell:
-            "streamkd prepare-librispeech --corpus-dir {params.corpus_dir:q} --corpus {CORPUS_NAME}"
+            "streamkd prepare-librispeech --corpus-dir {params.corpus_dir:q} --corpus {params.corpus}"
             " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
 
     # Opt-in: never a dependency of another rule. Fetches the parts the corpus needs into
@@ -58,10 +63,13 @@ else:
             done=f"{CORPUS_DIR}/download-{CORPUS_NAME}.done",
         params:
             target_dir=config["corpus"]["dir"],
+            corpus=CORPUS_NAME,
         resources:
             **RESOURCES["corpus"],
         log:
             f"{DATA}/logs/download_librispeech.log",
+        conda:
+            CONDA_ENV
         shell:
-            "streamkd download-librispeech --target-dir {params.target_dir:q} --corpus {CORPUS_NAME}"
+            "streamkd download-librispeech --target-dir {params.target_dir:q} --corpus {params.corpus}"
             " > {log} 2>&1 && touch {output.done}"

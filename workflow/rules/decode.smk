@@ -1,18 +1,7 @@
 # k2 decoding of every trained model on every test set with every decoding method, and WER scoring.
 
 DECODE_OUT = f"{EXP}/{{run}}/decode/{{test_set}}-{{method}}"
-DECODING = config["decoding"]
-SEARCH_ARGS = " ".join(
-    f"--{key.replace('_', '-')} {DECODING[key]}"
-    for key in ("search_beam", "output_beam", "beam", "fast_beam", "max_states", "max_contexts", "max_symbols_per_frame", "max_duration")
-    if key in DECODING
-)
-
-
-def decoding_graph(wildcards):
-    """The graph file a method reads: the CTC topology, HLG, or none (transducer searches)."""
-    graph = parse_method(wildcards.method).graph
-    return {"ctc_topo": [CTC_TOPO], "hlg": [HLG]}.get(graph, [])
+SEARCH_ARGS = search_args()
 
 
 rule decode:
@@ -35,6 +24,10 @@ rule decode:
         **RESOURCES["decode"],
     log:
         f"{EXP}/{{run}}/log/decode-{{test_set}}-{{method}}.log",
+    benchmark:
+        f"{EXP}/{{run}}/benchmark/decode-{{test_set}}-{{method}}.tsv"
+    conda:
+        CONDA_ENV
     shell:
         "streamkd decode --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
         " --method {wildcards.method} {params.graph} --hyps {output.hyps} --stats {output.stats}"
@@ -54,6 +47,8 @@ rule score:
         **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/score-{{test_set}}-{{method}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd score --hyps {input.hyps} --summary {output.summary}"
         " --errors {output.errors} > {log} 2>&1"

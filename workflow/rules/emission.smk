@@ -2,20 +2,6 @@
 # head), then when each run's decoder emits its tokens (students chunk by chunk, the teacher
 # offline as a sanity check) and the delay against those times.
 
-ALIGN_OUT = f"{EXP}/{TEACHER_RUN}/align/{{test_set}}-{{head}}.jsonl"
-
-
-def emission_methods(run):
-    """Token-level methods of a run that get emission times: students' chunk-by-chunk searches,
-    the teacher's offline ones (HLG decoding outputs words and is left out)."""
-    methods = [parse_method(m) for m in run_methods(run)]
-    return [m.name for m in methods if m.search != "hlg" and m.streaming == (run != TEACHER_RUN)]
-
-
-def reference_alignment(wildcards):
-    return ALIGN_OUT.format(test_set=wildcards.test_set, head=parse_method(wildcards.method).head)
-
-
 rule align_reference:
     input:
         model=TEACHER_MODEL,
@@ -24,7 +10,7 @@ rule align_reference:
     output:
         ALIGN_OUT,
     params:
-        max_duration=DECODING.get("max_duration", 120.0),
+        max_duration=config["decoding"]["max_duration"],
     wildcard_constraints:
         test_set=alternatives(TEST_SETS),
         head="ctc|transducer",
@@ -33,6 +19,8 @@ rule align_reference:
         **RESOURCES["decode"],
     log:
         f"{EXP}/{TEACHER_RUN}/log/align-{{test_set}}-{{head}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd align-reference --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
         " --head {wildcards.head} --out {output} --max-duration {params.max_duration} --threads {threads} > {log} 2>&1"
@@ -59,6 +47,8 @@ rule emission_delay:
         **RESOURCES["decode"],
     log:
         f"{EXP}/{{run}}/log/emission-{{test_set}}-{{method}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd emission-delay --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
         " --reference {input.reference} --method {wildcards.method} {params.graph}"

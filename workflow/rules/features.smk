@@ -8,17 +8,21 @@ rule compute_fbank:
     output:
         cuts=f"{DATA}/fbank/cuts_{{split}}.jsonl.gz",
     params:
-        storage_dir=f"{DATA}/fbank",
-        num_mel_bins=config["features"].get("num_mel_bins", 80),
-        speed_perturb=lambda w: "--speed-perturb" if w.split == "train" and config["features"].get("speed_perturb", False) else "",
-        on_the_fly="--on-the-fly" if config["features"].get("on_the_fly", False) else "",
+        storage_dir=lambda w, output: parent_dir(output.cuts),
+        num_mel_bins=config["features"]["num_mel_bins"],
+        speed_perturb=speed_perturb_flag,
+        on_the_fly="--on-the-fly" if config["features"]["on_the_fly"] else "",
     wildcard_constraints:
         split="|".join(SPLITS),
-    threads: config["features"].get("num_jobs", 1)
+    threads: config["features"]["num_jobs"]
     resources:
         **RESOURCES["features"],
     log:
         f"{DATA}/logs/compute_fbank_{{split}}.log",
+    benchmark:
+        f"{DATA}/benchmarks/compute_fbank_{{split}}.tsv"
+    conda:
+        CONDA_ENV
     shell:
         "streamkd compute-fbank --recordings {input.recordings}"
         " --supervisions {input.supervisions} --cuts {output.cuts} --storage-dir {params.storage_dir}"

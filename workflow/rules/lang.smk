@@ -3,10 +3,10 @@
 BPE_MODEL = f"{DATA}/lang/bpe.model"
 CTC_TOPO = f"{DATA}/lang/ctc_topo.pt"
 HLG = f"{DATA}/lang/HLG.pt"
-LM_ORDER = config["decoding"].get("lm", {}).get("order", 3)
+LM_ORDER = config["decoding"]["lm"]["order"]
 TRAINED_LM = f"{DATA}/lang/lm_{LM_ORDER}gram.arpa"
 # An external ARPA LM (e.g. LibriSpeech's) replaces the one trained on our transcripts.
-WORD_LM = config["decoding"].get("lm", {}).get("arpa", TRAINED_LM)
+WORD_LM = config["decoding"]["lm"].get("arpa") or TRAINED_LM
 
 
 rule train_bpe:
@@ -16,11 +16,13 @@ rule train_bpe:
         model=BPE_MODEL,
     params:
         vocab_size=config["bpe"]["vocab_size"],
-        model_type=config["bpe"].get("model_type", "bpe"),
+        model_type=config["bpe"]["model_type"],
     resources:
         **RESOURCES["default"],
     log:
         f"{DATA}/logs/train_bpe.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd train-bpe --cuts {input.cuts} --model {output.model}"
         " --vocab-size {params.vocab_size} --model-type {params.model_type} > {log} 2>&1"
@@ -35,6 +37,8 @@ rule compile_ctc_topo:
         **RESOURCES["default"],
     log:
         f"{DATA}/logs/compile_ctc_topo.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd compile-ctc-topo --bpe-model {input.bpe} --out {output.graph} > {log} 2>&1"
 
@@ -50,6 +54,8 @@ rule train_word_lm:
         **RESOURCES["default"],
     log:
         f"{DATA}/logs/train_word_lm.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd train-lm --cuts {input.cuts} --order {params.order} --arpa {output.arpa} > {log} 2>&1"
 
@@ -66,6 +72,10 @@ rule compile_hlg:
         **RESOURCES["default"],
     log:
         f"{DATA}/logs/compile_hlg.log",
+    benchmark:
+        f"{DATA}/benchmarks/compile_hlg.tsv"
+    conda:
+        CONDA_ENV
     shell:
         "streamkd compile-hlg --bpe-model {input.bpe} --arpa {input.arpa} --order {params.order}"
         " --out {output.graph} > {log} 2>&1"

@@ -1,10 +1,6 @@
 # Run records, the aggregated tables and the plots. The tables' and plots' outputs are marked
 # for Snakemake's report: `snakemake --report report.html` after a run (captions in
-# workflow/report/).
-
-
-def decode_items(run):
-    return [(t, m, decode_dir(run, t, m)) for t in TEST_SETS for m in run_methods(run)]
+# streamkd/report/).
 
 
 rule record:
@@ -17,33 +13,17 @@ rule record:
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
-        decodes=lambda w: " ".join(
-            f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
-            for t, m, d in decode_items(w.run)
-        ),
-        delays=lambda w: " ".join(
-            f"--delay {t}/{m}={d}/delay.json" for t, m, d in decode_items(w.run) if m in emission_methods(w.run)
-        ),
+        decodes=decode_args,
+        delays=delay_args,
     resources:
         **RESOURCES["default"],
     log:
         f"{EXP}/{{run}}/log/record.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd record --run {wildcards.run} --train-summary {input.summary}"
         " {params.decodes} {params.delays} --out {output.record} > {log} 2>&1"
-
-
-TABLE_FORMATS = {"html": "HTML", "csv": "CSV", "tex": "LaTeX", "md": "Markdown"}
-
-
-def table_output(name, ext):
-    return report(
-        f"{RESULTS}/tables/{name}.{ext}",
-        caption="../report/table.rst",
-        category="Tables",
-        subcategory=name,
-        labels={"file": f"{name}.{ext}", "format": TABLE_FORMATS[ext]},
-    )
 
 
 rule aggregate:
@@ -56,39 +36,23 @@ rule aggregate:
         md=[table_output(name, "md") for name in TABLE_NAMES],
         runs=report(
             f"{RESULTS}/tables/runs.csv",
-            caption="../report/runs.rst",
+            caption=f"{CAPTIONS}/runs.rst",
             category="Tables",
             subcategory="every run",
             labels={"file": "runs.csv", "format": "CSV"},
         ),
     params:
-        out_dir=f"{RESULTS}/tables",
-        results=as_json(config.get("results", {})),
+        out_dir=lambda w, output: parent_dir(output.runs),
+        results=as_json(config["results"]),
     resources:
         **RESOURCES["default"],
     log:
         f"{RESULTS}/logs/aggregate.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd aggregate --out-dir {params.out_dir} --results-config {params.results:q}"
         " {input.records} > {log} 2>&1"
-
-
-PLOT_TITLES = {
-    "wer_vs_chunk": "WER vs chunk size",
-    "wer_vs_apc_shift": "WER vs APC shift",
-    "loss_curves": "loss curves",
-    "wer_vs_delay": "WER vs emission delay",
-}
-
-
-def plot_output(name, fmt):
-    return report(
-        f"{RESULTS}/plots/{name}.{fmt}",
-        caption=f"../report/{name}.rst",
-        category="Plots",
-        subcategory=PLOT_TITLES[name],
-        labels={"file": f"{name}.{fmt}", "format": fmt.upper()},
-    )
 
 
 rule plots:
@@ -99,12 +63,14 @@ rule plots:
         png=[plot_output(name, "png") for name in PLOT_NAMES],
         pdf=[plot_output(name, "pdf") for name in PLOT_NAMES],
     params:
-        out_dir=f"{RESULTS}/plots",
-        results=as_json(config.get("results", {})),
+        out_dir=lambda w, output: parent_dir(output.png[0]),
+        results=as_json(config["results"]),
     resources:
         **RESOURCES["default"],
     log:
         f"{RESULTS}/logs/plots.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd plot --out-dir {params.out_dir} --results-config {params.results:q}"
         " {input.records} > {log} 2>&1"

@@ -3,21 +3,6 @@
 # targets (exp/teacher/targets/layers2_4/, .../posteriors/), rebuilt whenever the teacher
 # checkpoint or the training cuts change.
 
-TEACHER_CACHE = f"{EXP}/{TEACHER_RUN}/targets"
-
-
-def teacher_cache(cell):
-    """The cut manifest of the cache a grid cell reads, or None."""
-    name = teacher_cache_name(cell, config)
-    return None if name is None else f"{TEACHER_CACHE}/{name}/cuts_train.jsonl.gz"
-
-
-def cache_args(wildcards):
-    layers, posteriors = parse_teacher_cache_name(wildcards.targets)
-    return shell_args((["--layers", ",".join(map(str, layers))] if layers else [])
-                      + (["--posteriors"] if posteriors else []))
-
-
 rule cache_teacher:
     input:
         model=TEACHER_MODEL,
@@ -35,6 +20,8 @@ rule cache_teacher:
         **RESOURCES["decode"],
     log:
         f"{EXP}/{TEACHER_RUN}/log/cache_teacher-{{targets}}.log",
+    conda:
+        CONDA_ENV
     shell:
         "streamkd cache-teacher --teacher {input.model} --cuts {input.cuts} --out-cuts {output.cuts}"
         " {params.targets} --threads {threads} > {log} 2>&1"

@@ -5,11 +5,13 @@ TRAIN_INPUTS = dict(
     dev=f"{DATA}/fbank/cuts_dev.jsonl.gz",
     bpe=BPE_MODEL,
 )
+# One command for both roles: the teacher adds its seed, a student its grid cell's arguments.
+# The launcher (workflow/rules/resources.smk) is a param, so a change to it reruns training.
 TRAIN_SHELL = (
-    TRAIN_LAUNCHER + "streamkd train --role {params.role} --train-cuts {input.train}"
+    "{params.launcher}streamkd train --role {params.role} --train-cuts {input.train}"
     " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
-    " --encoder {params.encoder:q} --optimisation {params.optimisation:q} --seed {params.seed}"
-    " --head {params.head:q} --threads {threads} {params.streaming} > {log} 2>&1"
+    " --encoder {params.encoder:q} --optimisation {params.optimisation:q}"
+    " --head {params.head:q} --threads {threads} {params.role_args} > {log} 2>&1"
 )
 
 
@@ -20,43 +22,24 @@ rule train_teacher:
         model=f"{EXP}/{TEACHER_RUN}/model.pt",
         summary=f"{EXP}/{TEACHER_RUN}/train_summary.json",
     params:
+        launcher=TRAIN_LAUNCHER,
         role="teacher",
-        out_dir=f"{EXP}/{TEACHER_RUN}",
+        out_dir=lambda w, output: parent_dir(output.model),
         encoder=as_json(config["model"]["teacher"]),
         optimisation=as_json(config["training"]["teacher"]),
-        seed=config["training"].get("teacher_seed", 0),
-        streaming="",
         head=as_json(HEAD),
+        role_args=teacher_args,
     threads: TRAIN_THREADS
     resources:
         **RESOURCES["train"],
     log:
         f"{EXP}/{TEACHER_RUN}/log/train.log",
+    benchmark:
+        f"{EXP}/{TEACHER_RUN}/benchmark/train.tsv"
+    conda:
+        CONDA_ENV
     shell:
         TRAIN_SHELL
-
-
-def teacher_for(wildcards):
-    """KD students read the teacher's checkpoint (and its cache); the baseline needs none."""
-    cell = STUDENTS[wildcards.student]
-    if cell.method == "none":
-        return []
-    cache = teacher_cache(cell)
-    return [TEACHER_MODEL] + ([cache] if cache else [])
-
-
-def distillation_args(wildcards):
-    cell = STUDENTS[wildcards.student]
-    args = cell.train_args()
-    if cell.method != "none":
-        args += [
-            "--kd", as_json({**config["kd"], "weight": kd_weight(cell, config["kd"])}),
-            "--teacher", TEACHER_MODEL,
-            "--teacher-encoder", as_json(config["model"]["teacher"]),
-        ]
-        if teacher_cache(cell):
-            args += ["--teacher-targets", teacher_cache(cell)]
-    return shell_args(args)
 
 
 rule train_student:
@@ -67,21 +50,23 @@ rule train_student:
         model=f"{EXP}/{{student}}/model.pt",
         summary=f"{EXP}/{{student}}/train_summary.json",
     params:
-        out_dir=lambda w: f"{EXP}/{w.student}",
+        launcher=TRAIN_LAUNCHER,
+        role="student",
+        out_dir=lambda w, output: parent_dir(output.model),
         encoder=as_json(config["model"]["student"]),
         optimisation=as_json(config["training"]["student"]),
-        left_chunks=config["model"].get("left_chunks", -1),
-        cell=distillation_args,
         head=as_json(HEAD),
+        role_args=student_args,
     wildcard_constraints:
         student=STUDENT_PATTERN,
-    threads: lambda w: TRAIN_THREADS if STUDENTS[w.student].method == "none" else KD_TRAIN_THREADS
+    threads: kd_train_threads
     resources:
         **RESOURCES["train"],
     log:
         f"{EXP}/{{student}}/log/train.log",
+    benchmark:
+        f"{EXP}/{{student}}/benchmark/train.tsv"
+    conda:
+        CONDA_ENV
     shell:
-        TRAIN_LAUNCHER + "streamkd train --role student --train-cuts {input.train}"
-        " --dev-cuts {input.dev} --bpe-model {input.bpe} --out-dir {params.out_dir}"
-        " --encoder {params.encoder:q} --optimisation {params.optimisation:q}"
-        " --left-chunks {params.left_chunks} --head {params.head:q} --threads {threads} {params.cell} > {log} 2>&1"
+        TRAIN_SHELL

@@ -15,24 +15,8 @@ Guarantees:
   and manifests are byte-identical for the same configuration, whatever
   ``num_jobs`` is and whether the run was interrupted and resumed.
 
-Default configuration (:func:`default_config`)::
-
-    seed: 0
-    num_train: 2000, num_dev: 150, num_test: 150
-    voices (train, dev and test):
-        espeak-en-us          espeak-ng en-us           (American, male)
-        espeak-en-gb-scotland espeak-ng en-gb-scotland  (Scottish, male)
-        espeak-en-029-f2      espeak-ng en-029+f2       (Caribbean, female variant)
-        espeak-en-gb-x-rp-m3  espeak-ng en-gb-x-rp+m3   (British RP, male variant)
-        flite-kal16           flite kal16               (American, male, diphone)
-        flite-slt             flite slt                 (American, female)
-        flite-rms             flite rms                 (American, male)
-    heldout_test_voice:
-        espeak-en-us-f4       espeak-ng en-us+f4        (American, female variant)
-    speed_range: [0.85, 1.15]   (relative speaking rate)
-    pitch_range: [30, 70]       (espeak-ng -p scale; 50 is the voice's default)
-    snr_db_range: [10, 30]
-    sampling_rate: 16000
+The configuration is the ``corpus`` section of the experiment config (``config.yaml`` holds
+the default voices, sizes and ranges; the schema checks every key).
 
 Pitch follows espeak-ng's ``-p`` scale.  For flite voices it is mapped to a
 relative F0 factor ``2 ** ((pitch - 50) / 75)``, which matches how espeak-ng
@@ -53,18 +37,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -73,6 +55,8 @@ from lhotse.qa import fix_manifests, validate_recordings_and_supervisions
 from tqdm import tqdm
 
 from streamkd.data.text import DEFAULT_FORTUNES_DIR, load_sentences
+from streamkd.schema import pattern
+from streamkd.utils import atomic_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +68,10 @@ ESPEAK_BASE_WPM = 165
 _NEUTRAL_PITCH = 50
 _ENGINE_TIMEOUT_S = 120
 _PEAK_LIMIT = 0.99
-_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Bump when the synthesis recipe changes, so old WAV caches are not reused.
 _RECIPE_VERSION = 1
+# Voice names become part of utterance ids and file names; the schema states the pattern.
+VOICE_NAME = pattern("definitions.voice.name")
 
 Manifests = Dict[str, Dict[str, Union[RecordingSet, SupervisionSet]]]
 
@@ -108,7 +93,7 @@ class Voice:
     voice: str
 
     def __post_init__(self) -> None:
-        if not _VOICE_NAME.match(self.name or ""):
+        if not VOICE_NAME.match(self.name or ""):
             raise ValueError(
                 f"voice name {self.name!r} must start with a letter or digit and hold only "
                 "letters, digits, '.', '_' and '-' (it becomes part of utterance ids)"
@@ -186,31 +171,6 @@ class CorpusConfig:
         for key in ("speed_range", "pitch_range", "snr_db_range"):
             d[key] = list(d[key])
         return d
-
-
-def default_config() -> CorpusConfig:
-    """The configuration described in this module's docstring."""
-    voices = [
-        Voice("espeak-en-us", "espeak-ng", "en-us"),
-        Voice("espeak-en-gb-scotland", "espeak-ng", "en-gb-scotland"),
-        Voice("espeak-en-029-f2", "espeak-ng", "en-029+f2"),
-        Voice("espeak-en-gb-x-rp-m3", "espeak-ng", "en-gb-x-rp+m3"),
-        Voice("flite-kal16", "flite", "kal16"),
-        Voice("flite-slt", "flite", "slt"),
-        Voice("flite-rms", "flite", "rms"),
-    ]
-    return CorpusConfig(
-        seed=0,
-        num_train=2000,
-        num_dev=150,
-        num_test=150,
-        voices=voices,
-        heldout_test_voice=Voice("espeak-en-us-f4", "espeak-ng", "en-us+f4"),
-        speed_range=(0.85, 1.15),
-        pitch_range=(30, 70),
-        snr_db_range=(10.0, 30.0),
-        sampling_rate=16000,
-    )
 
 
 def _checked_keys(d: Mapping[str, Any], cls: type, what: str) -> Dict[str, Any]:
@@ -525,28 +485,10 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(samples, dtype=np.float64) * 32767.0).astype(np.int16)
 
 
-def _temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
-    """A unique hidden name beside ``path``; ``os.replace`` from it is atomic.
-
-    Unlike ``mkstemp`` the file is created with the usual umask permissions.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None], suffix: str = ".tmp") -> None:
-    tmp = _temporary_sibling(path, suffix)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_wav_atomic(path: Path, pcm: np.ndarray, sampling_rate: int) -> None:
     """Write ``pcm`` as a 16-bit WAV so that ``path`` is either absent or complete."""
-    _replace_atomically(path, lambda tmp: sf.write(str(tmp), pcm, sampling_rate, subtype="PCM_16", format="WAV"))
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), pcm, sampling_rate, subtype="PCM_16", format="WAV")
 
 
 def render_utterance(plan: UtterancePlan, wav_path: Path, sampling_rate: int) -> None:
@@ -637,14 +579,9 @@ def build_manifests(plans: Sequence[UtterancePlan], wav_dir: Path) -> Tuple[Reco
 
 
 def write_manifest_atomic(manifest: Union[RecordingSet, SupervisionSet], path: Path) -> None:
-    """lhotse's ``to_file`` through a temporary file with the same suffix."""
-    # lhotse picks the format from the suffix, so the temporary name keeps it.
-    _replace_atomically(path, manifest.to_file, suffix=".tmp" + "".join(path.suffixes))
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    _replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    """lhotse's ``to_file`` through a temporary file (which keeps the suffix lhotse reads)."""
+    with atomic_path(path) as tmp:
+        manifest.to_file(tmp)
 
 
 def corpus_stats(manifests: Manifests) -> Dict[str, Any]:
@@ -703,7 +640,7 @@ def prepare_embedded_corpus(
         manifests[split] = {"recordings": recordings, "supervisions": supervisions}
 
     stats = corpus_stats(manifests)
-    write_json_atomic(stats, manifest_dir / "embedded_stats.json")
+    write_json(manifest_dir / "embedded_stats.json", stats)
     _log_stats(stats)
     return manifests
 
@@ -735,12 +672,12 @@ def _claim_output_dir(output_dir: Path, config: CorpusConfig, plans: Mapping[str
             f"{output_dir / 'wav'} already holds {len(existing)} WAV files but no plan.json; "
             "remove it or choose another output directory"
         )
-    write_json_atomic({"plan_sha256": digest, "config": config.to_dict()}, marker)
+    write_json(marker, {"plan_sha256": digest, "config": config.to_dict()})
 
 
 def _remove_stale_temporaries(wav_dir: Path) -> None:
     # Left behind only by a killed run; a single writer per directory is assumed.
-    for tmp in wav_dir.glob(".*.tmp"):  # names from _temporary_sibling
+    for tmp in wav_dir.glob(".*"):  # atomic_path's temporaries are hidden; WAVs are not
         tmp.unlink(missing_ok=True)
 
 

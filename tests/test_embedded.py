@@ -17,7 +17,7 @@ from lhotse import RecordingSet, load_manifest
 from lhotse.audio import AudioSource
 from lhotse.qa import validate_recordings_and_supervisions
 
-from streamkd.data.corpus import (
+from streamkd.data.embedded import (
     SPLITS,
     CorpusConfig,
     UtterancePlan,
@@ -27,7 +27,6 @@ from streamkd.data.corpus import (
     check_recordings,
     check_supervisions,
     check_voice,
-    default_config,
     measured_snr_db,
     plan_corpus,
     prepare_embedded_corpus,
@@ -36,9 +35,9 @@ from streamkd.data.corpus import (
 )
 from streamkd.data.text import DEFAULT_FORTUNES_DIR, load_sentences, normalize_text
 
-HAVE_TTS = shutil.which("espeak-ng") is not None and shutil.which("flite") is not None
+from helpers import HAVE_TTS, default_corpus_config, mixed_engine_corpus_config, requires_tts
+
 HAVE_FORTUNES = DEFAULT_FORTUNES_DIR.is_dir()
-requires_tts = pytest.mark.skipif(not HAVE_TTS, reason="needs espeak-ng and flite (apt-get install espeak-ng flite)")
 requires_fortunes = pytest.mark.skipif(
     not HAVE_FORTUNES, reason="needs Debian's fortune files (apt-get install fortunes fortunes-min)"
 )
@@ -49,7 +48,7 @@ TINY = dict(num_train=10, num_dev=4, num_test=8)
 
 
 def tiny_config(**overrides) -> CorpusConfig:
-    return replace(default_config(), **{**TINY, **overrides})
+    return mixed_engine_corpus_config(**{**TINY, **overrides})
 
 
 def manifest_lines(output_dir: Path) -> Dict[str, str]:
@@ -144,7 +143,7 @@ def test_source_without_usable_sentences_raises(tmp_path):
 
 
 def test_config_round_trips_and_rejects_unknown_keys():
-    config = default_config()
+    config = mixed_engine_corpus_config()
     assert CorpusConfig.from_dict(config.to_dict()) == config
     bad = {**config.to_dict(), "num_trian": 5}
     with pytest.raises(ValueError, match="num_trian"):
@@ -156,7 +155,7 @@ def test_config_round_trips_and_rejects_unknown_keys():
 
 
 def test_config_rejects_heldout_voice_used_in_training():
-    config = default_config()
+    config = default_corpus_config()
     with pytest.raises(ValueError, match="held-out"):
         replace(config, heldout_test_voice=Voice("other-name", "espeak-ng", "en-us"))
 
@@ -346,7 +345,7 @@ def test_unknown_voice_fails_early_naming_it(voice):
 
 @requires_tts
 def test_default_voices_are_available():
-    config = default_config()
+    config = default_corpus_config()
     for voice in list(config.voices) + [config.heldout_test_voice]:
         check_voice(voice)
 
