@@ -331,9 +331,11 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
 @click.option("--decode-stats", "stats_items", multiple=True,
               help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
+@click.option("--data-check", "check_items", multiple=True,
+              help="TEST_SET=PATH of the test set's data-check report (the record counts the excluded utterances).")
 @click.option("--out", required=True, type=PathType)
 def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
-           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path) -> None:
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, check_items: Tuple[str, ...] = ()) -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -356,6 +358,7 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
     write_record(out, build_record(
         run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
         record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
+        data_checks=_test_set_paths(check_items, "--data-check"),
     ))
 
 

@@ -34,7 +34,7 @@ FRAME_MS = 40  # one encoder frame after 4x subsampling of 10 ms features
 RUN_COLUMNS = [
     "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "left_chunks", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
-    "num_params_training", "train_seconds", "config_hash",
+    "num_params_training", "train_seconds", "config_hash", "num_scored", "num_excluded",
 ]
 
 
@@ -148,6 +148,8 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "train_seconds": record["train_seconds"],
         "config_hash": record["config_hash"],
     }
+    scored = record.get("scored_utterances") or {}
+    excluded = record.get("excluded_utterances") or {}
     rows = []
     for test_set, by_method in record["wer"].items():
         for decoding, wer in by_method.items():
@@ -159,6 +161,9 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
                     "decoding": decoding,
                     "wer": float(wer),
                     "errors_path": str(resolve_record_path(path, stored)) if stored else None,
+                    # Older records say neither how many utterances were scored nor excluded.
+                    "num_scored": (scored.get(test_set) or {}).get(decoding),
+                    "num_excluded": excluded.get(test_set),
                 }
             )
     return rows

@@ -13,13 +13,14 @@ rule record:
         wers=lambda w: [f"{d}/wer.json" for _, _, d in decode_items(w.run)],
         errors=lambda w: [f"{d}/errors.jsonl" for _, _, d in decode_items(w.run)],
         stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
+        checks=[f"{DATA}/fbank/check_{t}.json" for t in TEST_SETS],
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
         decodes=lambda w: " ".join(
             f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
             for t, m, d in decode_items(w.run)
-        ),
+        ) + "".join(f" --data-check {t}={DATA}/fbank/check_{t}.json" for t in TEST_SETS),
     resources:
         **RESOURCES["default"],
     log:
