@@ -13,7 +13,7 @@ from typing import Dict
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import RecordingSet, load_manifest
+from lhotse import load_manifest
 from lhotse.audio import AudioSource
 from lhotse.qa import validate_recordings_and_supervisions
 
