@@ -28,6 +28,8 @@ rule compute_fbank:
 # The data check: cuts the models cannot use (unreadable audio, empty or out-of-alphabet
 # transcripts, too short for the front-end or the transcript, too long to train on) are
 # excluded and reported per split, or fail the run (see streamkd/data/check.py).
+from streamkd.training.config import OptimisationConfig
+
 DATA_CHECK = config.get("data_check", {})
 
 
@@ -43,16 +45,15 @@ def split_kind(split):
 
 
 def max_training_seconds():
-    limits = [config["training"][r].get("max_utterance_seconds") for r in ("teacher", "student")]
-    limits = [x for x in limits if x is not None]
-    return min(limits) if limits else None
+    """The shorter of the two roles' limits, so that neither drops utterances unreported."""
+    default = OptimisationConfig.max_utterance_seconds
+    return min(config["training"][r].get("max_utterance_seconds", default) for r in ("teacher", "student"))
 
 
 def data_check_args(wildcards):
     args = ["--kind", split_kind(wildcards.split), "--head", HEAD["type"],
             "--max-excluded-fraction", DATA_CHECK.get("max_excluded_fraction", 0.02)]
-    if max_training_seconds() is not None:
-        args += ["--max-utterance-seconds", max_training_seconds()]
+    args += ["--max-utterance-seconds", max_training_seconds()]
     if DATA_CHECK.get("allow_test_exclusion", False):
         args.append("--allow-test-exclusion")
     return shell_args(args)
