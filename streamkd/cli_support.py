@@ -27,8 +27,9 @@ OPTION_SCHEMAS = {
     "--optimisation": ("definitions", "optimisation"),
     "--head": ("definitions", "head"),
     "--kd": ("properties", "kd"),
-    "--corpus-config": ("properties", "corpus"),
 }
+# --corpus-config and --results-config are checked by CorpusConfig and ResultsConfig, which
+# take partial sections (every key has a default there).
 
 
 def debug_requested(ctx: click.Context) -> bool:

@@ -122,3 +122,10 @@ def test_training_on_fewer_cuts_than_sampler_buckets(files):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 training cuts: 3 duration buckets instead of 10" in result.stderr
     assert (out / "model.pt").is_file()
+
+
+def test_optimisation_settings_from_python_name_missing_keys_too():
+    from streamkd.training.config import OptimisationConfig
+
+    with pytest.raises(ValueError, match="missing optimisation option\\(s\\): max_duration, peak_lr, warmup_steps"):
+        OptimisationConfig.from_dict({"num_epochs": 1})
