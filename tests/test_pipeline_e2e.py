@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import requires_tts, run_snakemake
+from conftest import job_counts, requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 
@@ -88,15 +88,23 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "KD layer pairs (student -> teacher): [(1, 1), (2, 2)], APC shift 1" in aux_log
     assert re.search(r"kd=\d+\.\d+", aux_log)
+    # The data check passed every split whole, and the records say how many utterances were scored.
+    for split, size in (("train", 48), ("dev", 8), ("test", 8)):
+        check = json.loads((tmp_path / f"data/fbank/check_{split}.json").read_text())
+        assert (check["kind"], check["num_checked"], check["num_kept"]) == (split, size, size)
+    for record in records.values():
+        assert set(record["scored_utterances"]["test"].values()) == {8}
+        assert record["excluded_utterances"] == {"test": 0}
+    assert "Scored utterances: test: 8 utterances scored (0 excluded by the data check)." in markdown
     # Every rule leaves a log where the workflow says it does.
-    for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
+    for log in ["prepare_corpus", "compute_fbank_train", "check_data_test", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()
     # The self-contained HTML report holds the tables and plots with their captions
     # (built without downloading Snakemake's JavaScript: see snakemake_report_offline.py).
     report = subprocess.run(
         [sys.executable, str(REPO / "tests/snakemake_report_offline.py"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
          "--configfile", str(REPO / "workflow/configs/micro.yaml"), "--report", str(tmp_path / "report.html")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=600,
     )
     assert report.returncode == 0, report.stdout[-4000:] + report.stderr[-4000:]
     html = (tmp_path / "report.html").read_text()
@@ -113,7 +121,11 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     assert first.returncode == 0, "the CTC micro run failed; see the test above"
     result = snakemake(tmp_path, MICRO, MICRO_TRANSDUCER)  # reuses data/ of the CTC run
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "prepare_corpus" not in result.stdout + result.stderr.split("Job stats")[0]
+    # The jobs Snakemake plans: none of the data stages (they belong to the CTC run's data/).
+    planned = job_counts(result.stderr.split("Job stats:", 1)[1].split("\n\n", 1)[0])
+    assert planned["train_teacher"] == 1, planned
+    for rule in ("prepare_corpus", "compute_fbank", "check_data", "train_bpe", "compile_ctc_topo"):
+        assert planned[rule] == 0, (rule, planned)
 
     table = pd.read_csv(tmp_path / "results-transducer/tables/wer.csv")
     assert table["wer_mean"].between(0, 1000).all()

@@ -50,8 +50,14 @@ def max_training_seconds():
     return min(config["training"][r].get("max_utterance_seconds", default) for r in ("teacher", "student"))
 
 
+def length_bound():
+    """The loss whose length bound applies: CTC's (the stricter) whenever a CTC head trains.
+    Naming the bound, not the head, lets runs with ctc and transducer+ctc heads share data/."""
+    return "transducer" if HEAD["type"] == "transducer" else "ctc"
+
+
 def data_check_args(wildcards):
-    args = ["--kind", split_kind(wildcards.split), "--head", HEAD["type"],
+    args = ["--kind", split_kind(wildcards.split), "--head", length_bound(),
             "--max-excluded-fraction", DATA_CHECK.get("max_excluded_fraction", 0.02)]
     args += ["--max-utterance-seconds", max_training_seconds()]
     if DATA_CHECK.get("allow_test_exclusion", False):
