@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import click
 
+from streamkd.cli_support import DEBUG_ENV, ErrorReportingGroup, json_option
 from streamkd.data.corpora import CORPORA
 from streamkd.decode.methods import METHOD_NAMES
 from streamkd.distill.config import METHODS
@@ -27,18 +28,13 @@ LIBRISPEECH_CORPORA = [name for name, spec in CORPORA.items() if spec.download_p
 
 
 def _json_option(value: str, name: str) -> dict:
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON: {e}", param_hint=name) from e
-    if not isinstance(parsed, dict):
-        raise click.BadParameter("expected a JSON object", param_hint=name)
-    return parsed
+    return json_option(value, name)
 
 
-@click.group()
+@click.group(cls=ErrorReportingGroup)
 @click.option("--log-file", type=PathType, default=None, help="Also append log lines to this file.")
-def main(log_file: Optional[Path]) -> None:
+@click.option("--debug", is_flag=True, help=f"Show the Python traceback of a failure (also: {DEBUG_ENV}=1).")
+def main(log_file: Optional[Path], debug: bool) -> None:
     """streamkd: distil full-context ASR encoders into streaming ones."""
     setup_logging(log_file)
 
@@ -415,9 +411,12 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
 @click.option("--delay", "delay_items", multiple=True,
               help="TEST_SET/METHOD=PATH of an emission-delay summary (delay.json).")
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
+@click.option("--data-check", "check_items", multiple=True,
+              help="TEST_SET=PATH of the test set's data-check report (the record counts the excluded utterances).")
 @click.option("--out", required=True, type=PathType)
 def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
-           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, delay_items: Tuple[str, ...] = ()) -> None:
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, delay_items: Tuple[str, ...] = (),
+           check_items: Tuple[str, ...] = ()) -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -441,6 +440,7 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
         run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
         record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
         delay_stats=keyed(delay_items, "--delay"),
+        data_checks=_test_set_paths(check_items, "--data-check"),
     ))
 
 
@@ -691,6 +691,34 @@ def emission_delay(checkpoint, cuts, bpe_model, reference, method, graph, emissi
                                     graph_path=graph, chunk_size=chunk_size, options=options,
                                     max_duration=max_duration, device=device)
     log.info("emission delay: %s", result)
+
+
+@main.command("check-data")
+@click.option("--cuts", required=True, type=ExistingPath, help="Cut manifest written by compute-fbank.")
+@click.option("--supervisions", type=ExistingPath, default=None,
+              help="The split's supervisions: those without a cut (audio lhotse could not read) count as excluded.")
+@click.option("--recordings", type=ExistingPath, default=None, help="The split's recordings, to say why audio was unreadable.")
+@click.option("--bpe-model", required=True, type=ExistingPath)
+@click.option("--split", required=True, help="Name of the split, for messages and the report.")
+@click.option("--kind", required=True, type=click.Choice(["train", "dev", "test"]),
+              help="train/dev: bad cuts are excluded up to a share; test: bad cuts fail unless allowed.")
+@click.option("--head", "head_type", default="ctc", show_default=True,
+              type=click.Choice(["ctc", "transducer", "transducer+ctc"]), help="Which loss's length bound applies.")
+@click.option("--max-utterance-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="train/dev: longer utterances are excluded.")
+@click.option("--max-excluded-fraction", type=click.FloatRange(0, 1), default=0.02, show_default=True,
+              help="train/dev: fail when a larger share of the cuts is excluded.")
+@click.option("--allow-test-exclusion", is_flag=True, help="test: exclude bad cuts (and report them) instead of failing.")
+@click.option("--out-cuts", required=True, type=PathType, help="Output: the cuts that passed.")
+@click.option("--report", "report_path", required=True, type=PathType, help="Output: counts by reason and the excluded cut ids (JSON).")
+def check_data(cuts, supervisions, recordings, bpe_model, split, kind, head_type, max_utterance_seconds,
+               max_excluded_fraction, allow_test_exclusion, out_cuts, report_path) -> None:
+    """Check a split's cuts before training or decoding; write the usable ones and a report."""
+    from streamkd.data.check import CheckPolicy, run_data_check
+
+    policy = CheckPolicy(kind=kind, head=head_type, max_utterance_seconds=max_utterance_seconds,
+                         max_excluded_fraction=max_excluded_fraction, allow_test_exclusion=allow_test_exclusion)
+    run_data_check(cuts, supervisions, bpe_model, out_cuts, report_path, policy, split, recordings_path=recordings)
 
 
 if __name__ == "__main__":

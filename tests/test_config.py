@@ -205,3 +205,36 @@ def test_the_readme_results_example_is_a_valid_config(config):
     config["results"] = yaml.safe_load(block)["results"]
     config["grid"]["chunk_sizes"] = [4, 8]
     validate_config(config)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data_check:\n  max_excluded_fraction: 1.5\n", "data_check.max_excluded_fraction: 1.5 is greater than the maximum of 1"),
+    ("data_check:\n  allow_test_exclusions: true\n", "'allow_test_exclusions' was unexpected"),
+])
+def test_snakemake_refuses_bad_data_check_settings(tmp_path, setting, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(setting)
+    result = run_snakemake(tmp_path, "-n", configfiles=[bad])
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_the_data_check_sits_between_features_and_training_and_decoding(tmp_path):
+    settings = tmp_path / "check.yaml"
+    settings.write_text("data_check:\n  max_excluded_fraction: 0.1\n  allow_test_exclusion: true\n"
+                        "decoding:\n  test_sets: [dev, test]\n")
+    commands = run_snakemake(tmp_path, "-n", "-p", configfiles=[settings], check=True).stdout
+    assert job_counts(commands)["check_data"] == 3
+    check = {line.split("--split ")[1].split()[0]: line for line in commands.splitlines() if line.startswith("streamkd check-data")}
+    assert set(check) == {"train", "dev", "test"}
+    # dev is decoded here, so it is checked as a test set; only training splits drop long utterances.
+    assert "--kind train " in check["train"] and "--kind test " in check["dev"] and "--kind test " in check["test"]
+    assert all("--max-excluded-fraction 0.1 " in line and "--allow-test-exclusion" in line for line in check.values())
+    # Training may run under a launcher (torchrun, thread settings): look for the command in the line.
+    trains = [line for line in commands.splitlines() if "streamkd train " in line]
+    decodes = [line for line in commands.splitlines() if "streamkd decode " in line]
+    assert trains and all("--train-cuts data/fbank/cuts_train.checked.jsonl.gz" in line for line in trains)
+    assert all("--dev-cuts data/fbank/cuts_dev.checked.jsonl.gz" in line for line in trains)
+    assert decodes and all(".checked.jsonl.gz" in line for line in decodes)
+    records = [line for line in commands.splitlines() if "streamkd record " in line]
+    assert records and all("--data-check test=data/fbank/check_test.json" in line for line in records)

@@ -113,3 +113,30 @@ def test_word_graph_file_errors_name_the_file(tmp_path):
     torch.save({"something": 1}, bad)
     with pytest.raises(ValueError, match="bad.pt"):
         WordGraph.load(bad)
+
+
+def ambiguous_posteriors(tokenizer, words, ambiguous):
+    """Posteriors that spell ``words`` except at the word ``None``, where the single-token
+    words in ``ambiguous`` are exactly equally likely."""
+    frames = [{0}]
+    for word in words:
+        pieces = [{t} for t in tokenizer.encode([word])[0]] if word else [{tokenizer.encode([w])[0][0] for w in ambiguous}]
+        for tokens in pieces:
+            frames += [tokens, tokens, {0}]
+    logits = torch.full((len(frames), tokenizer.vocab_size), -10.0)
+    for t, tokens in enumerate(frames):
+        logits[t, list(tokens)] = 10.0
+    return logits.log_softmax(-1).unsqueeze(0), torch.tensor([len(frames)])
+
+
+@pytest.mark.parametrize("words, expected", [
+    (["ON", "THE", "MAT", "THE", None, "SLEPT"], "CAT"),  # "MAT THE CAT" is in the LM's text
+    (["THE", "CATALOGUE", "OF", "THE", None], "DOG"),  # "OF THE DOG" is, "OF THE CAT" is not
+])
+def test_the_word_lm_decides_between_equally_likely_words(lang, words, expected):
+    tokenizer, graph = lang
+    ambiguous = ("CAT", "DOG")
+    assert all(len(tokenizer.encode([w])[0]) == 1 for w in ambiguous)  # one token each: a true tie
+    log_probs, lengths = ambiguous_posteriors(tokenizer, words, ambiguous)
+    decoded = graph.to_text(CtcOneBestDecoder(graph.fsa)(log_probs, lengths)[0])
+    assert decoded == " ".join(expected if w is None else w for w in words)

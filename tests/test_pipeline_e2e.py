@@ -9,12 +9,38 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO, requires_tts, run_snakemake
+from helpers import REPO, job_counts, requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 
 MICRO = REPO / "workflow/configs/micro.yaml"
 MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
+
+
+def word_errors(ref: str, hyp: str) -> int:
+    """Levenshtein distance between word sequences, written out as the test's own reference."""
+    r, h = ref.split(), hyp.split()
+    row = list(range(len(h) + 1))
+    for i, word in enumerate(r, start=1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(h, start=1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1]
+
+
+def check_wer_against_hyps(record: dict, run_dir: Path, references: dict) -> None:
+    """Each WER in a record is what its hypotheses give against the test set's transcripts.
+
+    The micro models train for one epoch and still emit (almost) nothing, so their WER is
+    close to 100%; above 100% would mean the searches insert words that no model this weak
+    would emit, which is a broken decoder.
+    """
+    for method, wer in record["wer"]["test"].items():
+        rows = [json.loads(line) for line in (run_dir / f"decode/test-{method}/hyps.jsonl").read_text().splitlines()]
+        assert {row["id"]: row["ref"] for row in rows} == references, method
+        errors = sum(word_errors(row["ref"], row["hyp"]) for row in rows)
+        assert wer == pytest.approx(100 * errors / sum(len(ref.split()) for ref in references.values()), abs=1e-6)
+        assert 0 <= wer <= 100, (method, wer)
 
 
 def snakemake(directory: Path, *configfiles: Path) -> subprocess.CompletedProcess:
@@ -77,7 +103,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     assert set(table["method"]) == {"teacher", "none", "aux"}
     aux_row = table[table["method"] == "aux"].iloc[0]
     assert (aux_row["kd_layers"], aux_row["apc_shift"]) == ("1,2", 1)
-    assert table["wer_mean"].between(0, 1000).all()
+    assert table["wer_mean"].between(0, 100).all()
     assert (table["test_set"] == "test").all()
     markdown = (tmp_path / "results/tables/wer.md").read_text()
     assert markdown.startswith("WER (%) on test with ctc-1best decoding")
@@ -105,10 +131,14 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "from the teacher cache" in aux_log
 
+    from lhotse import load_manifest
+
+    references = {s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")}
     records = {}
     for run in ("teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"):
         run_dir = tmp_path / "exp" / run
         record = records[run] = json.loads((run_dir / "record.json").read_text())
+        check_wer_against_hyps(record, run_dir, references)
         assert record["seed"] == (42 if run == "teacher" else 1)
         assert record["num_params"] > 0
         assert isinstance(record["wer"]["test"]["ctc-1best"], float)
@@ -139,8 +169,16 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "KD layer pairs (student -> teacher): [(1, 1), (2, 2)], APC shift 1" in aux_log
     assert re.search(r"kd=\d+\.\d+", aux_log)
+    # The data check passed every split whole, and the records say how many utterances were scored.
+    for split, size in (("train", 48), ("dev", 8), ("test", 8)):
+        check = json.loads((tmp_path / f"data/fbank/check_{split}.json").read_text())
+        assert (check["kind"], check["num_checked"], check["num_kept"]) == (split, size, size)
+    for record in records.values():
+        assert set(record["scored_utterances"]["test"].values()) == {8}
+        assert record["excluded_utterances"] == {"test": 0}
+    assert "Scored utterances: test: 8 utterances scored (0 excluded by the data check)." in markdown
     # Every rule leaves a log where the workflow says it does.
-    for log in ["prepare_corpus", "compute_fbank_train", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
+    for log in ["prepare_corpus", "compute_fbank_train", "check_data_test", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()
     # The heavy rules leave a benchmark with their peak memory (what the resources are sized from).
     benchmarks = [tmp_path / "data/benchmarks/prepare_corpus.tsv", tmp_path / "data/benchmarks/compute_fbank_train.tsv",
@@ -171,11 +209,19 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     assert first.returncode == 0, "the CTC micro run failed; see the test above"
     result = snakemake(tmp_path, MICRO, MICRO_TRANSDUCER)  # reuses data/ of the CTC run
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "prepare_corpus" not in result.stdout + result.stderr.split("Job stats")[0]
+    # The jobs Snakemake plans: none of the data stages (they belong to the CTC run's data/).
+    planned = job_counts(result.stderr.split("Job stats:", 1)[1].split("\n\n", 1)[0])
+    assert planned["train_teacher"] == 1, planned
+    for rule in ("prepare_corpus", "compute_fbank", "check_data", "train_bpe", "compile_ctc_topo"):
+        assert planned[rule] == 0, (rule, planned)
 
     table = pd.read_csv(tmp_path / "results-transducer/tables/wer.csv")
-    assert table["wer_mean"].between(0, 1000).all()
+    assert table["wer_mean"].between(0, 100).all()
     student = json.loads((tmp_path / "exp-transducer/none-chunk4-seed1/record.json").read_text())
+    from lhotse import load_manifest
+
+    references = {s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")}
+    check_wer_against_hyps(student, tmp_path / "exp-transducer/none-chunk4-seed1", references)
     assert student["head"] == "transducer+ctc"
     assert set(student["wer"]["test"]) == {
         "rnnt-greedy", "rnnt-modified-beam", "rnnt-fast-beam", "rnnt-greedy-streaming",

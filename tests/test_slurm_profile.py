@@ -144,13 +144,14 @@ def local_slurm(tmp_path_factory):
         pytest.skip("needs Debian's apt-get to install SLURM (or SLURM already installed)")
     state = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "STREAMKD_SLURM_DIR": str(state)}
-    start = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True, env=env)
+    # Starting may install the Debian packages first.
+    start = subprocess.run(["bash", str(LOCAL_SLURM), "start"], capture_output=True, text=True, env=env, timeout=1200)
     try:
         assert start.returncode == 0, start.stderr[-3000:]
         env["SLURM_CONF"] = str(state / "etc/slurm.conf")
         yield env
     finally:
-        stop = subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, text=True, env=env)
+        stop = subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, text=True, env=env, timeout=300)
         assert stop.returncode == 0, stop.stderr[-2000:]
         for pidfile in (state / "run").glob("*.pid"):
             pytest.fail(f"{pidfile.name} left behind by local_slurm.sh stop")
@@ -184,7 +185,7 @@ def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
     sacct = subprocess.run(
         ["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,JobName,State", "--starttime",
          time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started - 60))],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True, text=True, env=env, check=True, timeout=120,
     )
     rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
     ours = [r for r in rows if r[0] in job_ids]

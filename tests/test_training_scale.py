@@ -185,6 +185,36 @@ def test_killed_run_resumes_mid_epoch_to_identical_parameters(data, uninterrupte
     assert len([n for n in names if n.startswith("step-")]) <= 1
 
 
+@pytest.fixture(scope="module")
+def teacher(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    run(train_command(data, out, {"num_epochs": 1, "max_duration": 8, "peak_lr": 0.002, "warmup_steps": 2}))
+    return out / "model.pt"
+
+
+def aux_command(data: Path, out_dir: Path, teacher: Path) -> list:
+    """A distilled student: auxiliary branches on layers 1 and 2, APC shift 1, SpecAugment and dropout on."""
+    return train_command(data, out_dir, RESUME_OPTIMISATION, dropout=0.1, role="student") + [
+        "--method", "aux", "--kd-layers", "1,2", "--apc-shift", "1", "--teacher", str(teacher),
+        "--kd", json.dumps({"loss": "l1_cos", "weight": 1.0}),
+    ]
+
+
+def test_killed_aux_student_resumes_mid_epoch_to_identical_parameters(data, teacher, tmp_path):
+    """The branches, the KD projections and their optimiser state are restored with the student."""
+    reference = tmp_path / "reference"
+    run(aux_command(data, reference, teacher))
+    out = tmp_path / "run"
+    cmd = aux_command(data, out, teacher)
+    killed = start_and_stop(cmd, "saved checkpoint " + str(out / "checkpoints" / "step-16.pt"), signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "model.pt").exists()
+
+    resumed = run(cmd)
+    assert "resumed from" in resumed.stderr and "kd=" in resumed.stderr
+    assert_same_run(out, reference)
+
+
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_identically(data, uninterrupted, tmp_path):
     out = tmp_path / "run"
     cmd = train_command(data, out, RESUME_OPTIMISATION, dropout=0.1, role="student")

@@ -238,3 +238,42 @@ def test_all_blank_output_gives_empty_hypotheses() -> None:
         assert search.finish() == [[], []], name
     for name, search in searches(head, 1).items():  # no frames at all
         assert search.finish() == [[]], name
+
+
+def exhaustive_sequence_log_probs(head: TransducerHead, encoder_out: torch.Tensor) -> dict:
+    """log P(token sequence) with at most one token per frame, summed over every alignment.
+
+    Each frame emits exactly one symbol (blank leaves the sequence as it is); the predictor and
+    joiner are evaluated through the loss's path (predictor_outputs, joiner), not the search's.
+    """
+    def frame_log_probs(seq, t):
+        decoder_out = head.predictor_outputs(torch.tensor([list(seq) or [0]]))[0, len(seq)]
+        return head.joiner(encoder_out[t], decoder_out).log_softmax(-1)
+
+    states = {(): 0.0}
+    for t in range(encoder_out.size(0)):
+        extended = {}
+        for seq, score in states.items():
+            log_probs = frame_log_probs(seq, t).tolist()
+            for token, lp in enumerate(log_probs):
+                new_seq = seq if token == 0 else seq + (token,)
+                extended.setdefault(new_seq, []).append(score + lp)
+        states = {seq: torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0).item() for seq, scores in extended.items()}
+    return states
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_modified_beam_search_with_an_unlimited_beam_is_exhaustive_search(seed: int) -> None:
+    head = tiny_head(seed=seed).eval()
+    generator = torch.Generator().manual_seed(seed)
+    encoder_out = 2.0 * torch.randn(4, 16, generator=generator)
+    with torch.no_grad():
+        exhaustive = exhaustive_sequence_log_probs(head, encoder_out)
+    search = ModifiedBeamSearch(head, 1, beam=VOCAB ** 4)
+    search.advance(encoder_out.unsqueeze(0), torch.tensor([4]))
+    assert set(search.beams[0]) == set(exhaustive)
+    for seq, score in exhaustive.items():
+        assert search.beams[0][seq] == pytest.approx(score, abs=1e-4), seq
+    assert search.finish() == [list(max(exhaustive, key=exhaustive.get))]
+    # The probabilities of all sequences sum to one: nothing was lost or counted twice.
+    assert torch.logsumexp(torch.tensor(list(exhaustive.values())), 0).item() == pytest.approx(0.0, abs=1e-4)

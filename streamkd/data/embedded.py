@@ -46,7 +46,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -698,18 +698,8 @@ def _log_stats(stats: Mapping[str, Any]) -> None:
 # Checks, also for user-provided corpora
 
 
-def check_recordings(recordings: Iterable[Recording], max_reported: int = 10) -> None:
-    """Load every recording; raise naming each missing, corrupt, empty or non-finite one."""
-    problems = []
-    for recording in recordings:
-        problem = _recording_problem(recording)
-        if problem:
-            paths = ", ".join(str(s.source) for s in recording.sources)
-            problems.append(f"recording {recording.id} ({paths}): {problem}")
-    _raise_if_problems(problems, "recordings", max_reported)
-
-
-def _recording_problem(recording: Recording) -> str:
+def recording_problem(recording: Recording) -> str:
+    """Why a recording cannot be used (missing, empty, truncated, unreadable or non-finite audio), or ""."""
     for source in recording.sources:
         if source.type == "file":
             problem = _file_source_problem(recording, Path(source.source))
@@ -754,21 +744,11 @@ def _describe_exception(exc: BaseException) -> str:
     return "; ".join(messages)[:400]
 
 
-def check_supervisions(supervisions: Iterable[SupervisionSegment], max_reported: int = 10) -> None:
-    """Raise naming each supervision whose transcript is missing or has no letters,
-    or whose duration is not positive."""
-    problems = []
-    for segment in supervisions:
-        if segment.text is None or not any(ch.isalpha() for ch in segment.text):
-            problems.append(f"supervision {segment.id}: transcript {segment.text!r} has no words")
-        elif not segment.duration > 0:
-            problems.append(f"supervision {segment.id}: duration {segment.duration} is not positive")
-    _raise_if_problems(problems, "supervisions", max_reported)
+def supervision_problem(segment: SupervisionSegment) -> str:
+    """Why a supervision cannot be trained or scored (no words, no duration), or ""."""
+    if segment.text is None or not any(ch.isalpha() for ch in segment.text):
+        return f"transcript {segment.text!r} has no words"
+    if not segment.duration > 0:
+        return f"duration {segment.duration} is not positive"
+    return ""
 
-
-def _raise_if_problems(problems: Sequence[str], what: str, max_reported: int) -> None:
-    if not problems:
-        return
-    shown = "\n  ".join(problems[:max_reported])
-    more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
-    raise ValueError(f"{len(problems)} bad {what}:\n  {shown}{more}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 from lhotse.qa import validate_recordings_and_supervisions
 
+from streamkd.data.embedded import recording_problem
 from streamkd.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def compute_fbank(
             cuts = cuts + original.perturb_speed(factor)
         cuts = cuts.to_eager()
         log.info("speed perturbation %s: %d -> %d cuts", SPEED_PERTURB_FACTORS, len(original), len(cuts))
+    recording_of = {c.id: c.recording_id for c in cuts}
     if on_the_fly:
         log.info("%d cuts without stored features (fbank is computed on the fly) -> %s", len(cuts), cuts_path)
         with atomic_path(cuts_path) as tmp:
@@ -63,6 +65,25 @@ def compute_fbank(
         num_jobs=num_jobs,
         storage_type=LilcomChunkyWriter,
     )
+    report_dropped_cuts(recording_of, cuts, recordings)
     with atomic_path(cuts_path) as tmp:
         cuts.to_file(tmp)
     return cuts
+
+
+def report_dropped_cuts(recording_of: dict, cuts: CutSet, recordings) -> list:
+    """Name every cut lhotse skipped (it only logs a warning when audio cannot be read).
+
+    ``recording_of`` maps the ids of the cuts sent to feature extraction to their recordings.
+    The loss is not an error here: ``streamkd check-data`` compares the cuts with the
+    supervisions and applies the split's policy (exclude and report, or fail).
+    """
+    present = {c.id for c in cuts}
+    dropped = [cut_id for cut_id in recording_of if cut_id not in present]
+    if dropped:
+        log.warning("%d of %d cuts have no features (their audio could not be read):", len(dropped), len(recording_of))
+    for cut_id in dropped:
+        recording_id = recording_of[cut_id]
+        problem = recording_problem(recordings[recording_id]) if recording_id in recordings else ""
+        log.warning("  %s: recording %s: %s", cut_id, recording_id, problem or "no features computed")
+    return dropped

@@ -8,6 +8,7 @@ decoding code never needs to know which one it got.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -18,6 +19,8 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, 
 from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
 
 NUM_MEL_BINS = 80
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +101,17 @@ def spec_augment_batch(transform: SpecAugment, feats: torch.Tensor, feat_lens: t
     return transform(feats, supervision_segments=segments)
 
 
+def buckets_for(cuts: CutSet, num_buckets: int) -> int:
+    """lhotse refuses more duration buckets than cuts: a small training set gets fewer buckets."""
+    try:
+        num_cuts = len(cuts)
+    except TypeError:  # a lazy manifest: lhotse checks it
+        return num_buckets
+    if num_cuts < num_buckets:
+        log.warning("%d training cuts: %d duration buckets instead of %d", num_cuts, max(num_cuts, 1), num_buckets)
+    return max(min(num_buckets, num_cuts), 1)
+
+
 def train_dataloader(
     cuts: CutSet,
     max_duration: float,
@@ -127,7 +141,7 @@ def train_dataloader(
         cuts,
         max_duration=max_duration,
         shuffle=True,
-        num_buckets=num_buckets,
+        num_buckets=buckets_for(cuts, num_buckets),
         seed=seed,
         drop_last=False,
         world_size=world_size if world_size is not None else 1,

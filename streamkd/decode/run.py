@@ -215,6 +215,19 @@ def load_decoder(
     return LoadedDecoder(model, decoding, tokenizer, graph, decoder, stream, effective_chunk, streams_by_design)
 
 
+def refuse_short_cuts(cuts, cuts_path: Path) -> None:
+    """Cuts the front-end turns into no encoder frame would stop k2 with a bare assertion."""
+    from streamkd.data.check import input_frames
+    from streamkd.model.subsampling import MIN_INPUT_FRAMES
+
+    short = [c.id for c in cuts if input_frames(c) < MIN_INPUT_FRAMES]
+    if short:
+        raise ValueError(
+            f"{cuts_path}: {len(short)} cut(s) shorter than the front-end's {MIN_INPUT_FRAMES} input frames: "
+            f"{', '.join(short[:10])}{' ...' if len(short) > 10 else ''} (streamkd check-data excludes or reports them)"
+        )
+
+
 @torch.no_grad()
 def decode_cuts(
     checkpoint: Path,
@@ -238,6 +251,7 @@ def decode_cuts(
     encoder, effective_chunk, streams_by_design = model.encoder, loaded.chunk_size, loaded.streams_by_design
 
     cuts = load_cuts(cuts_path)
+    refuse_short_cuts(cuts, cuts_path)
     total_audio = sum(c.duration for c in cuts)
     rows, audio_done, start = [], 0.0, time.time()
     for raw in eval_dataloader(cuts, max_duration):

@@ -60,6 +60,7 @@ class TableData:
     confidence: float
     precision: int
     notes: List[str] = field(default_factory=list)  # warnings worth printing under the table
+    scored: List[str] = field(default_factory=list)  # per test set: utterances scored (and excluded)
 
 
 def _is_teacher(runs: pd.DataFrame) -> pd.Series:
@@ -277,8 +278,29 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
         name=name, spec=spec, summary=stats, baselines=baselines, systems=order,
         chunk_sizes=chunk_sizes, test_sets=test_sets, decoding=decoding, teacher_decoding=teacher_decoding,
         baseline=config.baseline, confidence=config.significance.confidence, precision=config.precision,
-        notes=_ordered_unique(notes),
+        notes=_ordered_unique(notes), scored=scored_sentences(selected, test_sets),
     )
+
+
+def _counts(values: pd.Series) -> str:
+    """'8', or '7 to 8' where the runs of a test set differ, or '' where no record says."""
+    known = sorted({int(v) for v in values.dropna()})
+    if not known:
+        return ""
+    return str(known[0]) if len(known) == 1 else f"{known[0]} to {known[-1]}"
+
+
+def scored_sentences(selected: pd.DataFrame, test_sets: List[str]) -> List[str]:
+    """'test: 200 utterances scored (2 excluded by the data check)' per test set, where records say."""
+    if "num_scored" not in selected:
+        return []
+    sentences = []
+    for test_set in test_sets:
+        rows = selected[selected["test_set"] == test_set]
+        scored, excluded = _counts(rows["num_scored"]), _counts(rows["num_excluded"])
+        if scored:
+            sentences.append(f"{test_set}: {scored} utterances scored" + (f" ({excluded} excluded by the data check)" if excluded else ""))
+    return sentences
 
 
 def table_files(out_dir: Path, name: str) -> Dict[str, Path]:

@@ -41,7 +41,7 @@ STREAMING_SUFFIX = "-streaming"
 RUN_COLUMNS = [
     "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
-    "num_params_training", "train_seconds", "config_hash",
+    "num_params_training", "train_seconds", "config_hash", "num_scored", "num_excluded",
     *DELAY_COLUMNS,
 ]
 
@@ -207,6 +207,8 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "train_seconds": record["train_seconds"],
         "config_hash": record["config_hash"],
     }
+    scored = record.get("scored_utterances") or {}
+    excluded = record.get("excluded_utterances") or {}
     rows = []
     for test_set, by_method in record["wer"].items():
         for decoding, wer in by_method.items():
@@ -219,6 +221,9 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
                     "wer": float(wer),
                     "errors_path": str(resolve_record_path(path, stored)) if stored else None,
                     **_delay_of(record, test_set, decoding),
+                    # Older records say neither how many utterances were scored nor excluded.
+                    "num_scored": (scored.get(test_set) or {}).get(decoding),
+                    "num_excluded": excluded.get(test_set),
                 }
             )
     return rows

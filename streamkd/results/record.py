@@ -111,6 +111,14 @@ def _delay_info(path: Path) -> Dict[str, Any]:
         raise ValueError(f"cannot read the emission-delay summary {path}: {e}") from e
 
 
+def _excluded_count(report_path: Path) -> int:
+    """Utterances of a test set that the data check left out (see streamkd/data/check.py)."""
+    try:
+        return int(json.loads(Path(report_path).read_text())["num_excluded"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"cannot read the data-check report {report_path}: {e}") from e
+
+
 def build_record(
     run: str,
     train_summary_path: Path,
@@ -120,6 +128,7 @@ def build_record(
     record_dir: Optional[Path] = None,
     decode_stats: Optional[Mapping[WerKey, Path]] = None,
     delay_stats: Optional[Mapping[WerKey, Path]] = None,
+    data_checks: Optional[Mapping[str, Path]] = None,
 ) -> dict:
     """Combine the training summary and the WER of every test set and decoding method into one record.
 
@@ -131,12 +140,19 @@ def build_record(
     ``decode.json`` of each decode, whose RTF, algorithmic latency and streaming flag go to
     ``record["decoding"][test_set][method]``. ``delay_stats`` point at the ``delay.json`` of
     each emission-delay measurement (mean/median/p90 ms), kept in ``record["delay"]``.
+    ``data_checks`` point at each test set's
+    data-check report; the record keeps how many utterances it excluded, beside the number
+    each WER was computed over (``scored_utterances``).
     """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
+    scored: Dict[str, Dict[str, int]] = {}
     for key, path in wer_paths.items():
         test_set, method = _split_key(key, decoding_method)
-        wer.setdefault(test_set, {})[method] = json.loads(Path(path).read_text())["wer"]
+        summary = json.loads(Path(path).read_text())
+        wer.setdefault(test_set, {})[method] = summary["wer"]
+        if "num_utterances" in summary:
+            scored.setdefault(test_set, {})[method] = int(summary["num_utterances"])
     base = Path(record_dir) if record_dir is not None else Path.cwd()
     errors: Dict[str, Dict[str, str]] = {}
     for key, path in (errors_paths or {}).items():
@@ -183,6 +199,8 @@ def build_record(
         "errors": errors,
         "decoding": decoding,
         "delay": delay,
+        "scored_utterances": scored,
+        "excluded_utterances": {t: _excluded_count(p) for t, p in (data_checks or {}).items()},
         "train_summary": relative_to_record(train_summary_path, base),
         "versions": software_versions(),
     }

@@ -243,6 +243,8 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
     legend.append("Bold: the best student in each column. The full-context teacher is a reference, repeated in every chunk column.")
     if spec.params:
         legend.append(f"{PARAMS_HEADER}: parameters of the decoded model (training-only branches excluded).")
+    if table.scored:
+        legend.append("Scored utterances: " + "; ".join(table.scored) + ".")
     legend.extend(f"Note: {n}" for n in table.notes)
     return title, legend
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Mapping
 
 from streamkd.schema import config_default
@@ -51,6 +51,9 @@ class OptimisationConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown optimisation option(s): {', '.join(unknown)}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ValueError(f"missing optimisation option(s): {', '.join(missing)}")
         return cls(**d)
 
     def to_dict(self) -> dict:

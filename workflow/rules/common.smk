@@ -151,6 +151,41 @@ def cache_args(wildcards):
     )
 
 
+# --- features.smk: the data check
+
+
+def checked_cuts(split):
+    return f"{DATA}/fbank/cuts_{split}.checked.jsonl.gz"
+
+
+def split_kind(split):
+    """A split that is decoded is checked as a test set, even when training validates on it."""
+    if split == "train":
+        return "train"
+    return "test" if split in TEST_SETS else "dev"
+
+
+def max_training_seconds():
+    """The shorter of the two roles' limits, so that neither drops utterances unreported."""
+    return min(config["training"][r]["max_utterance_seconds"] for r in ("teacher", "student"))
+
+
+def length_bound():
+    """The loss whose length bound applies: CTC's (the stricter) whenever a CTC head trains.
+    Naming the bound, not the head, lets runs with ctc and transducer+ctc heads share data/."""
+    return "transducer" if HEAD["type"] == "transducer" else "ctc"
+
+
+def check_data_args(wildcards):
+    check = config["data_check"]
+    args = ["--kind", split_kind(wildcards.split), "--head", length_bound(),
+            "--max-excluded-fraction", check["max_excluded_fraction"],
+            "--max-utterance-seconds", max_training_seconds()]
+    if check["allow_test_exclusion"]:
+        args.append("--allow-test-exclusion")
+    return shell_args(args)
+
+
 # --- emission.smk
 
 ALIGN_OUT = f"{EXP}/{TEACHER_RUN}/align/{{test_set}}-{{head}}.jsonl"
@@ -203,6 +238,10 @@ def decode_args(wildcards):
         f"--wer {t}/{m}={d}/wer.json --errors {t}/{m}={d}/errors.jsonl --decode-stats {t}/{m}={d}/decode.json"
         for t, m, d in decode_items(wildcards.run)
     )
+
+
+def record_check_args(wildcards):
+    return " ".join(f"--data-check {t}={DATA}/fbank/check_{t}.json" for t in TEST_SETS)
 
 
 def delay_args(wildcards):

@@ -7,7 +7,7 @@ SEARCH_ARGS = search_args()
 rule decode:
     input:
         model=f"{EXP}/{{run}}/model.pt",
-        cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
+        cuts=checked_cuts("{test_set}"),
         bpe=BPE_MODEL,
         graph=decoding_graph,
     output:

@@ -5,7 +5,7 @@
 rule align_reference:
     input:
         model=TEACHER_MODEL,
-        cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
+        cuts=checked_cuts("{test_set}"),
         bpe=BPE_MODEL,
     output:
         ALIGN_OUT,
@@ -29,7 +29,7 @@ rule align_reference:
 rule emission_delay:
     input:
         model=f"{EXP}/{{run}}/model.pt",
-        cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
+        cuts=checked_cuts("{test_set}"),
         bpe=BPE_MODEL,
         graph=decoding_graph,
         reference=reference_alignment,

@@ -10,11 +10,13 @@ rule record:
         errors=lambda w: [f"{d}/errors.jsonl" for _, _, d in decode_items(w.run)],
         stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
         delays=lambda w: [f"{d}/delay.json" for _, m, d in decode_items(w.run) if m in emission_methods(w.run)],
+        checks=[f"{DATA}/fbank/check_{t}.json" for t in TEST_SETS],
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
         decodes=decode_args,
         delays=delay_args,
+        checks=record_check_args,
     resources:
         **RESOURCES["default"],
     log:
@@ -23,7 +25,7 @@ rule record:
         CONDA_ENV
     shell:
         "streamkd record --run {wildcards.run} --train-summary {input.summary}"
-        " {params.decodes} {params.delays} --out {output.record} > {log} 2>&1"
+        " {params.decodes} {params.delays} {params.checks} --out {output.record} > {log} 2>&1"
 
 
 rule aggregate:

@@ -6,7 +6,7 @@
 rule cache_teacher:
     input:
         model=TEACHER_MODEL,
-        cuts=f"{DATA}/fbank/cuts_train.jsonl.gz",
+        cuts=checked_cuts("train"),
     output:
         cuts=f"{TEACHER_CACHE}/{{targets}}/cuts_train.jsonl.gz",
         storage=f"{TEACHER_CACHE}/{{targets}}/targets.lca",

@@ -1,8 +1,8 @@
 # The full-context teacher and the streaming students of the grid (one job per grid cell).
 
 TRAIN_INPUTS = dict(
-    train=f"{DATA}/fbank/cuts_train.jsonl.gz",
-    dev=f"{DATA}/fbank/cuts_dev.jsonl.gz",
+    train=checked_cuts("train"),
+    dev=checked_cuts("dev"),
     bpe=BPE_MODEL,
 )
 # One command for both roles: the teacher adds its seed, a student its grid cell's arguments.
