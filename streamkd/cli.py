@@ -382,9 +382,11 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
 @click.option("--decode-stats", "stats_items", multiple=True,
               help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
+@click.option("--decoded-model", default="final", show_default=True,
+              help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).")
 @click.option("--out", required=True, type=PathType)
 def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
-           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path) -> None:
+           stats_items: Tuple[str, ...], decoding_method: Optional[str], decoded_model: str, out: Path) -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -406,7 +408,7 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
 
     write_record(out, build_record(
         run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
-        record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
+        record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"), decoded_model=decoded_model,
     ))
 
 
@@ -499,6 +501,17 @@ def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_inval
     click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
     click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")
     click.echo(f"page:   {outputs.page}")
+
+
+@main.command("average-checkpoints")
+@click.option("--run-dir", required=True, type=ExistingPath, help="A run folder: model.pt and checkpoints/epoch-K.pt.")
+@click.option("--last", required=True, type=click.IntRange(min=1), help="Average the weights of the last N epochs.")
+@click.option("--out", required=True, type=PathType, help="The averaged model, in model.pt's format.")
+def average_checkpoints(run_dir: Path, last: int, out: Path) -> None:
+    """Average the decodable model's weights over the last N epoch checkpoints (icefall's --avg)."""
+    from streamkd.training.averaging import average_last_epochs
+
+    click.echo(str(average_last_epochs(run_dir, last, out)))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
     check_corpus_and_scale(config, source)
+    check_average_last(config, source)
     check_distillation(config, source)
     check_results(config, source)
 
@@ -89,6 +90,18 @@ def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") ->
             f"{source}: training.cpu_processes={training['cpu_processes']} applies only to CPU training "
             f"(training.gpus is {training['gpus']}: one process per GPU)"
         )
+
+
+def check_average_last(config: Mapping[str, Any], source: str = "config") -> None:
+    """Averaging the last N epochs needs N epochs of every model that is decoded."""
+    last = config["decoding"].get("average_last", 1)
+    for role in ("teacher", "student"):
+        epochs = config["training"][role]["num_epochs"]
+        if last > epochs:
+            raise ConfigError(
+                f"{source}: decoding.average_last={last} exceeds training.{role}.num_epochs={epochs}: "
+                "there are not that many epoch checkpoints to average"
+            )
 
 
 def check_distillation(config: Mapping[str, Any], source: str = "config") -> None:

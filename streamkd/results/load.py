@@ -34,7 +34,7 @@ FRAME_MS = 40  # one encoder frame after 4x subsampling of 10 ms features
 RUN_COLUMNS = [
     "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "left_chunks", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
-    "num_params_training", "train_seconds", "config_hash",
+    "num_params_training", "train_seconds", "config_hash", "decoded_model",
 ]
 
 
@@ -147,6 +147,8 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "num_params_training": record.get("num_params_training", record["num_params"]),
         "train_seconds": record["train_seconds"],
         "config_hash": record["config_hash"],
+        # Records from before checkpoint averaging decoded the final weights.
+        "decoded_model": record.get("decoded_model") or "final",
     }
     rows = []
     for test_set, by_method in record["wer"].items():
@@ -275,6 +277,8 @@ def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
             parts.append(f"loss {r['kd_loss']}")
         if "kd_weight" in varying[r["method"]] and r["kd_weight"] is not None and not pd.isna(r["kd_weight"]):
             parts.append(f"weight {_fmt_number(r['kd_weight'])}")
+        if r["decoded_model"] != "final":
+            parts.append(r["decoded_model"])  # e.g. avg-last-3: the weights averaged over 3 epochs
         return r["method"] + (f" ({'; '.join(parts)})" if parts else "")
 
     runs["model"] = runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)

@@ -106,6 +106,7 @@ def build_record(
     errors_paths: Optional[Mapping[WerKey, Path]] = None,
     record_dir: Optional[Path] = None,
     decode_stats: Optional[Mapping[WerKey, Path]] = None,
+    decoded_model: str = "final",
 ) -> dict:
     """Combine the training summary and the WER of every test set and decoding method into one record.
 
@@ -115,7 +116,8 @@ def build_record(
     ``record_dir`` (the folder the record will be written to) the record stores them, and the
     training summary's path, relative to that folder. ``decode_stats`` point at the
     ``decode.json`` of each decode, whose RTF, algorithmic latency and streaming flag go to
-    ``record["decoding"][test_set][method]``.
+    ``record["decoding"][test_set][method]``. ``decoded_model`` says which weights were
+    decoded: ``final`` (``model.pt``) or ``avg-last-N`` (averaged over the last N epochs).
     """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
@@ -155,6 +157,7 @@ def build_record(
         "num_params_deployed": train["num_params"],
         "num_params_training": train.get("num_params_training", train["num_params"]),
         "train_seconds": train["train_seconds"],
+        "decoded_model": decoded_model,
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
         "errors": errors,

@@ -9,6 +9,7 @@ from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
 from streamkd.distill.grid import cached_teacher_outputs, expand_grid, kd_weight
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
+from streamkd.training.averaging import FINAL, averaged_model_name
 
 validate_config(config, source="snakemake config")
 
@@ -24,6 +25,11 @@ TEST_SETS = config["decoding"]["test_sets"]
 DECODING_METHODS = config["decoding"].get("methods", ["ctc-1best"])
 HEAD = config["model"].get("head", {"type": "ctc"})
 THREADS = config["training"].get("threads", 1)
+# Which weights are decoded: the final ones (model.pt) or their average over the last N epochs.
+AVERAGE_LAST = config["decoding"].get("average_last", 1)
+DECODED_MODEL = averaged_model_name(AVERAGE_LAST)
+DECODED_MODEL_FILE = "model.pt" if DECODED_MODEL == FINAL else f"model-{DECODED_MODEL}.pt"
+DECODE_FOLDER = "decode" if DECODED_MODEL == FINAL else f"decode-{DECODED_MODEL}"
 
 TEACHER_RUN = "teacher"
 TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
@@ -47,7 +53,7 @@ def run_methods(run):
 
 
 def decode_dir(run, test_set, method):
-    return f"{EXP}/{run}/decode/{test_set}-{method}"
+    return f"{EXP}/{run}/{DECODE_FOLDER}/{test_set}-{method}"
 
 
 def alternatives(names):

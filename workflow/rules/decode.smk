@@ -1,6 +1,6 @@
 # k2 decoding of every trained model on every test set with every decoding method, and WER scoring.
 
-DECODE_OUT = f"{EXP}/{{run}}/decode/{{test_set}}-{{method}}"
+DECODE_OUT = f"{EXP}/{{run}}/{DECODE_FOLDER}/{{test_set}}-{{method}}"
 DECODING = config["decoding"]
 SEARCH_ARGS = " ".join(
     f"--{key.replace('_', '-')} {DECODING[key]}"
@@ -17,7 +17,7 @@ def decoding_graph(wildcards):
 
 rule decode:
     input:
-        model=f"{EXP}/{{run}}/model.pt",
+        model=f"{EXP}/{{run}}/{DECODED_MODEL_FILE}",
         cuts=f"{DATA}/fbank/cuts_{{test_set}}.jsonl.gz",
         bpe=BPE_MODEL,
         graph=decoding_graph,
@@ -57,3 +57,22 @@ rule score:
     shell:
         "streamkd score --hyps {input.hyps} --summary {output.summary}"
         " --errors {output.errors} > {log} 2>&1"
+
+
+# decoding.average_last: N > 1 decodes the average of the last N epochs' weights (icefall's
+# --avg), written beside model.pt from the run's epoch checkpoints.
+rule average_checkpoints:
+    input:
+        model=f"{EXP}/{{run}}/model.pt",
+    output:
+        model=f"{EXP}/{{run}}/model-avg-last-{{n}}.pt",
+    params:
+        run_dir=lambda w: f"{EXP}/{w.run}",
+    wildcard_constraints:
+        n=r"[0-9]+",
+    resources:
+        **RESOURCES["default"],
+    log:
+        f"{EXP}/{{run}}/log/average-last-{{n}}.log",
+    shell:
+        "streamkd average-checkpoints --run-dir {params.run_dir} --last {wildcards.n} --out {output.model} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule record:
     log:
         f"{EXP}/{{run}}/log/record.log",
     shell:
-        "streamkd record --run {wildcards.run} --train-summary {input.summary}"
+        "streamkd record --run {wildcards.run} --train-summary {input.summary} --decoded-model {DECODED_MODEL}"
         " {params.decodes} --out {output.record} > {log} 2>&1"
 
 
