@@ -514,5 +514,49 @@ def average_checkpoints(run_dir: Path, last: int, out: Path) -> None:
     click.echo(str(average_last_epochs(run_dir, last, out)))
 
 
+def _merged_config(config_files: Tuple[Path, ...]) -> dict:
+    """The repository's config.yaml with each file merged over it, as Snakemake's --configfile does."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from streamkd.config import SCHEMA_PATH, validate_config
+
+    config = yaml.safe_load((SCHEMA_PATH.parents[2] / "config.yaml").read_text())
+    for path in config_files:
+        update_config(config, yaml.safe_load(path.read_text()) or {})
+    validate_config(config, source=" + ".join(map(str, config_files)))
+    return config
+
+
+@main.command("progress")
+@click.argument("exp_dir", type=ExistingPath)
+@click.option("--config", "config_files", multiple=True, type=ExistingPath,
+              help="The run's --configfile(s), merged over config.yaml: lists runs not started yet and their epochs.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Training jobs that run side by side (for the estimate of the rest).")
+@click.option("--watch", is_flag=True, help="Redraw until every run has finished (Ctrl-C stops).")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between redraws with --watch.")
+def progress(exp_dir: Path, config_files: Tuple[Path, ...], parallel: int, watch: bool, interval: float) -> None:
+    """Per run of EXP_DIR: epoch of total, step, recent loss, audio s/s, ETA; and the rest of the workflow."""
+    import time
+
+    from streamkd.training.progress import estimate_rest, expected_epochs, expected_runs, experiment_progress, render
+
+    config = _merged_config(config_files) if config_files else None
+    runs_expected = expected_runs(config) if config else []
+    epochs = expected_epochs(config) if config else {}
+    while True:
+        runs = experiment_progress(exp_dir, runs_expected)
+        view = render(runs, estimate_rest(runs, epochs, parallel), parallel)
+        if not watch:
+            click.echo(view)
+            return
+        click.clear()
+        click.echo(f"{exp_dir}  {time.strftime('%H:%M:%S')}\n\n{view}")
+        if runs and all(r.status == "finished" for r in runs):
+            return
+        time.sleep(interval)
+
+
 if __name__ == "__main__":
     main()

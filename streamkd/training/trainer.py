@@ -51,6 +51,7 @@ from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.checkpoint import save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
+from streamkd.training.monitor import TrainingMonitor
 from streamkd.utils import atomic_path, format_seconds, write_json
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,8 @@ class Trainer:
         self._resume_samplers: Optional[List[Dict[str, Any]]] = None
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._stop = _StopRequest()
+        # TensorBoard events and progress.json for `streamkd progress` (rank 0 only).
+        self.monitor = TrainingMonitor(self.out_dir, config.num_epochs, self.train_hours * 3600, enabled=self.dist.is_main)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -302,6 +305,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / STEP_LOG, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.monitor.on_step(row, self.state)
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -488,9 +492,11 @@ class Trainer:
                         "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f (ASR alone %.4f), %s elapsed",
                         epoch, train_loss, dev_loss, dev_asr_loss, format_seconds(st.train_seconds),
                     )
+                    self.monitor.on_epoch(st.history[-1], st)
                     self._save_checkpoint(f"epoch-{epoch}.pt")
                 return self._finish()
         finally:
+            self.monitor.close()
             if self._owns_dist:
                 self.dist.shutdown()
 
