@@ -558,5 +558,15 @@ def progress(exp_dir: Path, config_files: Tuple[Path, ...], parallel: int, watch
         time.sleep(interval)
 
 
+@main.command("prepare-manifests")
+@click.option("--corpus-config", required=True, help="JSON object: the config's corpus section (name: manifests).")
+@click.option("--out-dir", required=True, type=PathType)
+def prepare_manifests(corpus_config: str, out_dir: Path) -> None:
+    """Check your own lhotse manifests and write the pipeline's train, dev and test splits."""
+    from streamkd.data.manifests import prepare_manifests_corpus
+
+    prepare_manifests_corpus(_json_option(corpus_config, "--corpus-config"), out_dir)
+
+
 if __name__ == "__main__":
     main()

@@ -75,9 +75,15 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
 
 def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") -> None:
     """Test sets must exist in the chosen corpus; CPU processes exclude GPUs."""
-    from streamkd.data.corpora import corpus_spec
+    from streamkd.data.corpora import MANIFESTS, spec_from_config
+    from streamkd.data.manifests import CorpusManifestError, check_manifest_files
 
-    spec = corpus_spec(config["corpus"]["name"])
+    if config["corpus"]["name"] == MANIFESTS:
+        try:
+            check_manifest_files(config["corpus"], source)
+        except CorpusManifestError as e:
+            raise ConfigError(str(e)) from e
+    spec = spec_from_config(config["corpus"])
     unknown = [t for t in config["decoding"]["test_sets"] if t not in spec.test_sets]
     if unknown:
         raise ConfigError(
