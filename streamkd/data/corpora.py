@@ -104,7 +104,8 @@ MANIFESTS = "manifests"
 def spec_from_config(corpus_config: Mapping) -> CorpusSpec:
     """The configured corpus: one of :data:`CORPORA`, or the user's manifests
     (``corpus.name: manifests``, :mod:`streamkd.data.manifests`), whose splits and whose
-    ``train`` and ``dev`` parts the config declares; every declared split is a test set."""
+    ``train`` and ``dev`` parts the config declares; every declared split that is not
+    trained on can be a test set (a dev split too)."""
     if corpus_config["name"] != MANIFESTS:
         return corpus_spec(corpus_config["name"])
     return CorpusSpec(
@@ -112,7 +113,7 @@ def spec_from_config(corpus_config: Mapping) -> CorpusSpec:
         description="prepared lhotse manifests declared in corpus.splits",
         train_parts=tuple(corpus_config["train"]),
         dev_parts=tuple(corpus_config["dev"]),
-        test_sets=tuple(corpus_config["splits"]),
+        test_sets=tuple(s for s in corpus_config["splits"] if s not in corpus_config["train"]),
     )
 
 

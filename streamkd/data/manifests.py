@@ -2,8 +2,8 @@
 
 ``corpus.name: manifests`` trains on manifests that lhotse's recipes (``lhotse prepare
 <recipe>``) or the user's own scripts wrote. The config declares each split of the corpus and
-which of them make up the pipeline's ``train`` and ``dev`` splits; every declared split can
-be a test set::
+which of them make up the pipeline's ``train`` and ``dev`` splits; every declared split that
+is not trained on can be a test set (``decoding.test_sets``)::
 
     corpus:
       name: manifests
@@ -72,6 +72,8 @@ def _load(path: str, expected: type, where: str):
         manifest = load_manifest(path)
     except Exception as e:  # lhotse raises several types for unreadable or foreign files
         raise CorpusManifestError(f"{where}: cannot read {path} as a lhotse manifest: {e}") from e
+    if not isinstance(manifest, expected) and not len(manifest):
+        manifest = load_manifest(path, manifest_cls=expected)  # an empty file has no kind of its own
     if not isinstance(manifest, expected):
         raise CorpusManifestError(f"{where}: {path} holds a {type(manifest).__name__}, expected a {expected.__name__}")
     return manifest

@@ -51,11 +51,13 @@ def last_epoch_checkpoints(ckpt_dir: Path, last: int) -> List[Path]:
         raise FileNotFoundError(f"no epoch checkpoints (epoch-K.pt) in {ckpt_dir}")
     final = max(found)
     wanted = list(range(final - last + 1, final + 1))
-    missing = [e for e in wanted if e not in found]
-    if wanted[0] < 1 or missing:
+    missing = [f"epoch-{e}.pt" for e in wanted if e >= 1 and e not in found]
+    if wanted[0] < 1:
+        missing.append(f"{1 - wanted[0]} epoch(s) before epoch-1.pt")
+    if missing:
         raise FileNotFoundError(
-            f"{ckpt_dir}: averaging the last {last} epochs needs epoch-{max(wanted[0], 1)}.pt ... epoch-{final}.pt; "
-            f"missing: {', '.join(f'epoch-{e}.pt' for e in missing) or f'{1 - wanted[0]} epoch(s) before epoch-1.pt'}"
+            f"{ckpt_dir}: averaging the last {last} epochs needs epoch-{wanted[0]}.pt ... epoch-{final}.pt; "
+            f"missing: {', '.join(missing)}"
         )
     return [found[e] for e in wanted]
 
