@@ -34,7 +34,7 @@ rule decode:
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{{run}}/log/decode-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/{DECODE_FOLDER}-{{test_set}}-{{method}}.log",
     shell:
         "streamkd decode --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
         " --method {wildcards.method} {params.graph} --hyps {output.hyps} --stats {output.stats}"
@@ -53,7 +53,7 @@ rule score:
     resources:
         **RESOURCES["default"],
     log:
-        f"{EXP}/{{run}}/log/score-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/score{DECODE_FOLDER[len('decode'):]}-{{test_set}}-{{method}}.log",
     shell:
         "streamkd score --hyps {input.hyps} --summary {output.summary}"
         " --errors {output.errors} > {log} 2>&1"
