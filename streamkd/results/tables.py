@@ -31,6 +31,7 @@ LABEL_COLUMNS = (
     ("apc_shift", "APC shift"),
     ("kd_loss", "KD loss"),
     ("kd_weight", "KD weight"),
+    ("decoded_model", "Decoded model"),  # shown when some row is not the final weights (avg-last-N)
 )
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
@@ -100,7 +101,8 @@ def layout(table: TableData) -> Layout:
     for key, header in LABEL_COLUMNS:
         values = first.loc[table.systems, key]
         distinct = values.dropna().astype(str).unique()
-        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1:
+        averaged = key == "decoded_model" and any(v != "final" for v in distinct)
+        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1 or averaged:
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 
