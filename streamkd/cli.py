@@ -413,10 +413,12 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
 @click.option("--data-check", "check_items", multiple=True,
               help="TEST_SET=PATH of the test set's data-check report (the record counts the excluded utterances).")
+@click.option("--decoded-model", default="final", show_default=True,
+              help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).")
 @click.option("--out", required=True, type=PathType)
 def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
            stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, delay_items: Tuple[str, ...] = (),
-           check_items: Tuple[str, ...] = ()) -> None:
+           check_items: Tuple[str, ...] = (), decoded_model: str = "final") -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -441,6 +443,7 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
         record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
         delay_stats=keyed(delay_items, "--delay"),
         data_checks=_test_set_paths(check_items, "--data-check"),
+        decoded_model=decoded_model,
     ))
 
 
@@ -719,6 +722,71 @@ def check_data(cuts, supervisions, recordings, bpe_model, split, kind, head_type
     policy = CheckPolicy(kind=kind, head=head_type, max_utterance_seconds=max_utterance_seconds,
                          max_excluded_fraction=max_excluded_fraction, allow_test_exclusion=allow_test_exclusion)
     run_data_check(cuts, supervisions, bpe_model, out_cuts, report_path, policy, split, recordings_path=recordings)
+
+
+@main.command("average-checkpoints")
+@click.option("--run-dir", required=True, type=ExistingPath, help="A run folder: model.pt and checkpoints/epoch-K.pt.")
+@click.option("--last", required=True, type=click.IntRange(min=1), help="Average the weights of the last N epochs.")
+@click.option("--out", required=True, type=PathType, help="The averaged model, in model.pt's format.")
+def average_checkpoints(run_dir: Path, last: int, out: Path) -> None:
+    """Average the decodable model's weights over the last N epoch checkpoints (icefall's --avg)."""
+    from streamkd.training.averaging import average_last_epochs
+
+    click.echo(str(average_last_epochs(run_dir, last, out)))
+
+
+def _merged_config(config_files: Tuple[Path, ...]) -> dict:
+    """The repository's config.yaml with each file merged over it, as Snakemake's --configfile does."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from streamkd.config import SCHEMA_PATH, validate_config
+
+    config = yaml.safe_load((SCHEMA_PATH.parents[2] / "config.yaml").read_text())
+    for path in config_files:
+        update_config(config, yaml.safe_load(path.read_text()) or {})
+    validate_config(config, source=" + ".join(map(str, config_files)))
+    return config
+
+
+@main.command("progress")
+@click.argument("exp_dir", type=ExistingPath)
+@click.option("--config", "config_files", multiple=True, type=ExistingPath,
+              help="The run's --configfile(s), merged over config.yaml: lists runs not started yet and their epochs.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Training jobs that run side by side (for the estimate of the rest).")
+@click.option("--watch", is_flag=True, help="Redraw until every run has finished (Ctrl-C stops).")
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between redraws with --watch.")
+def progress(exp_dir: Path, config_files: Tuple[Path, ...], parallel: int, watch: bool, interval: float) -> None:
+    """Per run of EXP_DIR: epoch of total, step, recent loss, audio s/s, ETA; and the rest of the workflow."""
+    import time
+
+    from streamkd.training.progress import estimate_rest, expected_epochs, expected_runs, experiment_progress, render
+
+    config = _merged_config(config_files) if config_files else None
+    runs_expected = expected_runs(config) if config else []
+    epochs = expected_epochs(config) if config else {}
+    while True:
+        runs = experiment_progress(exp_dir, runs_expected)
+        view = render(runs, estimate_rest(runs, epochs, parallel), parallel)
+        if not watch:
+            click.echo(view)
+            return
+        click.clear()
+        click.echo(f"{exp_dir}  {time.strftime('%H:%M:%S')}\n\n{view}")
+        if runs and all(r.status == "finished" for r in runs):
+            return
+        time.sleep(interval)
+
+
+@main.command("prepare-manifests")
+@click.option("--corpus-config", required=True, help="JSON object: the config's corpus section (name: manifests).")
+@click.option("--out-dir", required=True, type=PathType)
+def prepare_manifests(corpus_config: str, out_dir: Path) -> None:
+    """Check your own lhotse manifests and write the pipeline's train, dev and test splits."""
+    from streamkd.data.manifests import prepare_manifests_corpus
+
+    prepare_manifests_corpus(_json_option(corpus_config, "--corpus-config"), out_dir)
 
 
 if __name__ == "__main__":

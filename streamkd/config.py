@@ -69,15 +69,22 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         if lo_hi is not None and lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{source}: corpus.{name}: lower bound {lo_hi[0]} exceeds upper bound {lo_hi[1]}")
     check_corpus_and_scale(config, source)
+    check_average_last(config, source)
     check_distillation(config, source)
     check_results(config, source)
 
 
 def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") -> None:
     """Test sets must exist in the chosen corpus; CPU processes exclude GPUs."""
-    from streamkd.data.corpora import corpus_spec
+    from streamkd.data.corpora import MANIFESTS, spec_from_config
+    from streamkd.data.manifests import CorpusManifestError, check_manifest_files
 
-    spec = corpus_spec(config["corpus"]["name"])
+    if config["corpus"]["name"] == MANIFESTS:
+        try:
+            check_manifest_files(config["corpus"], source)
+        except CorpusManifestError as e:
+            raise ConfigError(str(e)) from e
+    spec = spec_from_config(config["corpus"])
     unknown = [t for t in config["decoding"]["test_sets"] if t not in spec.test_sets]
     if unknown:
         raise ConfigError(
@@ -90,6 +97,18 @@ def check_corpus_and_scale(config: Mapping[str, Any], source: str = "config") ->
             f"{source}: training.cpu_processes={training['cpu_processes']} applies only to CPU training "
             f"(training.gpus is {training['gpus']}: one process per GPU)"
         )
+
+
+def check_average_last(config: Mapping[str, Any], source: str = "config") -> None:
+    """Averaging the last N epochs needs N epochs of every model that is decoded."""
+    last = config["decoding"].get("average_last", 1)
+    for role in ("teacher", "student"):
+        epochs = config["training"][role]["num_epochs"]
+        if last > epochs:
+            raise ConfigError(
+                f"{source}: decoding.average_last={last} exceeds training.{role}.num_epochs={epochs}: "
+                "there are not that many epoch checkpoints to average"
+            )
 
 
 def check_distillation(config: Mapping[str, Any], source: str = "config") -> None:

@@ -98,6 +98,25 @@ def corpus_spec(name: str) -> CorpusSpec:
         raise KeyError(f"unknown corpus {name!r}; known corpora: {', '.join(CORPORA)}") from None
 
 
+MANIFESTS = "manifests"
+
+
+def spec_from_config(corpus_config: Mapping) -> CorpusSpec:
+    """The configured corpus: one of :data:`CORPORA`, or the user's manifests
+    (``corpus.name: manifests``, :mod:`streamkd.data.manifests`), whose splits and whose
+    ``train`` and ``dev`` parts the config declares; every declared split that is not
+    trained on can be a test set (a dev split too)."""
+    if corpus_config["name"] != MANIFESTS:
+        return corpus_spec(corpus_config["name"])
+    return CorpusSpec(
+        name=MANIFESTS,
+        description="prepared lhotse manifests declared in corpus.splits",
+        train_parts=tuple(corpus_config["train"]),
+        dev_parts=tuple(corpus_config["dev"]),
+        test_sets=tuple(s for s in corpus_config["splits"] if s not in corpus_config["train"]),
+    )
+
+
 def pipeline_splits(corpus_config: Mapping) -> Tuple[str, ...]:
     """The splits the workflow prepares for the configured corpus."""
-    return corpus_spec(corpus_config["name"]).splits
+    return spec_from_config(corpus_config).splits

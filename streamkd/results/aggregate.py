@@ -39,7 +39,7 @@ SUMMARY_COLUMNS = [
     "model", *SYSTEM_FIELDS, "chunk_size", "chunk_ms", "test_set", "decoding", "num_seeds", "seeds",
     "wer_mean", "wer_std", "wer_min", "wer_max", *DELAY_COLUMNS, "baseline_wer", "rel_reduction", "delta_wer", "gap_recovered",
     "ci_low", "ci_high", "prob_improvement", "significant", "num_utterances", "num_params",
-    "num_params_training", "train_seconds", "runs",
+    "num_params_training", "train_seconds", "runs", "decoded_model",
 ]
 
 
@@ -129,6 +129,8 @@ def _describe(spec: TableSpec) -> str:
 def seed_statistics(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std, min and max of WER over seeds per (system, chunk size, test set)."""
     frame = runs.assign(chunk_key=runs["chunk_size"].fillna(-1).astype(int))
+    if "decoded_model" not in frame:
+        frame = frame.assign(decoded_model="final")
     keys = ["model", "chunk_key", "test_set"]
     grouped = frame.groupby(keys, sort=False, dropna=False)
     stats = grouped.agg(
@@ -148,6 +150,7 @@ def seed_statistics(runs: pd.DataFrame) -> pd.DataFrame:
         delay_median_ms=("delay_median_ms", "mean"),
         delay_p90_ms=("delay_p90_ms", "mean"),
         delay_decoding=("delay_decoding", "first"),
+        decoded_model=("decoded_model", "first"),
         **{f: (f, "first") for f in SYSTEM_FIELDS},
     ).reset_index()
     for (model, _, _), part in grouped:

@@ -41,7 +41,7 @@ STREAMING_SUFFIX = "-streaming"
 RUN_COLUMNS = [
     "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "seed",
     "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
-    "num_params_training", "train_seconds", "config_hash", "num_scored", "num_excluded",
+    "num_params_training", "train_seconds", "config_hash", "num_scored", "num_excluded", "decoded_model",
     *DELAY_COLUMNS,
 ]
 
@@ -206,6 +206,8 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "num_params_training": record.get("num_params_training", record["num_params"]),
         "train_seconds": record["train_seconds"],
         "config_hash": record["config_hash"],
+        # Records from before checkpoint averaging decoded the final weights.
+        "decoded_model": record.get("decoded_model") or "final",
     }
     scored = record.get("scored_utterances") or {}
     excluded = record.get("excluded_utterances") or {}
@@ -366,6 +368,8 @@ def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
         if not _is_null(r["apc_shift"]):
             parts.append(f"shift {int(r['apc_shift'])}")
         parts.extend(describe_varying(r, varying[r["method"]], skip=("kd_teacher_layers",)))
+        if r["decoded_model"] != "final":
+            parts.append(r["decoded_model"])  # e.g. avg-last-3: the weights averaged over 3 epochs
         return r["method"] + (f" ({'; '.join(parts)})" if parts else "")
 
     runs["model"] = runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)

@@ -129,6 +129,7 @@ def build_record(
     decode_stats: Optional[Mapping[WerKey, Path]] = None,
     delay_stats: Optional[Mapping[WerKey, Path]] = None,
     data_checks: Optional[Mapping[str, Path]] = None,
+    decoded_model: str = "final",
 ) -> dict:
     """Combine the training summary and the WER of every test set and decoding method into one record.
 
@@ -143,6 +144,8 @@ def build_record(
     ``data_checks`` point at each test set's
     data-check report; the record keeps how many utterances it excluded, beside the number
     each WER was computed over (``scored_utterances``).
+    ``decoded_model`` says which weights were
+    decoded: ``final`` (``model.pt``) or ``avg-last-N`` (averaged over the last N epochs).
     """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
@@ -194,6 +197,7 @@ def build_record(
         "train_seconds": train["train_seconds"],
         "train_cpu_seconds": train.get("train_cpu_seconds"),
         "hardware": train.get("hardware"),
+        "decoded_model": decoded_model,
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,
         "errors": errors,

@@ -43,6 +43,7 @@ LABEL_COLUMNS = (
     ("aux_ff_dim", "Branch FF dim"),
     ("aux_num_heads", "Branch heads"),
     ("aux_conv_kernel", "Branch kernel"),
+    ("decoded_model", "Decoded model"),  # shown when some row is not the final weights (avg-last-N)
 )
 ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
 REL_HEADER = "rel. %"
@@ -134,7 +135,8 @@ def layout(table: TableData) -> Layout:
     for key, header in LABEL_COLUMNS:
         values = first.loc[table.systems, key]
         distinct = values.dropna().astype(str).unique()
-        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1 or key in varying:
+        averaged = key == "decoded_model" and any(v != "final" for v in distinct)
+        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1 or key in varying or averaged:
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 

@@ -53,6 +53,7 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
 from streamkd.utils import atomic_path, cpu_model, format_seconds, write_json
+from streamkd.training.monitor import TrainingMonitor
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,8 @@ class Trainer:
         self._resume_samplers: Optional[List[Dict[str, Any]]] = None
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._stop = _StopRequest()
+        # TensorBoard events and progress.json for `streamkd progress` (rank 0 only).
+        self.monitor = TrainingMonitor(self.out_dir, config.num_epochs, self.train_hours * 3600, enabled=self.dist.is_main)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -311,6 +314,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / STEP_LOG, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            self.monitor.on_step(row, self.state)
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -521,9 +525,11 @@ class Trainer:
                         "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f (ASR alone %.4f), %s elapsed",
                         epoch, train_loss, dev_loss, dev_asr_loss, format_seconds(st.train_seconds),
                     )
+                    self.monitor.on_epoch(st.history[-1], st)
                     self._save_checkpoint(f"epoch-{epoch}.pt")
                 return self._finish()
         finally:
+            self.monitor.close()
             if self._owns_dist:
                 self.dist.shutdown()
 

@@ -12,6 +12,7 @@ from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
 from streamkd.distill.grid import expand_grid, kd_weight, parse_teacher_cache_name, teacher_cache_name
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
+from streamkd.training.averaging import FINAL, averaged_model_name
 
 validate_config(config, source="snakemake config")
 
@@ -29,6 +30,11 @@ HEAD = config["model"]["head"]
 THREADS = config["training"]["threads"]
 # One conda environment for every rule (`snakemake --use-conda`); it pins requirements.txt.
 CONDA_ENV = "../envs/streamkd.yaml"
+# Which weights are decoded: the final ones (model.pt) or their average over the last N epochs.
+AVERAGE_LAST = config["decoding"]["average_last"]
+DECODED_MODEL = averaged_model_name(AVERAGE_LAST)
+DECODED_MODEL_FILE = "model.pt" if DECODED_MODEL == FINAL else f"model-{DECODED_MODEL}.pt"
+DECODE_FOLDER = "decode" if DECODED_MODEL == FINAL else f"decode-{DECODED_MODEL}"
 
 TEACHER_RUN = "teacher"
 TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
@@ -52,7 +58,7 @@ def run_methods(run):
 
 
 def decode_dir(run, test_set, method):
-    return f"{EXP}/{run}/decode/{test_set}-{method}"
+    return f"{EXP}/{run}/{DECODE_FOLDER}/{test_set}-{method}"
 
 
 def alternatives(names):

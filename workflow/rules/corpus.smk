@@ -1,6 +1,7 @@
 # The corpus: recording and supervision manifests for every split (train, dev, test sets).
-# corpus.name selects the embedded synthetic corpus or a LibriSpeech corpus that the user
-# keeps in corpus.dir (streamkd/data/corpora.py lists the corpora and their splits).
+# corpus.name selects the embedded synthetic corpus, a LibriSpeech corpus that the user
+# keeps in corpus.dir (streamkd/data/corpora.py lists the corpora and their splits), or the
+# user's own lhotse manifests (manifests: streamkd/data/manifests.py).
 
 CORPUS_NAME = config["corpus"]["name"]
 CORPUS_DIR = f"{DATA}/corpus"
@@ -28,6 +29,27 @@ if CORPUS_NAME == "embedded":
         shell:
             "streamkd prepare-embedded --corpus-config {params.corpus:q}"
             " --out-dir {params.out_dir} --num-jobs {threads} > {log} 2>&1"
+
+elif CORPUS_NAME == "manifests":
+
+    # Your own corpus: lhotse manifests declared per split in corpus.splits (inputs, so a
+    # changed manifest prepares the corpus again); checked and combined into the pipeline's
+    # train, dev and test splits by streamkd/data/manifests.py.
+    rule prepare_manifests:
+        input:
+            [path for entry in config["corpus"]["splits"].values() for path in entry.values()],
+        output:
+            recordings=[manifest("recordings", s) for s in SPLITS],
+            supervisions=[manifest("supervisions", s) for s in SPLITS],
+        params:
+            corpus=as_json(config["corpus"]),
+            out_dir=f"{CORPUS_DIR}/manifests",
+        resources:
+            **RESOURCES["corpus"],
+        log:
+            f"{DATA}/logs/prepare_manifests.log",
+        shell:
+            "streamkd prepare-manifests --corpus-config {params.corpus:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 else:
 

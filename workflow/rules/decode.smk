@@ -1,12 +1,12 @@
 # k2 decoding of every trained model on every test set with every decoding method, and WER scoring.
 
-DECODE_OUT = f"{EXP}/{{run}}/decode/{{test_set}}-{{method}}"
+DECODE_OUT = f"{EXP}/{{run}}/{DECODE_FOLDER}/{{test_set}}-{{method}}"
 SEARCH_ARGS = search_args()
 
 
 rule decode:
     input:
-        model=f"{EXP}/{{run}}/model.pt",
+        model=f"{EXP}/{{run}}/{DECODED_MODEL_FILE}",
         cuts=checked_cuts("{test_set}"),
         bpe=BPE_MODEL,
         graph=decoding_graph,
@@ -23,9 +23,9 @@ rule decode:
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{{run}}/log/decode-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/{DECODE_FOLDER}-{{test_set}}-{{method}}.log",
     benchmark:
-        f"{EXP}/{{run}}/benchmark/decode-{{test_set}}-{{method}}.tsv"
+        f"{EXP}/{{run}}/benchmark/{DECODE_FOLDER}-{{test_set}}-{{method}}.tsv"
     conda:
         CONDA_ENV
     shell:
@@ -46,9 +46,30 @@ rule score:
     resources:
         **RESOURCES["default"],
     log:
-        f"{EXP}/{{run}}/log/score-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/score{DECODE_FOLDER[len('decode'):]}-{{test_set}}-{{method}}.log",
     conda:
         CONDA_ENV
     shell:
         "streamkd score --hyps {input.hyps} --summary {output.summary}"
         " --errors {output.errors} > {log} 2>&1"
+
+
+# decoding.average_last: N > 1 decodes the average of the last N epochs' weights (icefall's
+# --avg), written beside model.pt from the run's epoch checkpoints.
+rule average_checkpoints:
+    input:
+        model=f"{EXP}/{{run}}/model.pt",
+    output:
+        model=f"{EXP}/{{run}}/model-avg-last-{{n}}.pt",
+    params:
+        run_dir=lambda w, input: parent_dir(input.model),
+    wildcard_constraints:
+        n=r"[0-9]+",
+    resources:
+        **RESOURCES["default"],
+    log:
+        f"{EXP}/{{run}}/log/average-last-{{n}}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "streamkd average-checkpoints --run-dir {params.run_dir} --last {wildcards.n} --out {output.model} > {log} 2>&1"

@@ -17,6 +17,7 @@ rule record:
         decodes=decode_args,
         delays=delay_args,
         checks=record_check_args,
+        decoded_model=DECODED_MODEL,
     resources:
         **RESOURCES["default"],
     log:
@@ -24,7 +25,7 @@ rule record:
     conda:
         CONDA_ENV
     shell:
-        "streamkd record --run {wildcards.run} --train-summary {input.summary}"
+        "streamkd record --run {wildcards.run} --train-summary {input.summary} --decoded-model {params.decoded_model}"
         " {params.decodes} {params.delays} {params.checks} --out {output.record} > {log} 2>&1"
 
 
