@@ -54,7 +54,9 @@ def tiny_bpe(directory: Path, vocab_size: int) -> Path:
     return path
 
 
-def time_chunks(step: Callable[[torch.Tensor, bool], int], utterances: List[torch.Tensor], piece: int) -> Tuple[float, List[float]]:
+def time_chunks(
+    step: Callable[[torch.Tensor, bool], int], utterances: List[torch.Tensor], piece: int
+) -> Tuple[float, List[float]]:
     """Feed ``piece`` frames per call; returns total seconds and the time of each call that produced a chunk."""
     total, per_chunk = 0.0, []
     for feats in utterances:
@@ -144,9 +146,11 @@ def main() -> None:
         model = load_model(checkpoint)[0].eval()
         chunk = ChunkEncoder(model, args.chunk_size, args.left_chunks)
         params = sum(p.numel() for p in model.encoder.parameters()) + sum(p.numel() for p in model.ctc.parameters())
-        print(f"model: encoder+CTC {params / 1e6:.2f} M parameters, chunk {chunk.chunk_size} "
-              f"({model.encoder.algorithmic_latency_ms(chunk.chunk_size):.0f} ms algorithmic latency), "
-              f"left chunks {chunk.left_chunks}, 1 thread")
+        print(
+            f"model: encoder+CTC {params / 1e6:.2f} M parameters, chunk {chunk.chunk_size} "
+            f"({model.encoder.algorithmic_latency_ms(chunk.chunk_size):.0f} ms algorithmic latency), "
+            f"left chunks {chunk.left_chunks}, 1 thread"
+        )
         for name in ("model.pt", "encoder.onnx", "encoder.torchscript.pt"):
             print(f"size {name:24s} {(tmp / 'export' / name).stat().st_size / 1e6:7.2f} MB")
 
@@ -164,8 +168,12 @@ def main() -> None:
         for name, step in backends.items():
             time_chunks(step, utterances[:1], piece)  # warm-up
             total, per_chunk = time_chunks(step, utterances, piece)
-            rows[name] = (total / audio, statistics.mean(per_chunk) * 1000, statistics.median(per_chunk) * 1000,
-                          max(per_chunk) * 1000)
+            rows[name] = (
+                total / audio,
+                statistics.mean(per_chunk) * 1000,
+                statistics.median(per_chunk) * 1000,
+                max(per_chunk) * 1000,
+            )
         print(f"{'backend':20s} {'RTF':>7s} {'chunk mean ms':>14s} {'median ms':>10s} {'worst ms':>9s}")
         for name, (rtf, mean, median, worst) in rows.items():
             print(f"{name:20s} {rtf:7.4f} {mean:14.2f} {median:10.2f} {worst:9.2f}")

@@ -60,23 +60,44 @@ def prepare_embedded(corpus_config: str, out_dir: Path, num_jobs: int) -> None:
 @click.option("--storage-dir", required=True, type=PathType)
 @click.option("--num-mel-bins", default=config_default("features.num_mel_bins"), show_default=True)
 @click.option("--num-jobs", default=config_default("features.num_jobs"), show_default=True)
-@click.option("--speed-perturb/--no-speed-perturb", default=config_default("features.speed_perturb"), show_default=True,
-              help="Add copies of every cut at speed 0.9 and 1.1.")
-@click.option("--on-the-fly/--precomputed", default=config_default("features.on_the_fly"), show_default=True,
-              help="Write cuts without features; the loaders compute fbank from the audio.")
-def compute_fbank(recordings, supervisions, cuts, storage_dir, num_mel_bins, num_jobs, speed_perturb, on_the_fly) -> None:
+@click.option(
+    "--speed-perturb/--no-speed-perturb",
+    default=config_default("features.speed_perturb"),
+    show_default=True,
+    help="Add copies of every cut at speed 0.9 and 1.1.",
+)
+@click.option(
+    "--on-the-fly/--precomputed",
+    default=config_default("features.on_the_fly"),
+    show_default=True,
+    help="Write cuts without features; the loaders compute fbank from the audio.",
+)
+def compute_fbank(
+    recordings, supervisions, cuts, storage_dir, num_mel_bins, num_jobs, speed_perturb, on_the_fly
+) -> None:
     """Compute log-mel filterbank features with lhotse and store them with lilcom."""
     from streamkd.data.features import compute_fbank as run
 
-    run(recordings, supervisions, cuts, storage_dir, num_mel_bins=num_mel_bins, num_jobs=num_jobs,
-        speed_perturb=speed_perturb, on_the_fly=on_the_fly)
+    run(
+        recordings,
+        supervisions,
+        cuts,
+        storage_dir,
+        num_mel_bins=num_mel_bins,
+        num_jobs=num_jobs,
+        speed_perturb=speed_perturb,
+        on_the_fly=on_the_fly,
+    )
 
 
 @main.command("prepare-librispeech")
-@click.option("--corpus-dir", required=True, type=ExistingPath,
-              help="The folder that holds LibriSpeech/ (or LibriSpeech/ itself).")
-@click.option("--corpus", "corpus_name", required=True,
-              type=click.Choice(LIBRISPEECH_CORPORA))
+@click.option(
+    "--corpus-dir",
+    required=True,
+    type=ExistingPath,
+    help="The folder that holds LibriSpeech/ (or LibriSpeech/ itself).",
+)
+@click.option("--corpus", "corpus_name", required=True, type=click.Choice(LIBRISPEECH_CORPORA))
 @click.option("--out-dir", required=True, type=PathType)
 @click.option("--num-jobs", default=1, show_default=True)
 def prepare_librispeech(corpus_dir: Path, corpus_name: str, out_dir: Path, num_jobs: int) -> None:
@@ -88,8 +109,7 @@ def prepare_librispeech(corpus_dir: Path, corpus_name: str, out_dir: Path, num_j
 
 @main.command("download-librispeech")
 @click.option("--target-dir", required=True, type=PathType, help="LibriSpeech/ is unpacked here.")
-@click.option("--corpus", "corpus_name", required=True,
-              type=click.Choice(LIBRISPEECH_CORPORA))
+@click.option("--corpus", "corpus_name", required=True, type=click.Choice(LIBRISPEECH_CORPORA))
 def download_librispeech(target_dir: Path, corpus_name: str) -> None:
     """Download and unpack the LibriSpeech parts a corpus needs (from openslr.org)."""
     from streamkd.data.librispeech import download_librispeech_corpus
@@ -101,7 +121,9 @@ def download_librispeech(target_dir: Path, corpus_name: str) -> None:
 @click.option("--cuts", required=True, type=ExistingPath, help="Training cuts whose transcripts are used.")
 @click.option("--model", "model_path", required=True, type=PathType)
 @click.option("--vocab-size", required=True, type=int)
-@click.option("--model-type", default=config_default("bpe.model_type"), show_default=True, type=click.Choice(["bpe", "unigram"]))
+@click.option(
+    "--model-type", default=config_default("bpe.model_type"), show_default=True, type=click.Choice(["bpe", "unigram"])
+)
 def train_bpe(cuts: Path, model_path: Path, vocab_size: int, model_type: str) -> None:
     """Train the sentencepiece model on the training transcripts."""
     from lhotse import load_manifest_lazy
@@ -141,7 +163,13 @@ def train_lm(cuts: Path, order: int, arpa: Path) -> None:
 @main.command("compile-hlg")
 @click.option("--bpe-model", required=True, type=ExistingPath)
 @click.option("--arpa", required=True, type=ExistingPath, help="Word n-gram LM (ARPA); its words make the lexicon.")
-@click.option("--order", default=config_default("decoding.lm.order"), show_default=True, type=click.IntRange(1, 6), help="Highest LM order to use.")
+@click.option(
+    "--order",
+    default=config_default("decoding.lm.order"),
+    show_default=True,
+    type=click.IntRange(1, 6),
+    help="Highest LM order to use.",
+)
 @click.option("--out", required=True, type=PathType)
 def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
     """Build the HLG graph (CTC topology, BPE lexicon, word LM) for ctc-hlg decoding."""
@@ -174,23 +202,62 @@ def _layer_list(value: Optional[str], name: str) -> Optional[List[int]]:
 @click.option("--seed", required=True, type=int)
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
 @click.option("--left-chunks", type=int, default=config_default("model.left_chunks"), show_default=True)
-@click.option("--threads", type=int, default=config_default("training.threads"), show_default=True,
-              help="CPU threads of the job, shared by the processes torchrun starts on this node.")
+@click.option(
+    "--threads",
+    type=int,
+    default=config_default("training.threads"),
+    show_default=True,
+    help="CPU threads of the job, shared by the processes torchrun starts on this node.",
+)
 @click.option("--head", "head_json", default=None, help="JSON object of head options (default: a CTC head).")
-@click.option("--method", default="none", show_default=True, type=click.Choice(list(METHODS)),
-              help="Distillation method of a student.")
+@click.option(
+    "--method",
+    default="none",
+    show_default=True,
+    type=click.Choice(list(METHODS)),
+    help="Distillation method of a student.",
+)
 @click.option("--kd-layers", default=None, help="Student layers to distil (1-based), e.g. 3,6 (layer, aux).")
 @click.option("--kd-teacher-layers", default=None, help="Teacher layer for each student layer (default: proportional).")
-@click.option("--apc-shift", type=int, default=None, help="Target for position t is teacher frame t+k (aux; layer ablation).")
+@click.option(
+    "--apc-shift", type=int, default=None, help="Target for position t is teacher frame t+k (aux; layer ablation)."
+)
 @click.option("--kd", "kd_json", default=None, help="JSON object: the config's kd section (loss, weight, aux, ...).")
 @click.option("--teacher", "teacher_checkpoint", type=PathType, default=None, help="Teacher model.pt for KD methods.")
-@click.option("--teacher-encoder", "teacher_encoder_json", default=None,
-              help="JSON object: the configured teacher encoder, checked against the checkpoint.")
-@click.option("--teacher-targets", type=ExistingPath, default=None,
-              help="The teacher cache's cut manifest (kd.teacher_targets: cache), from `streamkd cache-teacher`.")
-def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisation_json, seed, chunk_size,
-          left_chunks, threads, method, kd_layers, kd_teacher_layers, apc_shift, kd_json, teacher_checkpoint,
-          teacher_encoder_json, head_json, teacher_targets) -> None:
+@click.option(
+    "--teacher-encoder",
+    "teacher_encoder_json",
+    default=None,
+    help="JSON object: the configured teacher encoder, checked against the checkpoint.",
+)
+@click.option(
+    "--teacher-targets",
+    type=ExistingPath,
+    default=None,
+    help="The teacher cache's cut manifest (kd.teacher_targets: cache), from `streamkd cache-teacher`.",
+)
+def train(
+    role,
+    train_cuts,
+    dev_cuts,
+    bpe_model,
+    out_dir,
+    encoder_json,
+    optimisation_json,
+    seed,
+    chunk_size,
+    left_chunks,
+    threads,
+    method,
+    kd_layers,
+    kd_teacher_layers,
+    apc_shift,
+    kd_json,
+    teacher_checkpoint,
+    teacher_encoder_json,
+    head_json,
+    teacher_targets,
+) -> None:
     """Train the teacher or a streaming student; resumes from the last checkpoint.
 
     Data-parallel training runs under torchrun, e.g. ``torchrun --standalone --nproc_per_node 4
@@ -236,11 +303,19 @@ def train(role, train_cuts, dev_cuts, bpe_model, out_dir, encoder_json, optimisa
 @main.command("cache-teacher")
 @click.option("--teacher", "teacher_checkpoint", required=True, type=PathType, help="The teacher's model.pt.")
 @click.option("--cuts", required=True, type=ExistingPath, help="Training cuts (with features) to compute targets for.")
-@click.option("--out-cuts", required=True, type=PathType,
-              help="Output: the cuts with their targets (.jsonl.gz); targets.lca and summary.json go beside it.")
+@click.option(
+    "--out-cuts",
+    required=True,
+    type=PathType,
+    help="Output: the cuts with their targets (.jsonl.gz); targets.lca and summary.json go beside it.",
+)
 @click.option("--layers", default=None, help="Teacher layers (1-based) to store, e.g. 2,4.")
-@click.option("--posteriors/--no-posteriors", default=False, show_default=True,
-              help="Also store the CTC log-posteriors (token KD).")
+@click.option(
+    "--posteriors/--no-posteriors",
+    default=False,
+    show_default=True,
+    help="Also store the CTC log-posteriors (token KD).",
+)
 @click.option("--max-duration", default=60.0, show_default=True, help="Seconds of audio per teacher batch.")
 @click.option("--threads", type=int, default=1, show_default=True)
 def cache_teacher(teacher_checkpoint, cuts, out_cuts, layers, posteriors, max_duration, threads) -> None:
@@ -257,8 +332,13 @@ def cache_teacher(teacher_checkpoint, cuts, out_cuts, layers, posteriors, max_du
 
 
 @main.command("bench-kd-step")
-@click.option("--config", "config_path", required=True, type=ExistingPath,
-              help="Experiment config: model.student, training.student, kd, and the grid's first chunk size and layer set.")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=ExistingPath,
+    help="Experiment config: model.student, training.student, kd, and the grid's first chunk size and layer set.",
+)
 @click.option("--teacher", "teacher_checkpoint", required=True, type=ExistingPath)
 @click.option("--train-cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
@@ -271,14 +351,26 @@ def bench_kd_step(config_path, teacher_checkpoint, train_cuts, bpe_model, out, n
     from streamkd.benchmarks.kd_step import benchmark_kd_step, markdown, write_report
     from streamkd.config import load_config
 
-    report = benchmark_kd_step(teacher_checkpoint, train_cuts, bpe_model, load_config(config_path),
-                               num_cuts=num_cuts, steps=steps, rounds=rounds)
+    report = benchmark_kd_step(
+        teacher_checkpoint,
+        train_cuts,
+        bpe_model,
+        load_config(config_path),
+        num_cuts=num_cuts,
+        steps=steps,
+        rounds=rounds,
+    )
     write_report(report, out)
     click.echo(markdown(report))
 
 
 @main.command("analyse-aux")
-@click.option("--run-dir", required=True, type=ExistingPath, help="An aux (or layer) run: model.pt, train_summary.json, checkpoints/.")
+@click.option(
+    "--run-dir",
+    required=True,
+    type=ExistingPath,
+    help="An aux (or layer) run: model.pt, train_summary.json, checkpoints/.",
+)
 @click.option("--teacher", "teacher_checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath, help="Held-out cuts, e.g. the dev set.")
 @click.option("--max-shift", default=6, show_default=True, help="Largest shift and attention offset measured (frames).")
@@ -309,24 +401,81 @@ def archive_records(exp_dir, out_dir) -> None:
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--method", default=config_default("decoding.methods")[0], show_default=True, type=click.Choice(METHOD_NAMES),
-              help="Decoding method; '-streaming' runs the encoder chunk by chunk with caches.")
+@click.option(
+    "--method",
+    default=config_default("decoding.methods")[0],
+    show_default=True,
+    type=click.Choice(METHOD_NAMES),
+    help="Decoding method; '-streaming' runs the encoder chunk by chunk with caches.",
+)
 @click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best, HLG.pt for ctc-hlg.")
 @click.option("--hyps", required=True, type=PathType, help="Output: one JSON line per utterance.")
 @click.option("--stats", type=PathType, default=None, help="Output: RTF, latency and settings (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option("--search-beam", default=config_default("decoding.search_beam"), show_default=True, help="CTC graph search beam.")
-@click.option("--output-beam", default=config_default("decoding.output_beam"), show_default=True, help="CTC lattice beam.")
-@click.option("--beam", default=config_default("decoding.beam"), show_default=True, help="Hypotheses kept by modified beam search.")
-@click.option("--fast-beam", default=config_default("decoding.fast_beam"), show_default=True, help="Score beam of fast_beam_search.")
-@click.option("--max-states", default=config_default("decoding.max_states"), show_default=True, help="fast_beam_search states per frame.")
-@click.option("--max-contexts", default=config_default("decoding.max_contexts"), show_default=True, help="fast_beam_search contexts per frame.")
-@click.option("--max-symbols-per-frame", default=config_default("decoding.max_symbols_per_frame"), show_default=True, help="Greedy search.")
-@click.option("--max-duration", default=config_default("decoding.max_duration"), show_default=True, help="Seconds of audio per batch (of streams).")
+@click.option(
+    "--search-beam", default=config_default("decoding.search_beam"), show_default=True, help="CTC graph search beam."
+)
+@click.option(
+    "--output-beam", default=config_default("decoding.output_beam"), show_default=True, help="CTC lattice beam."
+)
+@click.option(
+    "--beam",
+    default=config_default("decoding.beam"),
+    show_default=True,
+    help="Hypotheses kept by modified beam search.",
+)
+@click.option(
+    "--fast-beam",
+    default=config_default("decoding.fast_beam"),
+    show_default=True,
+    help="Score beam of fast_beam_search.",
+)
+@click.option(
+    "--max-states",
+    default=config_default("decoding.max_states"),
+    show_default=True,
+    help="fast_beam_search states per frame.",
+)
+@click.option(
+    "--max-contexts",
+    default=config_default("decoding.max_contexts"),
+    show_default=True,
+    help="fast_beam_search contexts per frame.",
+)
+@click.option(
+    "--max-symbols-per-frame",
+    default=config_default("decoding.max_symbols_per_frame"),
+    show_default=True,
+    help="Greedy search.",
+)
+@click.option(
+    "--max-duration",
+    default=config_default("decoding.max_duration"),
+    show_default=True,
+    help="Seconds of audio per batch (of streams).",
+)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, search_beam, output_beam, beam,
-           fast_beam, max_states, max_contexts, max_symbols_per_frame, max_duration, threads, device) -> None:
+def decode(
+    checkpoint,
+    cuts,
+    bpe_model,
+    method,
+    graph,
+    hyps,
+    stats,
+    chunk_size,
+    search_beam,
+    output_beam,
+    beam,
+    fast_beam,
+    max_states,
+    max_contexts,
+    max_symbols_per_frame,
+    max_duration,
+    threads,
+    device,
+) -> None:
     """Decode with k2: CTC (topology or HLG) or transducer searches, whole-utterance or streaming."""
     import torch
 
@@ -343,8 +492,17 @@ def decode(checkpoint, cuts, bpe_model, method, graph, hyps, stats, chunk_size, 
         max_symbols_per_frame=max_symbols_per_frame,
     )
     result = decode_cuts(
-        checkpoint, cuts, bpe_model, hyps, method=method, graph_path=graph, stats_path=stats,
-        chunk_size=chunk_size, options=options, max_duration=max_duration, device=device,
+        checkpoint,
+        cuts,
+        bpe_model,
+        hyps,
+        method=method,
+        graph_path=graph,
+        stats_path=stats,
+        chunk_size=chunk_size,
+        options=options,
+        max_duration=max_duration,
+        device=device,
     )
     log.info("decoding finished: %s", result)
 
@@ -402,23 +560,54 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
 @main.command("record")
 @click.option("--run", "run_name", required=True)
 @click.option("--train-summary", required=True, type=ExistingPath)
-@click.option("--wer", "wer_items", multiple=True, required=True,
-              help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH with --decoding-method).")
-@click.option("--errors", "errors_items", multiple=True,
-              help="TEST_SET/METHOD=PATH of the per-utterance errors (errors.jsonl); needed for significance tests.")
-@click.option("--decode-stats", "stats_items", multiple=True,
-              help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).")
-@click.option("--delay", "delay_items", multiple=True,
-              help="TEST_SET/METHOD=PATH of an emission-delay summary (delay.json).")
+@click.option(
+    "--wer",
+    "wer_items",
+    multiple=True,
+    required=True,
+    help="TEST_SET/METHOD=PATH of a WER summary (TEST_SET=PATH with --decoding-method).",
+)
+@click.option(
+    "--errors",
+    "errors_items",
+    multiple=True,
+    help="TEST_SET/METHOD=PATH of the per-utterance errors (errors.jsonl); needed for significance tests.",
+)
+@click.option(
+    "--decode-stats",
+    "stats_items",
+    multiple=True,
+    help="TEST_SET/METHOD=PATH of a decode.json (RTF, latency, streaming).",
+)
+@click.option(
+    "--delay", "delay_items", multiple=True, help="TEST_SET/METHOD=PATH of an emission-delay summary (delay.json)."
+)
 @click.option("--decoding-method", default=None, help="Method of items that name none.")
-@click.option("--data-check", "check_items", multiple=True,
-              help="TEST_SET=PATH of the test set's data-check report (the record counts the excluded utterances).")
-@click.option("--decoded-model", default="final", show_default=True,
-              help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).")
+@click.option(
+    "--data-check",
+    "check_items",
+    multiple=True,
+    help="TEST_SET=PATH of the test set's data-check report (the record counts the excluded utterances).",
+)
+@click.option(
+    "--decoded-model",
+    default="final",
+    show_default=True,
+    help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).",
+)
 @click.option("--out", required=True, type=PathType)
-def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], errors_items: Tuple[str, ...],
-           stats_items: Tuple[str, ...], decoding_method: Optional[str], out: Path, delay_items: Tuple[str, ...] = (),
-           check_items: Tuple[str, ...] = (), decoded_model: str = "final") -> None:
+def record(
+    run_name: str,
+    train_summary: Path,
+    wer_items: Tuple[str, ...],
+    errors_items: Tuple[str, ...],
+    stats_items: Tuple[str, ...],
+    decoding_method: Optional[str],
+    out: Path,
+    delay_items: Tuple[str, ...] = (),
+    check_items: Tuple[str, ...] = (),
+    decoded_model: str = "final",
+) -> None:
     """Write the run record that the tables are built from.
 
     Paths stored in the record (errors, training summary) are relative to the record's folder.
@@ -438,13 +627,20 @@ def record(run_name: str, train_summary: Path, wer_items: Tuple[str, ...], error
             paths[(test_set, method)] = Path(path)
         return paths
 
-    write_record(out, build_record(
-        run_name, train_summary, keyed(wer_items, "--wer"), errors_paths=keyed(errors_items, "--errors"),
-        record_dir=out.parent, decode_stats=keyed(stats_items, "--decode-stats"),
-        delay_stats=keyed(delay_items, "--delay"),
-        data_checks=_test_set_paths(check_items, "--data-check"),
-        decoded_model=decoded_model,
-    ))
+    write_record(
+        out,
+        build_record(
+            run_name,
+            train_summary,
+            keyed(wer_items, "--wer"),
+            errors_paths=keyed(errors_items, "--errors"),
+            record_dir=out.parent,
+            decode_stats=keyed(stats_items, "--decode-stats"),
+            delay_stats=keyed(delay_items, "--delay"),
+            data_checks=_test_set_paths(check_items, "--data-check"),
+            decoded_model=decoded_model,
+        ),
+    )
 
 
 def _results_config(results_json: Optional[str], config_file: Optional[Path] = None):
@@ -476,8 +672,12 @@ def _fail_on_record_errors(func):
     return wrapper
 
 
-RESULTS_CONFIG_HELP = "JSON object: the config's results section (tables, significance, plots). Default: the standard wer table."
-SKIP_INVALID_HELP = "Leave out unusable run records (each is named in a warning and under the table) instead of failing."
+RESULTS_CONFIG_HELP = (
+    "JSON object: the config's results section (tables, significance, plots). Default: the standard wer table."
+)
+SKIP_INVALID_HELP = (
+    "Leave out unusable run records (each is named in a warning and under the table) instead of failing."
+)
 
 
 @main.command("aggregate")
@@ -516,10 +716,17 @@ def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records
 
 
 @main.command("report")
-@click.option("--exp-dir", required=True, type=ExistingPath, help="Folder searched (recursively) for record.json files.")
+@click.option(
+    "--exp-dir", required=True, type=ExistingPath, help="Folder searched (recursively) for record.json files."
+)
 @click.option("--out-dir", required=True, type=PathType, help="Tables go to OUT_DIR/tables, plots to OUT_DIR/plots.")
-@click.option("--config", "config_file", type=ExistingPath, default=None,
-              help="Experiment config (its results section is used) or a YAML file with only the results section.")
+@click.option(
+    "--config",
+    "config_file",
+    type=ExistingPath,
+    default=None,
+    help="Experiment config (its results section is used) or a YAML file with only the results section.",
+)
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @_fail_on_record_errors
 def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
@@ -556,21 +763,37 @@ def export(checkpoint, bpe_model, out_dir, hlg, chunk_size, left_chunks, onnx, t
     """
     from streamkd.deploy.export import export_model_dir
 
-    summary = export_model_dir(checkpoint, bpe_model, out_dir, hlg=hlg, chunk_size=chunk_size,
-                               left_chunks=left_chunks, onnx=onnx, torchscript=torchscript)
+    summary = export_model_dir(
+        checkpoint,
+        bpe_model,
+        out_dir,
+        hlg=hlg,
+        chunk_size=chunk_size,
+        left_chunks=left_chunks,
+        onnx=onnx,
+        torchscript=torchscript,
+    )
     for name in summary["files"]:
         click.echo(f"{out_dir / name}\t{summary['bytes'][name]} bytes")
 
 
 @main.command("transcribe")
 @click.argument("inputs", nargs=-1, required=True, type=PathType)
-@click.option("--model-dir", type=ExistingPath, default=None,
-              help="A folder written by `streamkd export` (model.pt, bpe.model, graphs, ONNX files).")
+@click.option(
+    "--model-dir",
+    type=ExistingPath,
+    default=None,
+    help="A folder written by `streamkd export` (model.pt, bpe.model, graphs, ONNX files).",
+)
 @click.option("--checkpoint", type=ExistingPath, default=None, help="model.pt (default: MODEL_DIR/model.pt).")
 @click.option("--bpe-model", type=ExistingPath, default=None, help="Default: MODEL_DIR/bpe.model.")
 @click.option("--graph", type=ExistingPath, default=None, help="Default: MODEL_DIR/ctc_topo.pt or MODEL_DIR/HLG.pt.")
-@click.option("--method", default=None, type=click.Choice(METHOD_NAMES),
-              help="Decoding method (default: ctc-1best, or rnnt-greedy for a transducer-only model).")
+@click.option(
+    "--method",
+    default=None,
+    type=click.Choice(METHOD_NAMES),
+    help="Decoding method (default: ctc-1best, or rnnt-greedy for a transducer-only model).",
+)
 @click.option("--onnx", is_flag=True, help="Run the exported encoder.onnx with onnxruntime instead of PyTorch.")
 @click.option("--stream", is_flag=True, help="Feed the audio in real-time pieces, print partial results and latency.")
 @click.option("--piece-ms", default=40.0, show_default=True, help="Audio per piece with --stream.")
@@ -579,8 +802,22 @@ def export(checkpoint, bpe_model, out_dir, hlg, chunk_size, left_chunks, onnx, t
 @click.option("--beam", default=4, show_default=True, help="Hypotheses kept by modified beam search.")
 @click.option("--results", type=PathType, default=None, help="Also write one JSON line per file here.")
 @click.option("--threads", type=int, default=1, show_default=True)
-def transcribe(inputs, model_dir, checkpoint, bpe_model, graph, method, onnx, stream, piece_ms, channel,
-               chunk_size, beam, results, threads) -> None:
+def transcribe(
+    inputs,
+    model_dir,
+    checkpoint,
+    bpe_model,
+    graph,
+    method,
+    onnx,
+    stream,
+    piece_ms,
+    channel,
+    chunk_size,
+    beam,
+    results,
+    threads,
+) -> None:
     """Transcribe audio files or folders (WAV, FLAC, MP3, ...; any rate, resampled to 16 kHz).
 
     Prints one line per file, PATH<TAB>TEXT, on stdout. A file that cannot be read gets an
@@ -596,8 +833,17 @@ def transcribe(inputs, model_dir, checkpoint, bpe_model, graph, method, onnx, st
     torch.set_num_threads(threads)
     method = method or _default_method(model_dir, checkpoint, onnx)
     paths = ModelPaths.resolve(parse_method(method), model_dir, checkpoint, bpe_model, graph)
-    transcriber = Transcriber(paths, method, onnx=onnx, stream=stream, chunk_size=chunk_size,
-                              options=SearchOptions(beam=beam), threads=threads, piece_ms=piece_ms, channel=channel)
+    transcriber = Transcriber(
+        paths,
+        method,
+        onnx=onnx,
+        stream=stream,
+        chunk_size=chunk_size,
+        options=SearchOptions(beam=beam),
+        threads=threads,
+        piece_ms=piece_ms,
+        channel=channel,
+    )
 
     def show_partial(result, at: float, text: str) -> None:
         click.echo(f"{result.path} [{at:6.2f} s] {text}", err=True)
@@ -609,9 +855,12 @@ def transcribe(inputs, model_dir, checkpoint, bpe_model, graph, method, onnx, st
         click.echo(f"{result.path}\t{result.text}")
         if result.chunk_latencies_ms:
             lat = result.chunk_latencies_ms
-            click.echo(f"{result.path}: chunk-to-result latency mean {sum(lat) / len(lat):.1f} ms, worst "
-                       f"{max(lat):.1f} ms over {len(lat)} chunks (algorithmic latency "
-                       f"{transcriber.latency_ms:.0f} ms; pieces of {piece_ms:.0f} ms)", err=True)
+            click.echo(
+                f"{result.path}: chunk-to-result latency mean {sum(lat) / len(lat):.1f} ms, worst "
+                f"{max(lat):.1f} ms over {len(lat)} chunks (algorithmic latency "
+                f"{transcriber.latency_ms:.0f} ms; pieces of {piece_ms:.0f} ms)",
+                err=True,
+            )
 
     done = transcribe_files(transcriber, inputs, on_result=show, on_partial=show_partial if stream else None)
     if results is not None:
@@ -641,8 +890,13 @@ def _default_method(model_dir: Optional[Path], checkpoint: Optional[Path], onnx:
 @click.option("--checkpoint", required=True, type=ExistingPath, help="The full-context teacher.")
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--head", default="ctc", show_default=True, type=click.Choice(["ctc", "transducer"]),
-              help="CTC: forced alignment over the CTC topology; transducer: the best RNN-T lattice path.")
+@click.option(
+    "--head",
+    default="ctc",
+    show_default=True,
+    type=click.Choice(["ctc", "transducer"]),
+    help="CTC: forced alignment over the CTC topology; transducer: the best RNN-T lattice path.",
+)
 @click.option("--out", required=True, type=PathType, help="Output: token and word times per utterance (JSON lines).")
 @click.option("--max-duration", default=120.0, show_default=True, help="Seconds of audio per batch.")
 @click.option("--threads", type=int, default=1, show_default=True)
@@ -662,8 +916,13 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
 @click.option("--reference", required=True, type=ExistingPath, help="Reference times from align-reference.")
-@click.option("--method", default="ctc-1best-streaming", show_default=True, type=click.Choice(METHOD_NAMES),
-              help="A token-level method: '-streaming' times chunk by chunk, others frame by frame (offline).")
+@click.option(
+    "--method",
+    default="ctc-1best-streaming",
+    show_default=True,
+    type=click.Choice(METHOD_NAMES),
+    help="A token-level method: '-streaming' times chunk by chunk, others frame by frame (offline).",
+)
 @click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best.")
 @click.option("--emissions", required=True, type=PathType, help="Output: per-utterance tokens, emission times, delays.")
 @click.option("--summary", required=True, type=PathType, help="Output: mean/median/p90 delay (JSON).")
@@ -678,9 +937,27 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
 @click.option("--max-duration", default=120.0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def emission_delay(checkpoint, cuts, bpe_model, reference, method, graph, emissions, summary, chunk_size, search_beam,
-                   output_beam, beam, fast_beam, max_states, max_contexts, max_symbols_per_frame, max_duration,
-                   threads, device) -> None:
+def emission_delay(
+    checkpoint,
+    cuts,
+    bpe_model,
+    reference,
+    method,
+    graph,
+    emissions,
+    summary,
+    chunk_size,
+    search_beam,
+    output_beam,
+    beam,
+    fast_beam,
+    max_states,
+    max_contexts,
+    max_symbols_per_frame,
+    max_duration,
+    threads,
+    device,
+) -> None:
     """When each hypothesis token is emitted, and its delay against the reference times."""
     import torch
 
@@ -688,39 +965,107 @@ def emission_delay(checkpoint, cuts, bpe_model, reference, method, graph, emissi
     from streamkd.decode.run import SearchOptions
 
     torch.set_num_threads(threads)
-    options = SearchOptions(search_beam=search_beam, output_beam=output_beam, beam=beam, fast_beam=fast_beam,
-                            max_states=max_states, max_contexts=max_contexts, max_symbols_per_frame=max_symbols_per_frame)
-    result = measure_emission_delay(checkpoint, cuts, bpe_model, reference, emissions, summary, method=method,
-                                    graph_path=graph, chunk_size=chunk_size, options=options,
-                                    max_duration=max_duration, device=device)
+    options = SearchOptions(
+        search_beam=search_beam,
+        output_beam=output_beam,
+        beam=beam,
+        fast_beam=fast_beam,
+        max_states=max_states,
+        max_contexts=max_contexts,
+        max_symbols_per_frame=max_symbols_per_frame,
+    )
+    result = measure_emission_delay(
+        checkpoint,
+        cuts,
+        bpe_model,
+        reference,
+        emissions,
+        summary,
+        method=method,
+        graph_path=graph,
+        chunk_size=chunk_size,
+        options=options,
+        max_duration=max_duration,
+        device=device,
+    )
     log.info("emission delay: %s", result)
 
 
 @main.command("check-data")
 @click.option("--cuts", required=True, type=ExistingPath, help="Cut manifest written by compute-fbank.")
-@click.option("--supervisions", type=ExistingPath, default=None,
-              help="The split's supervisions: those without a cut (audio lhotse could not read) count as excluded.")
-@click.option("--recordings", type=ExistingPath, default=None, help="The split's recordings, to say why audio was unreadable.")
+@click.option(
+    "--supervisions",
+    type=ExistingPath,
+    default=None,
+    help="The split's supervisions: those without a cut (audio lhotse could not read) count as excluded.",
+)
+@click.option(
+    "--recordings", type=ExistingPath, default=None, help="The split's recordings, to say why audio was unreadable."
+)
 @click.option("--bpe-model", required=True, type=ExistingPath)
 @click.option("--split", required=True, help="Name of the split, for messages and the report.")
-@click.option("--kind", required=True, type=click.Choice(["train", "dev", "test"]),
-              help="train/dev: bad cuts are excluded up to a share; test: bad cuts fail unless allowed.")
-@click.option("--head", "head_type", default="ctc", show_default=True,
-              type=click.Choice(["ctc", "transducer", "transducer+ctc"]), help="Which loss's length bound applies.")
-@click.option("--max-utterance-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="train/dev: longer utterances are excluded.")
-@click.option("--max-excluded-fraction", type=click.FloatRange(0, 1), default=0.02, show_default=True,
-              help="train/dev: fail when a larger share of the cuts is excluded.")
-@click.option("--allow-test-exclusion", is_flag=True, help="test: exclude bad cuts (and report them) instead of failing.")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["train", "dev", "test"]),
+    help="train/dev: bad cuts are excluded up to a share; test: bad cuts fail unless allowed.",
+)
+@click.option(
+    "--head",
+    "head_type",
+    default="ctc",
+    show_default=True,
+    type=click.Choice(["ctc", "transducer", "transducer+ctc"]),
+    help="Which loss's length bound applies.",
+)
+@click.option(
+    "--max-utterance-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="train/dev: longer utterances are excluded.",
+)
+@click.option(
+    "--max-excluded-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="train/dev: fail when a larger share of the cuts is excluded.",
+)
+@click.option(
+    "--allow-test-exclusion", is_flag=True, help="test: exclude bad cuts (and report them) instead of failing."
+)
 @click.option("--out-cuts", required=True, type=PathType, help="Output: the cuts that passed.")
-@click.option("--report", "report_path", required=True, type=PathType, help="Output: counts by reason and the excluded cut ids (JSON).")
-def check_data(cuts, supervisions, recordings, bpe_model, split, kind, head_type, max_utterance_seconds,
-               max_excluded_fraction, allow_test_exclusion, out_cuts, report_path) -> None:
+@click.option(
+    "--report",
+    "report_path",
+    required=True,
+    type=PathType,
+    help="Output: counts by reason and the excluded cut ids (JSON).",
+)
+def check_data(
+    cuts,
+    supervisions,
+    recordings,
+    bpe_model,
+    split,
+    kind,
+    head_type,
+    max_utterance_seconds,
+    max_excluded_fraction,
+    allow_test_exclusion,
+    out_cuts,
+    report_path,
+) -> None:
     """Check a split's cuts before training or decoding; write the usable ones and a report."""
     from streamkd.data.check import CheckPolicy, run_data_check
 
-    policy = CheckPolicy(kind=kind, head=head_type, max_utterance_seconds=max_utterance_seconds,
-                         max_excluded_fraction=max_excluded_fraction, allow_test_exclusion=allow_test_exclusion)
+    policy = CheckPolicy(
+        kind=kind,
+        head=head_type,
+        max_utterance_seconds=max_utterance_seconds,
+        max_excluded_fraction=max_excluded_fraction,
+        allow_test_exclusion=allow_test_exclusion,
+    )
     run_data_check(cuts, supervisions, bpe_model, out_cuts, report_path, policy, split, recordings_path=recordings)
 
 
@@ -751,10 +1096,20 @@ def _merged_config(config_files: Tuple[Path, ...]) -> dict:
 
 @main.command("progress")
 @click.argument("exp_dir", type=ExistingPath)
-@click.option("--config", "config_files", multiple=True, type=ExistingPath,
-              help="The run's --configfile(s), merged over config.yaml: lists runs not started yet and their epochs.")
-@click.option("--parallel", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Training jobs that run side by side (for the estimate of the rest).")
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=ExistingPath,
+    help="The run's --configfile(s), merged over config.yaml: lists runs not started yet and their epochs.",
+)
+@click.option(
+    "--parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Training jobs that run side by side (for the estimate of the rest).",
+)
 @click.option("--watch", is_flag=True, help="Redraw until every run has finished (Ctrl-C stops).")
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between redraws with --watch.")
 def progress(exp_dir: Path, config_files: Tuple[Path, ...], parallel: int, watch: bool, interval: float) -> None:

@@ -44,7 +44,12 @@ def stage_settings(config: Mapping[str, Any], stage: str) -> Dict[str, Any]:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     section = config.get("resources", {}) or {}
     merged: Dict[str, Any] = {}
-    for layer in (DEFAULT_RESOURCES["default"], DEFAULT_RESOURCES[stage], section.get("default", {}), section.get(stage, {})):
+    for layer in (
+        DEFAULT_RESOURCES["default"],
+        DEFAULT_RESOURCES[stage],
+        section.get("default", {}),
+        section.get(stage, {}),
+    ):
         merged.update(layer)
     return merged
 

@@ -60,8 +60,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
         enc = config["model"][role]
         if enc["d_model"] % enc["num_heads"]:
             raise ConfigError(
-                f"{source}: model.{role}: d_model={enc['d_model']} is not divisible by "
-                f"num_heads={enc['num_heads']}"
+                f"{source}: model.{role}: d_model={enc['d_model']} is not divisible by num_heads={enc['num_heads']}"
             )
     check_decoding_methods(config, source)
     for name in ("speed_range", "pitch_range", "snr_db_range"):
@@ -195,7 +194,9 @@ def check_results(config: Mapping[str, Any], source: str = "config") -> None:
                 )
     for test_set in results.plots.test_sets or ():
         if test_sets and test_set not in test_sets:
-            raise ConfigError(f"{source}: results.plots.test_sets: {test_set!r} is not decoded (decoding.test_sets: {sorted(test_sets)})")
+            raise ConfigError(
+                f"{source}: results.plots.test_sets: {test_set!r} is not decoded (decoding.test_sets: {sorted(test_sets)})"
+            )
 
 
 def check_decoding_methods(config: Mapping[str, Any], source: str = "config") -> None:

@@ -22,7 +22,9 @@ _SKIPPED: list = []
 
 def pytest_runtest_logreport(report):
     if report.skipped:
-        _SKIPPED.append(f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}")
+        _SKIPPED.append(
+            f"{report.nodeid}: {report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr}"
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):

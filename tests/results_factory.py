@@ -51,8 +51,22 @@ def write_run(
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             for i, n in enumerate(counts):
-                f.write(json.dumps({"utt_id": f"utt{i:03d}", "ref": "w " * WORDS_PER_UTT, "hyp": "", "ins": 0, "dels": 0,
-                                    "subs": int(n), "ref_words": WORDS_PER_UTT, "errors": int(n), "alignment": ""}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "utt_id": f"utt{i:03d}",
+                            "ref": "w " * WORDS_PER_UTT,
+                            "hyp": "",
+                            "ins": 0,
+                            "dels": 0,
+                            "subs": int(n),
+                            "ref_words": WORDS_PER_UTT,
+                            "errors": int(n),
+                            "alignment": "",
+                        }
+                    )
+                    + "\n"
+                )
         errors_table.setdefault(test_set, {})[decoding] = rel
         wer_table.setdefault(test_set, {})[decoding] = round(100.0 * sum(counts) / (WORDS_PER_UTT * len(counts)), 4)
     for test_set, value in (wer or {}).items():
@@ -72,12 +86,19 @@ def write_run(
         "errors": errors_table,
         "versions": {"python": "3.9"},
     }
-    for key, value in (("kd_layers", kd_layers), ("apc_shift", apc_shift), ("kd_loss", kd_loss), ("kd_weight", kd_weight)):
+    for key, value in (
+        ("kd_layers", kd_layers),
+        ("apc_shift", apc_shift),
+        ("kd_loss", kd_loss),
+        ("kd_weight", kd_weight),
+    ):
         if value is not None:
             record[key] = value
     record.update(extra)
     if write_train_summary:
-        history = history or [{"epoch": e, "train_loss": 2.0 / e + 0.1 * seed, "dev_loss": 2.2 / e + 0.1 * seed} for e in (1, 2, 3)]
+        history = history or [
+            {"epoch": e, "train_loss": 2.0 / e + 0.1 * seed, "dev_loss": 2.2 / e + 0.1 * seed} for e in (1, 2, 3)
+        ]
         (run_dir / "train_summary.json").write_text(json.dumps({"role": record["role"], "history": history}))
         record["train_summary"] = "train_summary.json"
     path = run_dir / "record.json"

@@ -3,11 +3,12 @@
 import pandas as pd
 import pytest
 
-from results_factory import utterance_errors as ue
-from results_factory import write_run
 from streamkd.results.aggregate import aggregate
 from streamkd.results.archive import archive_records
 from streamkd.results.load import find_records
+
+from results_factory import utterance_errors as ue
+from results_factory import write_run
 
 
 def test_archive_copies_records_with_their_files_and_rebuilds_the_same_table(tmp_path):

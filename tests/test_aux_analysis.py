@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from helpers import write_feature_cuts
 from streamkd.distill.analysis import analyse_aux_run
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import FrozenTeacher
@@ -13,8 +12,11 @@ from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 from streamkd.training.objectives import DistillationObjective
 
-ENCODER = dict(feat_dim=80, d_model=16, num_layers=2, num_heads=2, ff_dim=32, conv_kernel=5, dropout=0.0,
-               subsampling_channels=8)
+from helpers import write_feature_cuts
+
+ENCODER = dict(
+    feat_dim=80, d_model=16, num_layers=2, num_heads=2, ff_dim=32, conv_kernel=5, dropout=0.0, subsampling_channels=8
+)
 
 
 @pytest.fixture
@@ -38,7 +40,10 @@ def aux_run(tmp_path):
 def test_distances_match_the_training_loss_and_attention_sums_to_one(aux_run):
     run, teacher, cuts, objective, feats = aux_run
     result = analyse_aux_run(run, teacher, cuts, max_shift=40)
-    assert result["trained_shift"] == 2 and [(p["student_layer"], p["teacher_layer"]) for p in result["pairs"]] == [(1, 1), (2, 2)]
+    assert result["trained_shift"] == 2 and [(p["student_layer"], p["teacher_layer"]) for p in result["pairs"]] == [
+        (1, 1),
+        (2, 2),
+    ]
     # The KD term the objective trains on is the mean over pairs of the distance at the trained shift,
     # each pair's mean taken over every (utterance, frame) pair of the set.
     lens = torch.tensor([f.size(0) for f in feats])

@@ -9,20 +9,28 @@ import sys
 import pytest
 import torch
 
-from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.decode.ctc import build_ctc_topo, save_graph
 from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 
+from helpers import train_tiny_bpe, write_feature_cuts
+
 TIMEOUT = 300
 TEXTS = ["THE CAT SAT", "A DOG", "ON THE MAT THE CAT", "DOG"]
-TINY_ENCODER = dict(d_model=16, num_layers=1, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0, subsampling_channels=4)
+TINY_ENCODER = dict(
+    d_model=16, num_layers=1, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0, subsampling_channels=4
+)
 OPTIMISATION = dict(num_epochs=1, max_duration=5, peak_lr=0.001, warmup_steps=1, log_interval=1, spec_augment=False)
 
 
 def streamkd(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streamkd.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamkd.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -50,8 +58,19 @@ def files(tmp_path_factory):
 
 
 def decode_args(d, bpe, cuts, checkpoint):
-    return ("decode", "--checkpoint", checkpoint, "--cuts", cuts, "--bpe-model", bpe, "--graph", d / "ctc_topo.pt",
-            "--hyps", d / "hyps.jsonl")
+    return (
+        "decode",
+        "--checkpoint",
+        checkpoint,
+        "--cuts",
+        cuts,
+        "--bpe-model",
+        bpe,
+        "--graph",
+        d / "ctc_topo.pt",
+        "--hyps",
+        d / "hyps.jsonl",
+    )
 
 
 def test_decoding_a_cut_too_short_for_the_front_end_names_it(files):
@@ -77,24 +96,61 @@ def test_a_file_that_is_not_a_checkpoint_is_named_without_a_traceback(files):
 def test_a_malformed_hypothesis_file_is_named_with_its_line(tmp_path):
     hyps = tmp_path / "hyps.jsonl"
     hyps.write_text(json.dumps({"id": "a", "ref": "X", "hyp": "X"}) + "\n{not json\n")
-    line = error_line(streamkd("score", "--hyps", hyps, "--summary", tmp_path / "wer.json", "--errors", tmp_path / "e.jsonl"))
+    line = error_line(
+        streamkd("score", "--hyps", hyps, "--summary", tmp_path / "wer.json", "--errors", tmp_path / "e.jsonl")
+    )
     assert f"{hyps}:2: not a hypothesis record" in line
     assert not (tmp_path / "wer.json").exists()
 
 
 def train_args(d, bpe, cuts, encoder, optimisation, *extra):
-    return ("train", "--role", "teacher", "--train-cuts", cuts, "--dev-cuts", cuts, "--bpe-model", bpe,
-            "--out-dir", d / "exp", "--encoder", json.dumps(encoder), "--optimisation", json.dumps(optimisation),
-            "--seed", 1, *extra)
+    return (
+        "train",
+        "--role",
+        "teacher",
+        "--train-cuts",
+        cuts,
+        "--dev-cuts",
+        cuts,
+        "--bpe-model",
+        bpe,
+        "--out-dir",
+        d / "exp",
+        "--encoder",
+        json.dumps(encoder),
+        "--optimisation",
+        json.dumps(optimisation),
+        "--seed",
+        1,
+        *extra,
+    )
 
 
-@pytest.mark.parametrize("option, encoder, optimisation, expected", [
-    ("--optimisation", TINY_ENCODER, {"num_epochs": 1}, ["'max_duration' is a required property", "'peak_lr'", "'warmup_steps'"]),
-    ("--optimisation", TINY_ENCODER, {**OPTIMISATION, "learning_rate": 1}, ["'learning_rate' was unexpected"]),
-    ("--optimisation", TINY_ENCODER, {**OPTIMISATION, "num_epochs": 0}, ["num_epochs: 0 is less than the minimum of 1"]),
-    ("--encoder", {**TINY_ENCODER, "depth": 3}, OPTIMISATION, ["'depth' was unexpected"]),
-    ("--encoder", {k: v for k, v in TINY_ENCODER.items() if k != "d_model"}, OPTIMISATION, ["'d_model' is a required property"]),
-])
+@pytest.mark.parametrize(
+    "option, encoder, optimisation, expected",
+    [
+        (
+            "--optimisation",
+            TINY_ENCODER,
+            {"num_epochs": 1},
+            ["'max_duration' is a required property", "'peak_lr'", "'warmup_steps'"],
+        ),
+        ("--optimisation", TINY_ENCODER, {**OPTIMISATION, "learning_rate": 1}, ["'learning_rate' was unexpected"]),
+        (
+            "--optimisation",
+            TINY_ENCODER,
+            {**OPTIMISATION, "num_epochs": 0},
+            ["num_epochs: 0 is less than the minimum of 1"],
+        ),
+        ("--encoder", {**TINY_ENCODER, "depth": 3}, OPTIMISATION, ["'depth' was unexpected"]),
+        (
+            "--encoder",
+            {k: v for k, v in TINY_ENCODER.items() if k != "d_model"},
+            OPTIMISATION,
+            ["'d_model' is a required property"],
+        ),
+    ],
+)
 def test_json_options_name_missing_unknown_and_bad_keys(files, option, encoder, optimisation, expected):
     d, bpe, cuts = files
     line = error_line(streamkd(*train_args(d, bpe, cuts, encoder, optimisation)))
@@ -116,9 +172,25 @@ def test_training_on_fewer_cuts_than_sampler_buckets(files):
     """Three cuts (one of them too short, as an unchecked manifest may hold) and ten buckets."""
     d, bpe, cuts = files
     out = d / "exp-small"
-    result = streamkd("train", "--role", "teacher", "--train-cuts", cuts, "--dev-cuts", cuts, "--bpe-model", bpe,
-                      "--out-dir", out, "--encoder", json.dumps(TINY_ENCODER),
-                      "--optimisation", json.dumps(OPTIMISATION), "--seed", 1)
+    result = streamkd(
+        "train",
+        "--role",
+        "teacher",
+        "--train-cuts",
+        cuts,
+        "--dev-cuts",
+        cuts,
+        "--bpe-model",
+        bpe,
+        "--out-dir",
+        out,
+        "--encoder",
+        json.dumps(TINY_ENCODER),
+        "--optimisation",
+        json.dumps(OPTIMISATION),
+        "--seed",
+        1,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 training cuts: 3 duration buckets instead of 10" in result.stderr
     assert (out / "model.pt").is_file()

@@ -3,9 +3,10 @@ import copy
 import pytest
 import yaml
 
-from helpers import REPO, job_counts, run_snakemake
 from streamkd.config import ConfigError, config_hash, load_config, validate_config
 from streamkd.decode.methods import parse_method
+
+from helpers import REPO, job_counts, run_snakemake
 
 
 @pytest.fixture
@@ -113,8 +114,12 @@ def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     config = load_config(REPO / "config.yaml")
     grid = config["grid"]
     # none and token once per chunk size and seed, layer per layer set, aux per layer set and shift.
-    per_chunk_and_seed = {"none": 1, "token": 1, "layer": len(grid["kd_layers"]),
-                          "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"])}
+    per_chunk_and_seed = {
+        "none": 1,
+        "token": 1,
+        "layer": len(grid["kd_layers"]),
+        "aux": len(grid["kd_layers"]) * len(grid["apc_shifts"]),
+    }
     students = sum(per_chunk_and_seed[m] for m in grid["methods"]) * len(grid["chunk_sizes"]) * len(grid["seeds"])
     assert students == 2  # the default: the streaming baseline and the aux student (the grid is embedded-grid.yaml)
     models = 1 + students
@@ -144,7 +149,9 @@ def deep_merge(base: dict, update: dict) -> dict:
     """How Snakemake merges --configfile over config.yaml (dicts recursively, the rest replaced)."""
     merged = copy.deepcopy(base)
     for key, value in update.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -183,8 +190,9 @@ def test_librispeech_960_grid_dry_run(tmp_path):
     result = run_snakemake(tmp_path, "-n", "--quiet", configfiles=[REPO / "workflow/configs/librispeech-960.yaml"])
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    config = deep_merge(load_config(REPO / "config.yaml"),
-                        yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text()))
+    config = deep_merge(
+        load_config(REPO / "config.yaml"), yaml.safe_load((REPO / "workflow/configs/librispeech-960.yaml").read_text())
+    )
     assert config["grid"]["methods"] == ["none", "aux"]  # baseline and aux student per chunk size and seed
     students = 2 * len(config["grid"]["chunk_sizes"]) * len(config["grid"]["seeds"])
     assert "cache_teacher" not in counts  # kd.teacher_targets: live at this scale
@@ -207,10 +215,16 @@ def test_the_readme_results_example_is_a_valid_config(config):
     validate_config(config)
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("data_check:\n  max_excluded_fraction: 1.5\n", "data_check.max_excluded_fraction: 1.5 is greater than the maximum of 1"),
-    ("data_check:\n  allow_test_exclusions: true\n", "'allow_test_exclusions' was unexpected"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "data_check:\n  max_excluded_fraction: 1.5\n",
+            "data_check.max_excluded_fraction: 1.5 is greater than the maximum of 1",
+        ),
+        ("data_check:\n  allow_test_exclusions: true\n", "'allow_test_exclusions' was unexpected"),
+    ],
+)
 def test_snakemake_refuses_bad_data_check_settings(tmp_path, setting, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(setting)
@@ -221,11 +235,16 @@ def test_snakemake_refuses_bad_data_check_settings(tmp_path, setting, message):
 
 def test_the_data_check_sits_between_features_and_training_and_decoding(tmp_path):
     settings = tmp_path / "check.yaml"
-    settings.write_text("data_check:\n  max_excluded_fraction: 0.1\n  allow_test_exclusion: true\n"
-                        "decoding:\n  test_sets: [dev, test]\n")
+    settings.write_text(
+        "data_check:\n  max_excluded_fraction: 0.1\n  allow_test_exclusion: true\ndecoding:\n  test_sets: [dev, test]\n"
+    )
     commands = run_snakemake(tmp_path, "-n", "-p", configfiles=[settings], check=True).stdout
     assert job_counts(commands)["check_data"] == 3
-    check = {line.split("--split ")[1].split()[0]: line for line in commands.splitlines() if line.startswith("streamkd check-data")}
+    check = {
+        line.split("--split ")[1].split()[0]: line
+        for line in commands.splitlines()
+        if line.startswith("streamkd check-data")
+    }
     assert set(check) == {"train", "dev", "test"}
     # dev is decoded here, so it is checked as a test set; only training splits drop long utterances.
     assert "--kind train " in check["train"] and "--kind test " in check["dev"] and "--kind test " in check["test"]

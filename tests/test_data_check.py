@@ -5,7 +5,6 @@ features by ``streamkd compute-fbank`` and checked by ``streamkd check-data``.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +15,11 @@ import soundfile as sf
 import torch
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
 
-from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.data.check import CheckPolicy, check_cuts, frames_needed
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.subsampling import input_frames_needed
+
+from helpers import train_tiny_bpe, write_feature_cuts
 
 SAMPLE_RATE = 16000
 GOOD_TEXTS = ["THE CAT SAT ON THE MAT", "A DOG RAN HOME", "HELLO WORLD", "THE MAT IS RED", "A RED CAT"]
@@ -29,7 +29,10 @@ TIMEOUT = 300
 def streamkd(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "streamkd.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=TIMEOUT, env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
     )
 
 
@@ -68,16 +71,39 @@ def make_split(directory: Path, split: str, utterances):
 
 def compute_fbank(directory: Path, split: str, recordings: Path, supervisions: Path):
     cuts = directory / f"cuts_{split}.jsonl.gz"
-    result = streamkd("compute-fbank", "--recordings", recordings, "--supervisions", supervisions,
-                      "--cuts", cuts, "--storage-dir", directory / "fbank")
+    result = streamkd(
+        "compute-fbank",
+        "--recordings",
+        recordings,
+        "--supervisions",
+        supervisions,
+        "--cuts",
+        cuts,
+        "--storage-dir",
+        directory / "fbank",
+    )
     return cuts, result
 
 
 def check_data(directory: Path, split: str, kind: str, cuts: Path, bpe: Path, *extra):
     out = directory / f"cuts_{split}.checked.jsonl.gz"
     report = directory / f"check_{split}.json"
-    result = streamkd("check-data", "--cuts", cuts, "--bpe-model", bpe, "--split", split, "--kind", kind,
-                      "--out-cuts", out, "--report", report, *extra)
+    result = streamkd(
+        "check-data",
+        "--cuts",
+        cuts,
+        "--bpe-model",
+        bpe,
+        "--split",
+        split,
+        "--kind",
+        kind,
+        "--out-cuts",
+        out,
+        "--report",
+        report,
+        *extra,
+    )
     return out, report, result
 
 
@@ -143,8 +169,19 @@ def training_split(tmp_path_factory):
 
 def test_training_check_excludes_each_bad_utterance_for_its_reason(training_split, bpe):
     directory, cuts, supervisions = training_split
-    out, report, result = check_data(directory, "train", "train", cuts, bpe, "--supervisions", supervisions,
-                                     "--max-utterance-seconds", 2.5, "--max-excluded-fraction", 0.5)
+    out, report, result = check_data(
+        directory,
+        "train",
+        "train",
+        cuts,
+        bpe,
+        "--supervisions",
+        supervisions,
+        "--max-utterance-seconds",
+        2.5,
+        "--max-excluded-fraction",
+        0.5,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(report.read_text())
     assert {e["id"]: e["reason"] for e in summary["excluded"]} == {k: v[2] for k, v in BAD_TRAINING.items()}
@@ -165,8 +202,9 @@ def test_training_check_fails_when_too_large_a_share_is_excluded(training_split,
 def test_test_sets_keep_long_utterances(training_split, bpe):
     """Decoding has no length limit: only training drops utterances for being long."""
     directory, cuts, _ = training_split
-    _, report, result = check_data(directory, "long", "test", cuts, bpe, "--max-utterance-seconds", 2.5,
-                                   "--allow-test-exclusion")
+    _, report, result = check_data(
+        directory, "long", "test", cuts, bpe, "--max-utterance-seconds", 2.5, "--allow-test-exclusion"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reasons = {e["id"]: e["reason"] for e in json.loads(report.read_text())["excluded"]}
     assert "endless" not in reasons and reasons["blip"] == "too_short_for_frontend"

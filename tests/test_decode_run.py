@@ -6,7 +6,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.cli import main
 from streamkd.config import ConfigError, check_decoding_methods
 from streamkd.decode.ctc import build_ctc_topo, save_graph
@@ -15,9 +14,19 @@ from streamkd.decode.run import decode_cuts
 from streamkd.model import HeadConfig, build_asr_model
 from streamkd.model.checkpoint import load_model, save_model
 
+from helpers import train_tiny_bpe, write_feature_cuts
+
 FEAT_DIM = 80
-TINY = dict(feat_dim=FEAT_DIM, d_model=16, num_layers=2, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0,
-            subsampling_channels=4)
+TINY = dict(
+    feat_dim=FEAT_DIM,
+    d_model=16,
+    num_layers=2,
+    num_heads=2,
+    ff_dim=32,
+    conv_kernel=3,
+    dropout=0.0,
+    subsampling_channels=4,
+)
 TEXTS = ["THE CAT SAT", "A DOG", "ON THE MAT THE CAT", "DOG"]
 
 
@@ -59,8 +68,16 @@ def test_streaming_decoding_gives_the_simulated_hypotheses(setup, method):
     results = {}
     for suffix in ("", "-streaming"):
         hyps = d / f"{method}{suffix}.jsonl"
-        stats = decode_cuts(models[head], cuts, bpe, hyps, method=method + suffix, graph_path=graph,
-                            stats_path=d / f"{method}{suffix}.json", max_duration=2.0)
+        stats = decode_cuts(
+            models[head],
+            cuts,
+            bpe,
+            hyps,
+            method=method + suffix,
+            graph_path=graph,
+            stats_path=d / f"{method}{suffix}.json",
+            max_duration=2.0,
+        )
         results[suffix] = read_hyps(hyps)
         assert stats["streaming"] == bool(suffix)
         assert stats["latency_ms"] == 3 * 40 + 30 and stats["chunk_size"] == 3
@@ -74,15 +91,26 @@ def test_streaming_decoding_gives_the_simulated_hypotheses(setup, method):
 def test_the_decode_command_checks_method_against_head_and_graph(setup):
     d, bpe, cuts, models = setup
     runner = CliRunner()
-    base = ["decode", "--checkpoint", str(models["ctc"]), "--cuts", str(cuts), "--bpe-model", str(bpe),
-            "--hyps", str(d / "x.jsonl")]
+    base = [
+        "decode",
+        "--checkpoint",
+        str(models["ctc"]),
+        "--cuts",
+        str(cuts),
+        "--bpe-model",
+        str(bpe),
+        "--hyps",
+        str(d / "x.jsonl"),
+    ]
     result = runner.invoke(main, base + ["--method", "rnnt-greedy"])
     assert result.exit_code == 1 and "error: " in result.output and "needs a transducer head" in result.output
     result = runner.invoke(main, base + ["--method", "ctc-1best"])
     assert result.exit_code == 1 and "needs --graph" in result.output
     result = runner.invoke(main, base + ["--method", "ctc-beam"])
     assert result.exit_code != 0 and "ctc-beam" in result.output
-    result = runner.invoke(main, base + ["--method", "ctc-1best", "--graph", str(d / "ctc_topo.pt"), "--stats", str(d / "x.json")])
+    result = runner.invoke(
+        main, base + ["--method", "ctc-1best", "--graph", str(d / "ctc_topo.pt"), "--stats", str(d / "x.json")]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((d / "x.json").read_text())["method"] == "ctc-1best"
 
@@ -109,7 +137,8 @@ def test_method_names_and_head_checks():
         n for n in METHOD_NAMES if not n.endswith("-streaming")
     ]
     assert [m.name for m in methods_for(HeadConfig(), ["ctc-1best", "ctc-hlg-streaming"], True)] == [
-        "ctc-1best", "ctc-hlg-streaming"
+        "ctc-1best",
+        "ctc-hlg-streaming",
     ]
     config = {"model": {"head": {"type": "ctc"}}, "decoding": {"methods": ["ctc-1best", "rnnt-greedy"]}}
     with pytest.raises(ConfigError, match="'rnnt-greedy' needs a transducer head"):
@@ -118,7 +147,9 @@ def test_method_names_and_head_checks():
 
 def test_check_streaming_command_reports_agreement(setup):
     _, _, cuts, models = setup
-    result = CliRunner(mix_stderr=False).invoke(main, ["check-streaming", "--checkpoint", str(models["ctc"]), "--cuts", str(cuts)])
+    result = CliRunner(mix_stderr=False).invoke(
+        main, ["check-streaming", "--checkpoint", str(models["ctc"]), "--cuts", str(cuts)]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["utterances"] == 4 and report["max_abs_diff"] < 1e-4 and report["chunk_size"] == 3

@@ -5,8 +5,6 @@ import json
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from results_factory import utterance_errors as ue
-from results_factory import write_run
 
 from streamkd.cli import main as cli
 from streamkd.results.aggregate import aggregate
@@ -14,6 +12,9 @@ from streamkd.results.config import ResultsConfig
 from streamkd.results.load import RecordError, find_records, load_records
 from streamkd.results.plots import plot_wer_vs_delay
 from streamkd.results.record import build_record
+
+from results_factory import utterance_errors as ue
+from results_factory import write_run
 
 
 def delay(mean, median, p90, mode="streaming"):
@@ -24,18 +25,38 @@ def delay(mean, median, p90, mode="streaming"):
 def timed_grid(tmp_path):
     """Teacher timed offline on ctc-1best; students on their chunk-by-chunk twin ctc-1best-streaming."""
     exp = tmp_path / "exp"
-    write_run(exp, "teacher", method="teacher", seed=42, errors={"test": ue(5)},
-              delay={"test": {"ctc-1best": delay(2.0, 0.0, 10.0, "offline")}})
+    write_run(
+        exp,
+        "teacher",
+        method="teacher",
+        seed=42,
+        errors={"test": ue(5)},
+        delay={"test": {"ctc-1best": delay(2.0, 0.0, 10.0, "offline")}},
+    )
     for seed, (errors, mean) in zip((1, 2), ((10, 100.0), (12, 140.0))):
-        write_run(exp, f"none-chunk4-seed{seed}", seed=seed, errors={"test": ue(errors)},
-                  delay={"test": {"ctc-1best-streaming": delay(mean, mean - 10, mean + 60)}})
-    write_run(exp, "aux-chunk4-seed1", method="aux", kd_layers="1,2", apc_shift=1, errors={"test": ue(9)},
-              delay={"test": {"ctc-1best-streaming": delay(90.0, 80.0, 150.0)}})
+        write_run(
+            exp,
+            f"none-chunk4-seed{seed}",
+            seed=seed,
+            errors={"test": ue(errors)},
+            delay={"test": {"ctc-1best-streaming": delay(mean, mean - 10, mean + 60)}},
+        )
+    write_run(
+        exp,
+        "aux-chunk4-seed1",
+        method="aux",
+        kd_layers="1,2",
+        apc_shift=1,
+        errors={"test": ue(9)},
+        delay={"test": {"ctc-1best-streaming": delay(90.0, 80.0, 150.0)}},
+    )
     return exp
 
 
 def test_tables_show_mean_median_p90_delay_beside_wer(timed_grid, tmp_path):
-    aggregate(find_records(timed_grid), tmp_path / "tables", ResultsConfig.from_dict({"significance": {"num_resamples": 100}}))
+    aggregate(
+        find_records(timed_grid), tmp_path / "tables", ResultsConfig.from_dict({"significance": {"num_resamples": 100}})
+    )
     table = pd.read_csv(tmp_path / "tables/wer.csv").set_index("method")
     # Seeds are averaged: (100 + 140) / 2, and so are the medians and 90th percentiles.
     assert table.loc["none", ["delay_mean_ms", "delay_median_ms", "delay_p90_ms"]].tolist() == [120.0, 110.0, 180.0]
@@ -46,7 +67,9 @@ def test_tables_show_mean_median_p90_delay_beside_wer(timed_grid, tmp_path):
     header = [h.strip() for h in markdown.splitlines()[2].strip("|").split("|")]
     assert "test @ 160 ms delay ms" in header
     none_row = next(line for line in markdown.splitlines() if line.startswith("| none"))
-    assert [c.strip() for c in none_row.strip("|").split("|")][header.index("test @ 160 ms delay ms")] == "120 / 110 / 180"
+    assert [c.strip() for c in none_row.strip("|").split("|")][
+        header.index("test @ 160 ms delay ms")
+    ] == "120 / 110 / 180"
     assert "emission delay, mean / median / 90th percentile" in markdown
     runs = pd.read_csv(tmp_path / "tables/runs.csv")
     simulated = runs[(runs["run"] == "none-chunk4-seed1") & (runs["decoding"] == "ctc-1best")].iloc[0]
@@ -61,14 +84,22 @@ def test_delay_columns_disappear_without_measurements_or_when_switched_off(timed
     plain = tmp_path / "plain"
     write_run(plain, "teacher", method="teacher", seed=42, errors={"test": ue(5)})
     write_run(plain, "none-chunk4-seed1", errors={"test": ue(10)})
-    aggregate(find_records(plain), tmp_path / "plain-tables", ResultsConfig.from_dict({"tables": {"wer": {"significance": False}}}))
+    aggregate(
+        find_records(plain),
+        tmp_path / "plain-tables",
+        ResultsConfig.from_dict({"tables": {"wer": {"significance": False}}}),
+    )
     assert "delay" not in (tmp_path / "plain-tables/wer.md").read_text()
     assert pd.read_csv(tmp_path / "plain-tables/wer.csv")["delay_mean_ms"].isna().all()
 
 
 def test_a_record_with_a_broken_delay_is_refused_by_name(tmp_path):
-    path = write_run(tmp_path / "exp", "none-chunk4-seed1", errors={"test": ue(10)},
-                     delay={"test": {"ctc-1best-streaming": {"mean_ms": "fast", "median_ms": 1.0, "p90_ms": 2.0}}})
+    path = write_run(
+        tmp_path / "exp",
+        "none-chunk4-seed1",
+        errors={"test": ue(10)},
+        delay={"test": {"ctc-1best-streaming": {"mean_ms": "fast", "median_ms": 1.0, "p90_ms": 2.0}}},
+    )
     with pytest.raises(RecordError, match=r"record.json: delay for test/ctc-1best-streaming: mean_ms is 'fast'"):
         load_records([path])
 
@@ -86,21 +117,46 @@ def test_wer_vs_delay_plot_has_one_point_per_system_and_chunk(timed_grid):
 def test_record_command_keeps_the_delay_summary(tmp_path):
     run_dir = tmp_path / "exp/none-chunk4-seed1"
     run_dir.mkdir(parents=True)
-    (run_dir / "train_summary.json").write_text(json.dumps({
-        "role": "student", "method": "none", "seed": 1, "config_hash": "h", "num_params": 10, "train_seconds": 1.0, "chunk_size": 4,
-    }))
+    (run_dir / "train_summary.json").write_text(
+        json.dumps(
+            {
+                "role": "student",
+                "method": "none",
+                "seed": 1,
+                "config_hash": "h",
+                "num_params": 10,
+                "train_seconds": 1.0,
+                "chunk_size": 4,
+            }
+        )
+    )
     (run_dir / "wer.json").write_text(json.dumps({"wer": 12.5}))
     summary = {**delay(95.5, 80.0, 170.0), "min_ms": 30.0, "max_ms": 400.0, "num_hypothesis": 55}
     (run_dir / "delay.json").write_text(json.dumps(summary))
-    result = CliRunner().invoke(cli, [
-        "record", "--run", "none-chunk4-seed1", "--train-summary", str(run_dir / "train_summary.json"),
-        "--wer", f"test/ctc-1best-streaming={run_dir / 'wer.json'}", "--delay", f"test/ctc-1best-streaming={run_dir / 'delay.json'}",
-        "--out", str(run_dir / "record.json"),
-    ])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "record",
+            "--run",
+            "none-chunk4-seed1",
+            "--train-summary",
+            str(run_dir / "train_summary.json"),
+            "--wer",
+            f"test/ctc-1best-streaming={run_dir / 'wer.json'}",
+            "--delay",
+            f"test/ctc-1best-streaming={run_dir / 'delay.json'}",
+            "--out",
+            str(run_dir / "record.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((run_dir / "record.json").read_text())
     assert record["delay"] == {"test": {"ctc-1best-streaming": delay(95.5, 80.0, 170.0)}}
     (run_dir / "bad.json").write_text(json.dumps({"mean_ms": 1.0}))
     with pytest.raises(ValueError, match=r"bad.json.*median_ms"):
-        build_record("r", run_dir / "train_summary.json", {("test", "m"): run_dir / "wer.json"},
-                     delay_stats={("test", "m"): run_dir / "bad.json"})
+        build_record(
+            "r",
+            run_dir / "train_summary.json",
+            {("test", "m"): run_dir / "wer.json"},
+            delay_stats={("test", "m"): run_dir / "bad.json"},
+        )

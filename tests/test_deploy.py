@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from helpers import train_tiny_bpe
 
 from streamkd.cli import main
 from streamkd.deploy.audio import SAMPLE_RATE, fbank, load_audio
@@ -20,8 +19,11 @@ from streamkd.lang.ngram import train_ngram_lm
 from streamkd.model import StreamingEncoder, build_asr_model
 from streamkd.model.checkpoint import save_model
 
-TINY = dict(feat_dim=80, d_model=16, num_layers=2, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0,
-            subsampling_channels=4)
+from helpers import train_tiny_bpe
+
+TINY = dict(
+    feat_dim=80, d_model=16, num_layers=2, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0, subsampling_channels=4
+)
 SENTENCES = ["THE CAT SAT", "A DOG", "ON THE MAT THE CAT", "DOG", "THE DOG SAT ON THE CAT"]
 
 
@@ -41,7 +43,9 @@ def signal(seconds: float, seed: int, rate: int = SAMPLE_RATE, noise: float = 0.
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
     tones = sum(np.sin(2 * np.pi * f * t) * rng.uniform(0.1, 0.3) for f in rng.uniform(100, 3000, size=4))
-    return (0.3 * tones + noise * rng.standard_normal(t.size)).astype(np.float32) * np.hanning(t.size).astype(np.float32)
+    return (0.3 * tones + noise * rng.standard_normal(t.size)).astype(np.float32) * np.hanning(t.size).astype(
+        np.float32
+    )
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +154,9 @@ def test_transcribe_with_onnx_gives_the_pytorch_hypotheses(exported, method):
 @pytest.mark.parametrize("backend", [[], ["--onnx"]])
 def test_stream_prints_partials_and_latency(exported, backend):
     _, audio, models = exported
-    run, lines = transcribe(audio / "utt1.wav", "--model-dir", models["both"], "--method", "rnnt-greedy", "--stream", *backend)
+    run, lines = transcribe(
+        audio / "utt1.wav", "--model-dir", models["both"], "--method", "rnnt-greedy", "--stream", *backend
+    )
     assert run.exit_code == 0, run.stderr
     whole, _ = transcribe(audio / "utt1.wav", "--model-dir", models["both"], "--method", "rnnt-greedy")
     final = lines[str(audio / "utt1.wav")]
@@ -168,8 +174,16 @@ def test_an_unreadable_file_is_named_and_the_others_still_decode(exported, tmp_p
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wave file")
     missing = tmp_path / "missing.flac"
-    run, lines = transcribe(audio / "utt0.wav", broken, missing, audio / "utt2.wav", "--model-dir", models["ctc_all_left"],
-                            "--results", tmp_path / "results.jsonl")
+    run, lines = transcribe(
+        audio / "utt0.wav",
+        broken,
+        missing,
+        audio / "utt2.wav",
+        "--model-dir",
+        models["ctc_all_left"],
+        "--results",
+        tmp_path / "results.jsonl",
+    )
     assert run.exit_code == 1
     assert set(lines) == {str(audio / "utt0.wav"), str(audio / "utt2.wav")}
     assert f"error: {broken}: cannot read audio" in run.stderr and f"error: {missing}: no such file" in run.stderr
@@ -186,7 +200,9 @@ def test_stereo_and_other_sample_rates_are_mixed_down_and_resampled(exported, tm
     sf.write(tmp_path / "stereo.flac", np.stack([mono, mono], axis=1), SAMPLE_RATE)
     sf.write(tmp_path / "second_channel.wav", np.stack([signal(1.5, seed=8), mono], axis=1), SAMPLE_RATE)
     np.testing.assert_allclose(load_audio(tmp_path / "stereo.flac"), mono, atol=1e-4)
-    np.testing.assert_array_equal(load_audio(tmp_path / "second_channel.wav", channel=1), load_audio(tmp_path / "mono.wav"))
+    np.testing.assert_array_equal(
+        load_audio(tmp_path / "second_channel.wav", channel=1), load_audio(tmp_path / "mono.wav")
+    )
     with pytest.raises(Exception, match="channel 2 was asked for"):
         load_audio(tmp_path / "second_channel.wav", channel=2)
 
@@ -202,10 +218,18 @@ def test_stereo_and_other_sample_rates_are_mixed_down_and_resampled(exported, tm
     assert np.abs(back[:n] - tones[:n]).mean() < 0.01 * np.abs(tones).mean()
     sf.write(tmp_path / "cd_rate.wav", AF.resample(torch.from_numpy(mono), SAMPLE_RATE, 44100).numpy(), 44100)
 
-    run, lines = transcribe(tmp_path / "mono.wav", tmp_path / "stereo.flac", tmp_path / "cd_rate.wav",
-                            "--model-dir", models["both"], "--method", "rnnt-greedy")
+    run, lines = transcribe(
+        tmp_path / "mono.wav",
+        tmp_path / "stereo.flac",
+        tmp_path / "cd_rate.wav",
+        "--model-dir",
+        models["both"],
+        "--method",
+        "rnnt-greedy",
+    )
     assert run.exit_code == 0, run.stderr
     assert lines[str(tmp_path / "stereo.flac")] == lines[str(tmp_path / "mono.wav")]
-    run, chosen = transcribe(tmp_path / "second_channel.wav", "--channel", "1", "--model-dir", models["both"],
-                             "--method", "rnnt-greedy")
+    run, chosen = transcribe(
+        tmp_path / "second_channel.wav", "--channel", "1", "--model-dir", models["both"], "--method", "rnnt-greedy"
+    )
     assert chosen[str(tmp_path / "second_channel.wav")] == lines[str(tmp_path / "mono.wav")]

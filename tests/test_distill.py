@@ -21,8 +21,16 @@ from streamkd.training.run import build_objective
 
 FEAT_DIM = 80
 VOCAB = 10
-TEACHER = dict(feat_dim=FEAT_DIM, d_model=32, num_layers=4, num_heads=2, ff_dim=64, conv_kernel=5,
-               dropout=0.1, subsampling_channels=8)
+TEACHER = dict(
+    feat_dim=FEAT_DIM,
+    d_model=32,
+    num_layers=4,
+    num_heads=2,
+    ff_dim=64,
+    conv_kernel=5,
+    dropout=0.1,
+    subsampling_channels=8,
+)
 STUDENT = dict(TEACHER, d_model=16, num_layers=2, ff_dim=32, causal=True, chunk_size=4)
 
 
@@ -188,15 +196,20 @@ def permute_after(x, t, seed):
     while bool((perm == torch.arange(tail)).any()):
         perm = torch.randperm(tail, generator=gen)
     shuffled = x.clone()
-    shuffled[:, t + 1:] = x[:, t + 1:][:, perm]
+    shuffled[:, t + 1 :] = x[:, t + 1 :][:, perm]
     return shuffled
 
 
-CONFORMER_BRANCHES = [dict(type="conformer"), dict(type="conformer", attention="causal"),
-                      dict(type="conformer", conv_kernel=4)]
+CONFORMER_BRANCHES = [
+    dict(type="conformer"),
+    dict(type="conformer", attention="causal"),
+    dict(type="conformer", conv_kernel=4),
+]
 
 
-@pytest.mark.parametrize("options", [{}, *CONFORMER_BRANCHES], ids=["default", "conformer", "conformer-causal", "conformer-even-kernel"])
+@pytest.mark.parametrize(
+    "options", [{}, *CONFORMER_BRANCHES], ids=["default", "conformer", "conformer-causal", "conformer-even-kernel"]
+)
 def test_aux_branch_cannot_tell_which_later_frame_is_k_ahead(options):
     # A shifted target asks position t for frame t + k. Shuffling the frames after t keeps what
     # the branch can see but moves frame t + k: outputs up to t must not change, so the branch
@@ -205,16 +218,22 @@ def test_aux_branch_cannot_tell_which_later_frame_is_k_ahead(options):
     x, lengths, t = torch.randn(1, 13, 16), torch.tensor([13]), 5
     conv_kernel = options.pop("conv_kernel", 5)
     torch.manual_seed(4)
-    branch = AuxBranch(16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel).eval()
+    branch = AuxBranch(
+        16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel
+    ).eval()
     with torch.no_grad():
         for seed in range(3):
             shuffled = permute_after(x, t, seed)
-            torch.testing.assert_close(branch(x, lengths)[:, : t + 1], branch(shuffled, lengths)[:, : t + 1], atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                branch(x, lengths)[:, : t + 1], branch(shuffled, lengths)[:, : t + 1], atol=1e-5, rtol=0
+            )
     if options.get("attention") == "causal":
         return  # nothing after t reaches t at all
     with torch.no_grad():  # the check can fail: relative positions do tell the later frames apart
         located = aux_branch(**options, positional="relative")
-        assert not torch.allclose(located(x, lengths)[:, : t + 1], located(permute_after(x, t, 0), lengths)[:, : t + 1], atol=1e-3)
+        assert not torch.allclose(
+            located(x, lengths)[:, : t + 1], located(permute_after(x, t, 0), lengths)[:, : t + 1], atol=1e-3
+        )
 
 
 @pytest.mark.parametrize("options", CONFORMER_BRANCHES, ids=["full", "causal", "even-kernel"])
@@ -223,12 +242,14 @@ def test_conformer_branch_convolution_reads_no_future_frame(options):
     x = torch.randn(1, 12, 16)
     conv_kernel = options.pop("conv_kernel", 5)
     torch.manual_seed(4)
-    branch = AuxBranch(16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel).eval()
+    branch = AuxBranch(
+        16, 24, num_heads=2, ff_dim=32, dropout=0.0, config=AuxConfig(**options), conv_kernel=conv_kernel
+    ).eval()
     conv = branch.layer.conv
     assert conv.causal
     for t in (0, 4, 10):
         changed = x.clone()
-        changed[:, t + 1:] = torch.randn(1, 11 - t, 16)
+        changed[:, t + 1 :] = torch.randn(1, 11 - t, 16)
         with torch.no_grad():
             torch.testing.assert_close(conv(x)[:, : t + 1], conv(changed)[:, : t + 1])
             if options.get("attention") == "causal":  # then nothing after t reaches t at all
@@ -289,10 +310,14 @@ def test_transducer_token_kd_pairs_student_frame_t_plus_delay_with_teacher_frame
     torch.manual_seed(3)
     # Scaled up so that the joiner's distributions are far from uniform.
     teacher_out, lengths, targets = 5 * torch.randn(2, 12, 16), torch.tensor([12, 9]), [[1, 2, 3], [4, 5]]
-    assert TransducerTokenKd()(head, head, teacher_out, teacher_out, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
+    assert TransducerTokenKd()(head, head, teacher_out, teacher_out, lengths, targets).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     # The student emits everything two frames later than the teacher.
     student_out = torch.cat([5 * torch.randn(2, 2, 16), teacher_out[:, :-2]], dim=1)
-    assert TransducerTokenKd(delay=2)(head, head, student_out, teacher_out, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
+    assert TransducerTokenKd(delay=2)(head, head, student_out, teacher_out, lengths, targets).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     assert TransducerTokenKd(delay=0)(head, head, student_out, teacher_out, lengths, targets).item() > 0.01
     # Padded frames (beyond length 9 of the second utterance) never count.
     noisy = teacher_out.clone()
@@ -428,8 +453,10 @@ def test_kd_objective_checkpoint_round_trip_keeps_teacher_frozen():
     trained = objective("aux", apc_shift=1).eval()
     torch.manual_seed(9)
     fresh = DistillationObjective(
-        build_asr_model(STUDENT, VOCAB), FrozenTeacher(build_asr_model(TEACHER, VOCAB)),
-        trained.kd_config, spec_augment=True,
+        build_asr_model(STUDENT, VOCAB),
+        FrozenTeacher(build_asr_model(TEACHER, VOCAB)),
+        trained.kd_config,
+        spec_augment=True,
     ).eval()
     feats, lens, targets = batch()
     assert fresh(feats, lens, targets)[1] != trained(feats, lens, targets)[1]

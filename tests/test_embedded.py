@@ -24,13 +24,13 @@ from streamkd.data.embedded import (
     Voice,
     add_noise,
     assign_voices,
-    recording_problem,
-    supervision_problem,
     check_voice,
     measured_snr_db,
     plan_corpus,
     prepare_embedded_corpus,
+    recording_problem,
     require_binary,
+    supervision_problem,
     synthesise_clean,
 )
 from streamkd.data.text import DEFAULT_FORTUNES_DIR, load_sentences, normalize_text
@@ -86,7 +86,7 @@ def load_split(output_dir: Path, split: str):
 
 
 def test_normalize_text_uppercases_and_strips_punctuation():
-    text = "'Twas well-known -- don\u2019t \"quote\", (really)?"
+    text = '\'Twas well-known -- don\u2019t "quote", (really)?'
     assert normalize_text(text) == "TWAS WELL KNOWN DON'T QUOTE REALLY"
 
 
@@ -383,8 +383,11 @@ def test_recording_problem_names_truncated_corrupt_and_missing_files(corpus_dir,
     missing = tmp_path / "missing.wav"
 
     assert recording_problem(good) == ""
-    expected = {"rec-truncated": (truncated, "manifest declares"), "rec-corrupt": (corrupt, "cannot be read"),
-                "rec-missing": (missing, "file not found")}
+    expected = {
+        "rec-truncated": (truncated, "manifest declares"),
+        "rec-corrupt": (corrupt, "cannot be read"),
+        "rec-missing": (missing, "file not found"),
+    }
     for rid, (path, words) in expected.items():
         assert words in recording_problem(pointing_to(path, rid)), rid
 

@@ -90,7 +90,9 @@ def test_ctc_forced_alignment_in_a_batch_keeps_each_utterance_and_flags_the_impo
 
 def tiny_transducer(seed: int) -> TransducerHead:
     torch.manual_seed(seed)
-    return TransducerHead(encoder_dim=4, vocab_size=4, config=HeadConfig(type="transducer", decoder_dim=4, joiner_dim=5, context_size=2)).eval()
+    return TransducerHead(
+        encoder_dim=4, vocab_size=4, config=HeadConfig(type="transducer", decoder_dim=4, joiner_dim=5, context_size=2)
+    ).eval()
 
 
 def brute_force_rnnt(head: TransducerHead, encoder_out: torch.Tensor, reference):
@@ -220,8 +222,18 @@ def test_streaming_pieces_arrive_at_chunk_end_plus_lookahead_and_match_the_maske
     from streamkd.model import ConformerEncoder, StreamingEncoder, subsampled_lengths
 
     torch.manual_seed(0)
-    encoder = ConformerEncoder(feat_dim=20, d_model=16, num_layers=1, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0,
-                               causal=True, chunk_size=3, left_chunks=-1).eval()
+    encoder = ConformerEncoder(
+        feat_dim=20,
+        d_model=16,
+        num_layers=1,
+        num_heads=2,
+        ff_dim=32,
+        conv_kernel=3,
+        dropout=0.0,
+        causal=True,
+        chunk_size=3,
+        left_chunks=-1,
+    ).eval()
     lens = torch.tensor([83, 50])  # 20 and 11 encoder frames
     assert subsampled_lengths(lens).tolist() == [20, 11]
     batch = Batch(torch.randn(2, 83, 20), lens, ["", ""], ["a", "b"])

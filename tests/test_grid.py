@@ -5,9 +5,10 @@ import re
 import pytest
 import yaml
 
-from helpers import REPO, job_counts, run_snakemake
 from streamkd.config import ConfigError, load_config, validate_config
 from streamkd.distill.grid import GridCell, expand_grid
+
+from helpers import REPO, job_counts, run_snakemake
 
 # 2 chunk sizes x 2 seeds: none 4, token 4; layer: 2 layer sets -> 8;
 # aux: 2 layer sets x 3 shifts -> 24. 40 students in all.
@@ -51,8 +52,18 @@ def test_shifted_layer_ablation_and_explicit_teacher_layers():
     assert len(layer) == 2 * 1 * 3 * 2
     assert layer[0].run_name == "layer-chunk2-layers2_4-teacher1_6-shift0-seed1"
     assert layer[0].train_args() == [
-        "--method", "layer", "--chunk-size", "2", "--seed", "1",
-        "--kd-layers", "2,4", "--kd-teacher-layers", "1,6", "--apc-shift", "0",
+        "--method",
+        "layer",
+        "--chunk-size",
+        "2",
+        "--seed",
+        "1",
+        "--kd-layers",
+        "2,4",
+        "--kd-teacher-layers",
+        "1,6",
+        "--apc-shift",
+        "0",
     ]
     assert GridCell("none", 4, 1).train_args() == ["--method", "none", "--chunk-size", "4", "--seed", "1"]
 
@@ -63,9 +74,19 @@ def test_shifted_layer_ablation_and_explicit_teacher_layers():
         ("grid", "apc_shifts", [2, -1], "grid.apc_shifts.1: -1 is less than the minimum of 0"),
         ("grid", "chunk_sizes", [4, 0], "grid.chunk_sizes.1: 0 is less than the minimum of 1"),
         ("grid", "methods", ["none", "distil"], "grid.methods.1: 'distil' is not one of"),
-        ("grid", "kd_layers", [[3, 7]], "grid.kd_layers[0]: student layer 7 is out of range: model.student has 6 layers"),
+        (
+            "grid",
+            "kd_layers",
+            [[3, 7]],
+            "grid.kd_layers[0]: student layer 7 is out of range: model.student has 6 layers",
+        ),
         ("grid", "kd_layers", [[0, 3]], "grid.kd_layers.0: [0, 3] is not valid"),
-        ("grid", "kd_layers", [{"student": [3], "teacher": [9]}], "teacher layer 9 is out of range: model.teacher has 6"),
+        (
+            "grid",
+            "kd_layers",
+            [{"student": [3], "teacher": [9]}],
+            "teacher layer 9 is out of range: model.teacher has 6",
+        ),
         ("grid", "kd_layers", [[6, 3]], "student layers [6, 3] must be in increasing order"),
         ("grid", "kd_layers", [[3, 6], {"student": [3, 6], "teacher": [3, 6]}], "both distil the layer pairs"),
         ("grid", "kd_layers", [], "methods ['layer', 'aux'] need at least one layer set"),
@@ -123,13 +144,24 @@ def test_bad_grid_stops_snakemake_before_any_job(tmp_path):
 def test_kd_weights_are_a_grid_dimension_of_kd_cells_only():
     from streamkd.distill.grid import kd_weight
 
-    cells = expand_grid({"chunk_sizes": [4], "seeds": [1], "methods": ["none", "token", "aux"],
-                         "kd_layers": [[2, 4]], "apc_shifts": [0], "kd_weights": [0.3, 1, 3]})
+    cells = expand_grid(
+        {
+            "chunk_sizes": [4],
+            "seeds": [1],
+            "methods": ["none", "token", "aux"],
+            "kd_layers": [[2, 4]],
+            "apc_shifts": [0],
+            "kd_weights": [0.3, 1, 3],
+        }
+    )
     names = [c.run_name for c in cells]
     assert names == [
         "none-chunk4-seed1",
-        "token-chunk4-kdw0_3-seed1", "token-chunk4-kdw1-seed1", "token-chunk4-kdw3-seed1",
-        "aux-chunk4-layers2_4-shift0-kdw0_3-seed1", "aux-chunk4-layers2_4-shift0-kdw1-seed1",
+        "token-chunk4-kdw0_3-seed1",
+        "token-chunk4-kdw1-seed1",
+        "token-chunk4-kdw3-seed1",
+        "aux-chunk4-layers2_4-shift0-kdw0_3-seed1",
+        "aux-chunk4-layers2_4-shift0-kdw1-seed1",
         "aux-chunk4-layers2_4-shift0-kdw3-seed1",
     ]
     assert [kd_weight(c, {"weight": 5.0}) for c in cells[1:4]] == [0.3, 1, 3]
@@ -138,8 +170,9 @@ def test_kd_weights_are_a_grid_dimension_of_kd_cells_only():
 def test_kd_weight_per_method():
     from streamkd.distill.grid import kd_weight
 
-    token, aux = expand_grid({"chunk_sizes": [4], "seeds": [1], "methods": ["token", "aux"], "kd_layers": [[2]],
-                              "apc_shifts": [1]})
+    token, aux = expand_grid(
+        {"chunk_sizes": [4], "seeds": [1], "methods": ["token", "aux"], "kd_layers": [[2]], "apc_shifts": [1]}
+    )
     kd = {"weight": {"token": 0.3, "aux": 3.0}}
     assert (kd_weight(token, kd), kd_weight(aux, kd)) == (0.3, 3.0)
     assert kd_weight(aux, {"weight": 2.0}) == 2.0 and kd_weight(aux, {}) == 1.0

@@ -5,12 +5,13 @@ import math
 import pytest
 import torch
 
-from helpers import train_tiny_bpe
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch
 from streamkd.lang.hlg import WordGraph, compile_hlg
 from streamkd.lang.lexicon import build_lexicon
 from streamkd.lang.ngram import KneserNeyLM, read_arpa_vocabulary, train_ngram_lm
+
+from helpers import train_tiny_bpe
 
 SENTENCES = [
     "THE CAT SAT ON THE MAT",
@@ -72,7 +73,9 @@ def test_lexicon_disambiguates_prefix_pronunciations(lang):
     prons = dict(zip(lexicon.words, lexicon.prons))
     for word in lexicon.words:
         spelled = tokenizer.encode([word])[0]
-        is_prefix = any(other != word and tokenizer.encode([other])[0][: len(spelled)] == spelled for other in lexicon.words)
+        is_prefix = any(
+            other != word and tokenizer.encode([other])[0][: len(spelled)] == spelled for other in lexicon.words
+        )
         assert prons[word][: len(spelled)] == spelled
         assert (len(prons[word]) > len(spelled)) == is_prefix, word
         assert all(t >= tokenizer.vocab_size for t in prons[word][len(spelled) :])
@@ -120,7 +123,9 @@ def ambiguous_posteriors(tokenizer, words, ambiguous):
     words in ``ambiguous`` are exactly equally likely."""
     frames = [{0}]
     for word in words:
-        pieces = [{t} for t in tokenizer.encode([word])[0]] if word else [{tokenizer.encode([w])[0][0] for w in ambiguous}]
+        pieces = (
+            [{t} for t in tokenizer.encode([word])[0]] if word else [{tokenizer.encode([w])[0][0] for w in ambiguous}]
+        )
         for tokens in pieces:
             frames += [tokens, tokens, {0}]
     logits = torch.full((len(frames), tokenizer.vocab_size), -10.0)
@@ -129,10 +134,13 @@ def ambiguous_posteriors(tokenizer, words, ambiguous):
     return logits.log_softmax(-1).unsqueeze(0), torch.tensor([len(frames)])
 
 
-@pytest.mark.parametrize("words, expected", [
-    (["ON", "THE", "MAT", "THE", None, "SLEPT"], "CAT"),  # "MAT THE CAT" is in the LM's text
-    (["THE", "CATALOGUE", "OF", "THE", None], "DOG"),  # "OF THE DOG" is, "OF THE CAT" is not
-])
+@pytest.mark.parametrize(
+    "words, expected",
+    [
+        (["ON", "THE", "MAT", "THE", None, "SLEPT"], "CAT"),  # "MAT THE CAT" is in the LM's text
+        (["THE", "CATALOGUE", "OF", "THE", None], "DOG"),  # "OF THE DOG" is, "OF THE CAT" is not
+    ],
+)
 def test_the_word_lm_decides_between_equally_likely_words(lang, words, expected):
     tokenizer, graph = lang
     ambiguous = ("CAT", "DOG")

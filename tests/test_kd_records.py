@@ -31,9 +31,13 @@ def write_run(tmp_path, run, fields, wer):
     run_dir.mkdir()
     student = fields["method"] != "teacher"
     summary = {
-        "role": "student" if student else "teacher", "chunk_size": 4 if student else None, "config_hash": "x",
-        "num_params": 1000, "num_params_training": 1500 if fields["method"] == "aux" else 1000,
-        "train_seconds": 1.0, **fields,
+        "role": "student" if student else "teacher",
+        "chunk_size": 4 if student else None,
+        "config_hash": "x",
+        "num_params": 1000,
+        "num_params_training": 1500 if fields["method"] == "aux" else 1000,
+        "train_seconds": 1.0,
+        **fields,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary))
     (run_dir / "wer.json").write_text(json.dumps({"wer": wer}))
@@ -46,8 +50,12 @@ def test_records_carry_kd_fields_and_tables_group_by_method_layers_and_shift(tmp
     records = {run: write_run(tmp_path, run, *spec) for run, spec in RUNS.items()}
     aux, _ = records["aux-chunk4-layers3_6-shift2-seed1"]
     assert {k: aux[k] for k in ("method", "kd_layers", "kd_teacher_layers", "apc_shift", "kd_loss", "kd_weight")} == {
-        "method": "aux", "kd_layers": "3,6", "kd_teacher_layers": "3,6", "apc_shift": 2,
-        "kd_loss": "l1_cos", "kd_weight": 1.0,
+        "method": "aux",
+        "kd_layers": "3,6",
+        "kd_teacher_layers": "3,6",
+        "apc_shift": 2,
+        "kd_loss": "l1_cos",
+        "kd_weight": 1.0,
     }
     assert (aux["num_params_deployed"], aux["num_params_training"]) == (1000, 1500)
     none, _ = records["none-chunk4-seed1"]
@@ -61,7 +69,7 @@ def test_records_carry_kd_fields_and_tables_group_by_method_layers_and_shift(tmp
     assert set(rows) == {("teacher", None, None), ("none", None, None), ("aux", "3,6", 0), ("aux", "3,6", 2)}
     assert rows[("aux", "3,6", 2)].wer_mean == pytest.approx(9.5)
     assert rows[("aux", "3,6", 0)].wer_mean == pytest.approx(12.0)
-    assert rows[("aux", "3,6", 0)].wer_std == pytest.approx(2 ** 0.5)
+    assert rows[("aux", "3,6", 0)].wer_std == pytest.approx(2**0.5)
     assert rows[("none", None, None)].num_seeds == 2
     markdown = (tmp_path / "tables/wer.md").read_text()
     assert "| aux      | 3,6         | 0 " in markdown and "**9.50 ± 0.71**" in markdown
@@ -88,8 +96,13 @@ VARIANTS = {
     "aux_positional": ("aux", {}, {"aux": {"positional": "relative"}}, "relative", "positions relative"),
     "aux_ff_dim": ("aux", {"aux": {"ff_dim": 32}}, {"aux": {"ff_dim": 64}}, 64, "branch ff 64"),
     "aux_num_heads": ("aux", {}, {"aux": {"num_heads": 4}}, 4, "branch heads 4"),
-    "aux_conv_kernel": ("aux", {"aux": {"type": "conformer", "conv_kernel": 3}},
-                        {"aux": {"type": "conformer", "conv_kernel": 7}}, 7, "branch kernel 7"),
+    "aux_conv_kernel": (
+        "aux",
+        {"aux": {"type": "conformer", "conv_kernel": 3}},
+        {"aux": {"type": "conformer", "conv_kernel": 7}},
+        7,
+        "branch kernel 7",
+    ),
     "kd_teacher_input": ("layer", {}, {"teacher_input": "augmented"}, "augmented", "teacher input augmented"),
     "kd_temperature": ("token", {}, {"temperature": 2.0}, 2.0, "temperature 2"),
     "kd_token_delay": ("token", {}, {"token_delay": 2}, 2, "delay 2"),
@@ -120,7 +133,9 @@ def test_runs_differing_in_one_kd_setting_are_separate_rows_labelled_by_it(tmp_p
 def test_a_setting_the_method_does_not_use_does_not_split_rows(tmp_path):
     # A transformer branch has no convolution, and aux KD has no temperature.
     paths = [
-        write_run(tmp_path, f"aux-seed{seed}", kd_summary("aux", seed, aux={"conv_kernel": kernel}, temperature=t), 9.0 + seed)[1]
+        write_run(
+            tmp_path, f"aux-seed{seed}", kd_summary("aux", seed, aux={"conv_kernel": kernel}, temperature=t), 9.0 + seed
+        )[1]
         for seed, kernel, t in ((1, 3, 1.0), (2, 7, 4.0))
     ]
     (row,) = aggregate(paths, tmp_path / "tables")["wer"].summary.itertuples()
@@ -134,7 +149,12 @@ def test_records_without_the_settings_load_with_the_defaults(tmp_path):
         old.pop(field)
     write_record(old_path, old)
     new, new_path = write_run(tmp_path, "aux-seed2", kd_summary("aux", 2), 10.0)
-    assert (new["aux_type"], new["aux_attention"], new["left_chunks"], new["kd_temperature"]) == ("transformer", "full", -1, None)
+    assert (new["aux_type"], new["aux_attention"], new["left_chunks"], new["kd_temperature"]) == (
+        "transformer",
+        "full",
+        -1,
+        None,
+    )
     runs = load_records([old_path, new_path]).runs
     assert runs["model"].nunique() == 1 and list(runs["aux_positional"]) == ["none", "none"]
     assert list(runs["left_chunks"]) == [-1, -1]

@@ -13,10 +13,11 @@ import pytest
 import yaml
 from lhotse import load_manifest
 
-from helpers import REPO, job_counts, run_snakemake
-from fakes import make_fake_librispeech
 from streamkd.data.corpora import CORPORA, LIBRISPEECH_TESTS, corpus_spec
 from streamkd.data.librispeech import prepare_librispeech_corpus
+
+from fakes import make_fake_librispeech
+from helpers import REPO, job_counts, run_snakemake
 
 LS100_PARTS = ("train-clean-100",) + LIBRISPEECH_TESTS
 

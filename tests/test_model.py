@@ -8,8 +8,8 @@ import torch
 from streamkd.model import (
     AsrModel,
     ConformerEncoder,
-    ConvModule,
     Conv2dSubsampling,
+    ConvModule,
     EncoderConfig,
     MultiHeadSelfAttention,
     algorithmic_latency_ms,

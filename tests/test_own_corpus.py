@@ -17,13 +17,12 @@ import torch
 import yaml
 from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet, load_manifest
 
-from helpers import REPO, job_counts, run_snakemake
-from fakes import SAMPLING_RATE, render, sentence, write_tone_corpus
 from streamkd.config import ConfigError, validate_config
 from streamkd.data.corpora import pipeline_splits
 from streamkd.data.manifests import CorpusManifestError, prepare_manifests_corpus
 
-
+from fakes import SAMPLING_RATE, render, sentence, write_tone_corpus
+from helpers import REPO, job_counts, run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +40,10 @@ def tones(tmp_path_factory) -> Path:
 
 def corpus_section(root: Path, **extra) -> dict:
     def pair(split):
-        return {"recordings": str(root / f"recordings_{split}.jsonl.gz"),
-                "supervisions": str(root / f"supervisions_{split}.jsonl.gz")}
+        return {
+            "recordings": str(root / f"recordings_{split}.jsonl.gz"),
+            "supervisions": str(root / f"supervisions_{split}.jsonl.gz"),
+        }
 
     return {
         "name": "manifests",
@@ -88,9 +89,14 @@ def test_declared_splits_become_the_pipeline_splits(tones):
     "change, message",
     [
         (lambda c: c["corpus"].update(train=["tones-a", "tones-c"]), "corpus.train: split 'tones-c' is not declared"),
-        (lambda c: c["corpus"]["splits"]["tones-b"].update(recordings="missing/recs.jsonl.gz"),
-         "corpus.splits.tones-b.recordings: file not found: missing/recs.jsonl.gz"),
-        (lambda c: c["decoding"].update(test_sets=["tones-a"]), "decoding.test_sets: tones-a not in corpus 'manifests'"),
+        (
+            lambda c: c["corpus"]["splits"]["tones-b"].update(recordings="missing/recs.jsonl.gz"),
+            "corpus.splits.tones-b.recordings: file not found: missing/recs.jsonl.gz",
+        ),
+        (
+            lambda c: c["decoding"].update(test_sets=["tones-a"]),
+            "decoding.test_sets: tones-a not in corpus 'manifests'",
+        ),
         (lambda c: c["corpus"].pop("dev"), "'dev' is a required property"),
         (lambda c: c["corpus"]["splits"]["tones-eval"].pop("supervisions"), "corpus.splits.tones-eval"),
     ],
@@ -161,7 +167,10 @@ def test_a_split_without_supervisions_or_text_is_refused(tmp_path):
 def test_a_manifest_of_the_wrong_kind_is_named(tmp_path):
     good = _write_pair(tmp_path, "good", 16000, ["ALPHA"])
     swapped = {"recordings": good["supervisions"], "supervisions": good["recordings"]}
-    with pytest.raises(CorpusManifestError, match=r"corpus.splits.swapped.recordings: .* holds a SupervisionSet, expected a RecordingSet"):
+    with pytest.raises(
+        CorpusManifestError,
+        match=r"corpus.splits.swapped.recordings: .* holds a SupervisionSet, expected a RecordingSet",
+    ):
         prepare_manifests_corpus(_own({"swapped": swapped, "good": good}), tmp_path / "out")
 
 
@@ -188,9 +197,23 @@ def test_dry_run_prepares_once_and_decodes_each_declared_test_split(tones, tmp_p
 
 def _snakemake(directory: Path, *configs: Path, extra=()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--snakefile", str(REPO / "Snakefile"),
-         "--directory", str(directory), "--configfile", *map(str, configs), *extra],
-        capture_output=True, text=True, timeout=1500,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "2",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(directory),
+            "--configfile",
+            *map(str, configs),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
 
 
@@ -208,7 +231,9 @@ def test_pipeline_on_own_manifests_with_averaged_checkpoints_and_progress(tones,
     train = load_manifest(tmp_path / "data/fbank/cuts_train.jsonl.gz")
     assert len(train) == 48
     for run in ("teacher", "none-chunk4-seed1"):
-        assert sorted(p.name for p in (exp / run / "checkpoints").glob("epoch-*.pt")) == [f"epoch-{e}.pt" for e in (1, 2, 3)]
+        assert sorted(p.name for p in (exp / run / "checkpoints").glob("epoch-*.pt")) == [
+            f"epoch-{e}.pt" for e in (1, 2, 3)
+        ]
         # TensorBoard: one point per step of the loss and its ASR part, one per epoch of the dev losses.
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -218,14 +243,18 @@ def test_pipeline_on_own_manifests_with_averaged_checkpoints_and_progress(tones,
         assert [e.step for e in board.Scalars("train/loss")] == [s["step"] for s in steps]
         assert [e.value for e in board.Scalars("train/asr")] == pytest.approx([s["asr"] for s in steps], rel=1e-5)
         history = json.loads((exp / run / "train_summary.json").read_text())["history"]
-        assert [e.value for e in board.Scalars("epoch/dev_asr_loss")] == pytest.approx([h["dev_asr_loss"] for h in history], rel=1e-5)
+        assert [e.value for e in board.Scalars("epoch/dev_asr_loss")] == pytest.approx(
+            [h["dev_asr_loss"] for h in history], rel=1e-5
+        )
         assert {"train/lr", "epoch/dev_loss", "epoch/train_loss"} <= set(board.Tags()["scalars"])
     record = json.loads((exp / "none-chunk4-seed1/record.json").read_text())
     assert record["decoded_model"] == "final" and set(record["wer"]) == {"tones-eval", "tones-extra"}
 
     progress = subprocess.run(
         [sys.executable, "-m", "streamkd.cli", "progress", str(exp), "--config", str(config_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert progress.returncode == 0, progress.stderr
     lines = progress.stdout.splitlines()
@@ -235,7 +264,9 @@ def test_pipeline_on_own_manifests_with_averaged_checkpoints_and_progress(tones,
 
     # Decode the same runs again with the average of the last two epochs' weights.
     overlay = tmp_path / "average-last-2.yaml"
-    overlay.write_text((REPO / "workflow/configs/average-last-3.yaml").read_text().replace("average_last: 3", "average_last: 2"))
+    overlay.write_text(
+        (REPO / "workflow/configs/average-last-3.yaml").read_text().replace("average_last: 3", "average_last: 2")
+    )
     averaged = _snakemake(tmp_path, config_path, overlay, extra=("--config", "results_dir=results-avg2"))
     assert averaged.returncode == 0, averaged.stdout[-3000:] + averaged.stderr[-3000:]
     assert "train_teacher" not in averaged.stdout + averaged.stderr  # training is not repeated

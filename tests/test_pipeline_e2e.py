@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import REPO, job_counts, requires_tts, run_snakemake
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
+
+from helpers import REPO, job_counts, requires_tts, run_snakemake
 
 MICRO = REPO / "workflow/configs/micro.yaml"
 MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
@@ -109,11 +110,18 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     assert markdown.startswith("WER (%) on test with ctc-1best decoding")
     header = [h.strip() for h in markdown.splitlines()[2].strip("|").split("|")]
     assert header[0] == "Method" and header[-5:] == [
-        "test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %", "test @ 160 ms delay ms", "Params (M)"
+        "test @ 160 ms",
+        "test @ 160 ms rel. %",
+        "test @ 160 ms gap %",
+        "test @ 160 ms delay ms",
+        "Params (M)",
     ]
     # Emission delay: the teacher timed on its own offline decode, students on their chunk-by-chunk twin.
     assert set(zip(table["method"], table["delay_decoding"])) == {
-        ("teacher", "ctc-1best"), ("none", "ctc-1best-streaming"), ("aux", "ctc-1best-streaming")}
+        ("teacher", "ctc-1best"),
+        ("none", "ctc-1best-streaming"),
+        ("aux", "ctc-1best-streaming"),
+    }
     assert {"delay_mean_ms", "delay_median_ms", "delay_p90_ms"} <= set(table.columns)
     assert "| teacher " in markdown and "| none " in markdown
     assert latex_problems((tmp_path / "results/tables/wer.tex").read_text()) == []
@@ -133,7 +141,9 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
 
     from lhotse import load_manifest
 
-    references = {s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")}
+    references = {
+        s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")
+    }
     records = {}
     for run in ("teacher", "none-chunk4-seed1", "aux-chunk4-layers1_2-shift1-seed1"):
         run_dir = tmp_path / "exp" / run
@@ -178,21 +188,44 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
         assert record["excluded_utterances"] == {"test": 0}
     assert "Scored utterances: test: 8 utterances scored (0 excluded by the data check)." in markdown
     # Every rule leaves a log where the workflow says it does.
-    for log in ["prepare_corpus", "compute_fbank_train", "check_data_test", "train_bpe", "compile_ctc_topo", "train_word_lm", "compile_hlg"]:
+    for log in [
+        "prepare_corpus",
+        "compute_fbank_train",
+        "check_data_test",
+        "train_bpe",
+        "compile_ctc_topo",
+        "train_word_lm",
+        "compile_hlg",
+    ]:
         assert (tmp_path / "data/logs" / f"{log}.log").is_file()
     # The heavy rules leave a benchmark with their peak memory (what the resources are sized from).
-    benchmarks = [tmp_path / "data/benchmarks/prepare_corpus.tsv", tmp_path / "data/benchmarks/compute_fbank_train.tsv",
-                  tmp_path / "exp/teacher/benchmark/train.tsv",
-                  tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/benchmark/decode-test-ctc-hlg.tsv"]
+    benchmarks = [
+        tmp_path / "data/benchmarks/prepare_corpus.tsv",
+        tmp_path / "data/benchmarks/compute_fbank_train.tsv",
+        tmp_path / "exp/teacher/benchmark/train.tsv",
+        tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/benchmark/decode-test-ctc-hlg.tsv",
+    ]
     for path in benchmarks:
         peak = pd.read_csv(path, sep="\t")["max_rss"].iloc[0]
         assert 10 < peak < 4000, (path, peak)  # MiB: a real process, far below the micro resources' scale
     # The self-contained HTML report holds the tables and plots with their captions
     # (built without downloading Snakemake's JavaScript: see snakemake_report_offline.py).
     report = subprocess.run(
-        [sys.executable, str(REPO / "tests/snakemake_report_offline.py"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-         "--configfile", str(REPO / "workflow/configs/micro.yaml"), "--report", str(tmp_path / "report.html")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "tests/snakemake_report_offline.py"),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(REPO / "workflow/configs/micro.yaml"),
+            "--report",
+            str(tmp_path / "report.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert report.returncode == 0, report.stdout[-4000:] + report.stderr[-4000:]
     html = (tmp_path / "report.html").read_text()
@@ -220,12 +253,18 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     student = json.loads((tmp_path / "exp-transducer/none-chunk4-seed1/record.json").read_text())
     from lhotse import load_manifest
 
-    references = {s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")}
+    references = {
+        s.id: s.text for s in load_manifest(tmp_path / "data/corpus/manifests/embedded_supervisions_test.jsonl.gz")
+    }
     check_wer_against_hyps(student, tmp_path / "exp-transducer/none-chunk4-seed1", references)
     assert student["head"] == "transducer+ctc"
     assert set(student["wer"]["test"]) == {
-        "rnnt-greedy", "rnnt-modified-beam", "rnnt-fast-beam", "rnnt-greedy-streaming",
-        "rnnt-modified-beam-streaming", "ctc-1best",
+        "rnnt-greedy",
+        "rnnt-modified-beam",
+        "rnnt-fast-beam",
+        "rnnt-greedy-streaming",
+        "rnnt-modified-beam-streaming",
+        "ctc-1best",
     }
     # True streaming reproduces the simulated (masked) student exactly.
     decode = tmp_path / "exp-transducer/none-chunk4-seed1/decode"
@@ -234,10 +273,16 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
         assert (decode / f"test-{search}-streaming/hyps.jsonl").read_text() == simulated
     assert "rnnt_pruned=" in (tmp_path / "exp-transducer/teacher/log/train.log").read_text()
     # Emission delays of every token-level search, against the teacher's CTC and transducer alignments.
-    records = {run: json.loads((tmp_path / "exp-transducer" / run / "record.json").read_text())
-               for run in ("teacher", "none-chunk4-seed1")}
-    check_emission_delays(tmp_path / "exp-transducer", records, {"rnnt-greedy", "rnnt-modified-beam", "rnnt-fast-beam", "ctc-1best"},
-                          {"rnnt-greedy-streaming", "rnnt-modified-beam-streaming"})
+    records = {
+        run: json.loads((tmp_path / "exp-transducer" / run / "record.json").read_text())
+        for run in ("teacher", "none-chunk4-seed1")
+    }
+    check_emission_delays(
+        tmp_path / "exp-transducer",
+        records,
+        {"rnnt-greedy", "rnnt-modified-beam", "rnnt-fast-beam", "ctc-1best"},
+        {"rnnt-greedy-streaming", "rnnt-modified-beam-streaming"},
+    )
     # KD works with the transducer head too: the aux student trains on RNN-T + CTC + KD.
     aux_log = (tmp_path / "exp-transducer/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "rnnt_pruned=" in aux_log and "kd=" in aux_log
@@ -247,4 +292,3 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     assert token["num_params_deployed"] == student["num_params_deployed"]
     token_log = (tmp_path / "exp-transducer/token-chunk4-seed1/log/train.log").read_text()
     assert "rnnt_pruned=" in token_log and "kd=" in token_log
-

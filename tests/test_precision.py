@@ -14,7 +14,6 @@ import logging
 import pytest
 import torch
 
-from helpers import train_tiny_bpe, write_feature_cuts
 from streamkd.data.loaders import load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
@@ -25,8 +24,11 @@ from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.precision import PrecisionError, autocast, check_precision
 from streamkd.training.trainer import Trainer
 
-ENCODER = dict(feat_dim=80, d_model=32, num_layers=2, num_heads=2, ff_dim=64, conv_kernel=5, dropout=0.0,
-               subsampling_channels=8)
+from helpers import train_tiny_bpe, write_feature_cuts
+
+ENCODER = dict(
+    feat_dim=80, d_model=32, num_layers=2, num_heads=2, ff_dim=64, conv_kernel=5, dropout=0.0, subsampling_channels=8
+)
 WORDS = "ALPHA BRAVO CHARLIE DELTA ECHO FOXTROT GOLF HOTEL".split()
 
 
@@ -126,7 +128,11 @@ def test_a_step_with_non_finite_gradients_is_skipped_and_counted(data, tmp_path,
     tr._step([next(iterators[0])])
     before = {k: v.clone() for k, v in tr.objective.state_dict().items()}
     # One poisoned step: a parameter that turns every gradient into NaN.
-    weight = tr.objective.model.ctc.proj.weight if hasattr(tr.objective.model.ctc, "proj") else next(tr.objective.parameters())
+    weight = (
+        tr.objective.model.ctc.proj.weight
+        if hasattr(tr.objective.model.ctc, "proj")
+        else next(tr.objective.parameters())
+    )
     handle = weight.register_hook(lambda g: torch.full_like(g, float("nan")))
     with caplog.at_level(logging.WARNING):
         tr._step([next(iterators[0])])

@@ -30,11 +30,26 @@ def test_monitor_writes_scalars_and_a_progress_snapshot(tmp_path):
     for step in range(1, 5):
         st.step = st.epoch_steps = step
         st.epoch_audio_seconds = 10.0 * step
-        monitor.on_step({"step": step, "epoch": 1, "loss": 2.0 / step, "frames": 50.0, "lr": 1e-3 * step,
-                         "asr": 1.5 / step, "kd": 0.5 / step}, st)
+        monitor.on_step(
+            {
+                "step": step,
+                "epoch": 1,
+                "loss": 2.0 / step,
+                "frames": 50.0,
+                "lr": 1e-3 * step,
+                "asr": 1.5 / step,
+                "kd": 0.5 / step,
+            },
+            st,
+        )
         if step == 1:  # the first step is written at once (then at most every few seconds)
             snapshot = json.loads((tmp_path / PROGRESS_FILE).read_text())
-            assert (snapshot["step"], snapshot["epoch"], snapshot["num_epochs"], snapshot["status"]) == (1, 1, 3, "training")
+            assert (snapshot["step"], snapshot["epoch"], snapshot["num_epochs"], snapshot["status"]) == (
+                1,
+                1,
+                3,
+                "training",
+            )
         time.sleep(0.05)
     st.history = [{"epoch": 1, "train_loss": 1.0, "dev_loss": 1.2, "dev_asr_loss": 1.1, "step": 4}]
     st.epoch, st.epoch_steps, st.steps_per_epoch = 1, 0, 4
@@ -72,15 +87,28 @@ def write_finished(run_dir, epochs=3, seconds=90.0, steps=30):
     run_dir.mkdir(parents=True)
     (run_dir / "model.pt").write_bytes(b"x")
     history = [{"epoch": e, "train_loss": 1.0 / e, "dev_loss": 1.0, "step": 10 * e} for e in range(1, epochs + 1)]
-    (run_dir / "train_summary.json").write_text(json.dumps(
-        {"num_epochs": epochs, "num_steps": steps, "train_seconds": seconds, "history": history}))
+    (run_dir / "train_summary.json").write_text(
+        json.dumps({"num_epochs": epochs, "num_steps": steps, "train_seconds": seconds, "history": history})
+    )
 
 
 def write_training(run_dir, now, epoch=2, eta=40.0, age=5.0, per_epoch=30.0):
     run_dir.mkdir(parents=True)
-    (run_dir / PROGRESS_FILE).write_text(json.dumps({
-        "status": "training", "time": now - age, "epoch": epoch, "num_epochs": 3, "step": 17, "loss": 0.75,
-        "audio_seconds_per_second": 12.5, "seconds_per_epoch": per_epoch, "eta_seconds": eta}))
+    (run_dir / PROGRESS_FILE).write_text(
+        json.dumps(
+            {
+                "status": "training",
+                "time": now - age,
+                "epoch": epoch,
+                "num_epochs": 3,
+                "step": 17,
+                "loss": 0.75,
+                "audio_seconds_per_second": 12.5,
+                "seconds_per_epoch": per_epoch,
+                "eta_seconds": eta,
+            }
+        )
+    )
 
 
 def test_progress_lists_finished_training_and_pending_runs_with_the_rest_estimated(tmp_path):
@@ -114,7 +142,9 @@ def test_a_run_that_stopped_writing_is_quiet_and_old_runs_show_their_step_log(tm
     assert read_run(tmp_path / "none-chunk4-seed1", now).status == "quiet"
     old = tmp_path / "token-chunk4-seed1"
     old.mkdir()
-    (old / "train_steps.jsonl").write_text('{"step": 1, "epoch": 1, "loss": 3.0}\n{"step": 2, "epoch": 1, "loss": 2.5}\n')
+    (old / "train_steps.jsonl").write_text(
+        '{"step": 1, "epoch": 1, "loss": 3.0}\n{"step": 2, "epoch": 1, "loss": 2.5}\n'
+    )
     run = read_run(old, now)
     assert (run.status, run.epoch, run.step, run.loss, run.eta_seconds) == ("training", 1, 2, 2.5, None)
     estimate = estimate_rest([run], {})

@@ -15,8 +15,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from results_factory import utterance_errors as ue
-from results_factory import write_run
 from streamkd.cli import main as cli
 from streamkd.results.aggregate import aggregate, build_table
 from streamkd.results.config import ResultsConfig, ResultsConfigError, TableSpec
@@ -25,6 +23,9 @@ from streamkd.results.plots import build_plots
 from streamkd.results.record import build_record, resolve_record_path
 from streamkd.results.significance import ErrorsFileError, compare, paired_bootstrap
 from streamkd.results.tables import latex_body_rows, latex_problems, layout, to_latex, to_markdown
+
+from results_factory import utterance_errors as ue
+from results_factory import write_run
 
 # -- a small grid with known numbers ------------------------------------------------------------
 #
@@ -44,7 +45,15 @@ def grid(tmp_path):
     for seed, errors in zip((1, 2, 3), (10, 12, 14)):
         write_run(exp, f"none-chunk4-seed{seed}", seed=seed, errors={"test": ue(errors)})
     for seed, errors in zip((1, 2), (9, 10)):
-        write_run(exp, f"aux-chunk4-seed{seed}", method="aux", kd_layers="3,6", apc_shift=2, seed=seed, errors={"test": ue(errors)})
+        write_run(
+            exp,
+            f"aux-chunk4-seed{seed}",
+            method="aux",
+            kd_layers="3,6",
+            apc_shift=2,
+            seed=seed,
+            errors={"test": ue(errors)},
+        )
     write_run(exp, "token-chunk4-seed1", method="token", errors={"test": ue(13)})
     write_run(exp, "none-chunk8-seed1", chunk=8, errors={"test": ue(8)})
     write_run(exp, "aux-chunk8-seed1", chunk=8, method="aux", kd_layers="3,6", apc_shift=2, errors={"test": ue(6)})
@@ -52,7 +61,9 @@ def grid(tmp_path):
 
 
 def _row(summary, model, chunk):
-    part = summary[(summary["model"] == model) & ((summary["chunk_size"] == chunk) if chunk else summary["chunk_size"].isna())]
+    part = summary[
+        (summary["model"] == model) & ((summary["chunk_size"] == chunk) if chunk else summary["chunk_size"].isna())
+    ]
     assert len(part) == 1, part
     return part.iloc[0]
 
@@ -199,8 +210,8 @@ def test_bootstrap_pairs_utterances_by_id_and_averages_seeds(tmp_path):
 def test_table_marks_only_significant_differences(tmp_path):
     exp = tmp_path / "exp"
     n = 40
-    write_run(exp, "none", errors={"test": ue(120, n)})          # 30 %
-    write_run(exp, "aux", method="aux", kd_layers="2", errors={"test": ue(40, n)})    # 10 %: clearly better
+    write_run(exp, "none", errors={"test": ue(120, n)})  # 30 %
+    write_run(exp, "aux", method="aux", kd_layers="2", errors={"test": ue(40, n)})  # 10 %: clearly better
     write_run(exp, "token", method="token", errors={"test": ue(121, n, first_utt=5)})  # one error more
     tables = aggregate(find_records(exp), tmp_path / "tables")
     summary = tables["wer"].summary.set_index("model")
@@ -295,8 +306,15 @@ def test_duplicate_runs_are_refused(tmp_path):
 
 def test_rows_and_columns_follow_the_table_spec(grid):
     runs = load_records(find_records(grid)).runs
-    spec = TableSpec.from_dict({"methods": ["aux", "none"], "chunk_sizes": [4], "params": False, "relative_reduction": False,
-                                "gap_recovered": False})
+    spec = TableSpec.from_dict(
+        {
+            "methods": ["aux", "none"],
+            "chunk_sizes": [4],
+            "params": False,
+            "relative_reduction": False,
+            "gap_recovered": False,
+        }
+    )
     table = build_table(runs, "ablation", spec, ResultsConfig())
     md = to_markdown(table)
     header = md.splitlines()[2]
@@ -324,8 +342,15 @@ def test_markdown_is_readable_without_code(grid, tmp_path):
     md = (tmp_path / "tables/wer.md").read_text()
     assert md.startswith("WER (%) on test with ctc-1best decoding, mean ± std over seeds (1 to 3 seeds per student).")
     header = [h.strip() for h in md.splitlines()[2].strip("|").split("|")]
-    assert header[3:] == ["test @ 160 ms", "test @ 160 ms rel. %", "test @ 160 ms gap %",
-                          "test @ 320 ms", "test @ 320 ms rel. %", "test @ 320 ms gap %", "Params (M)"]
+    assert header[3:] == [
+        "test @ 160 ms",
+        "test @ 160 ms rel. %",
+        "test @ 160 ms gap %",
+        "test @ 320 ms",
+        "test @ 320 ms rel. %",
+        "test @ 320 ms gap %",
+        "Params (M)",
+    ]
     assert "relative WER reduction against the baseline (none)" in md
     assert "95% paired-bootstrap confidence interval" in md
 
@@ -337,7 +362,13 @@ LATEX_ENGINES = [e for e in ("pdflatex", "lualatex") if shutil.which(e)]
 
 def _unlatex(cell: str) -> str:
     cell = re.sub(r"\\textbf\{([^{}]*)\}", r"\1", cell)
-    return cell.replace(r"$\pm$", "±").replace(r"$^{\dagger}$", "†").replace(r"$-$", "-").replace("--", "–").replace(r"\%", "%")
+    return (
+        cell.replace(r"$\pm$", "±")
+        .replace(r"$^{\dagger}$", "†")
+        .replace(r"$-$", "-")
+        .replace("--", "–")
+        .replace(r"\%", "%")
+    )
 
 
 def _unmarkdown(cell: str) -> str:
@@ -386,16 +417,25 @@ def test_special_characters_are_escaped(tmp_path):
     assert latex_problems(latex) == []
 
 
-@pytest.mark.skipif(not LATEX_ENGINES, reason="no LaTeX engine (pdflatex or lualatex) installed; the structural test stands in")
+@pytest.mark.skipif(
+    not LATEX_ENGINES, reason="no LaTeX engine (pdflatex or lualatex) installed; the structural test stands in"
+)
 def test_latex_compiles_with_a_real_engine(grid, tmp_path):
     write_run(grid, "weird", method="my_method", kd_layers="1", apc_shift=3, errors={"test": ue(11)})
     aggregate(find_records(grid), tmp_path / "tables")
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
-                   "\\begin{document}\n\\input{tables/wer.tex}\n\\end{document}\n")
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
+        "\\begin{document}\n\\input{tables/wer.tex}\n\\end{document}\n"
+    )
     engine = LATEX_ENGINES[0]
-    result = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [engine, "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
@@ -444,7 +484,10 @@ def test_shift_plot_says_so_when_there_is_no_shift(tmp_path):
 
 def test_loss_history_from_summary_or_log(tmp_path):
     exp = tmp_path / "exp"
-    history = [{"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5}, {"epoch": 2, "train_loss": 2.0, "dev_loss": 2.5, "dev_asr_loss": 2.25}]
+    history = [
+        {"epoch": 1, "train_loss": 3.0, "dev_loss": 3.5},
+        {"epoch": 2, "train_loss": 2.0, "dev_loss": 2.5, "dev_asr_loss": 2.25},
+    ]
     record = write_run(exp, "aux", method="aux", kd_layers="3", errors={"test": ue(10)}, history=history)
     # An epoch without the ASR-only loss (older summaries, no KD term) falls back to its dev loss.
     assert load_loss_history(record, str(record.parent / "train_summary.json")) == [
@@ -477,7 +520,9 @@ def test_loss_curves_plot_the_asr_only_dev_loss_of_every_run(tmp_path):
     fig = plot_loss_curves(load_records(find_records(exp)).runs, ResultsConfig())
     ax_train, ax_dev = fig.axes[:2]
     dev_curves = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax_dev.get_lines())
-    assert dev_curves == sorted([tuple(round(3.0 / e, 6) for e in (1, 2, 3)), tuple(round(2.2 / e, 6) for e in (1, 2, 3))])
+    assert dev_curves == sorted(
+        [tuple(round(3.0 / e, 6) for e in (1, 2, 3)), tuple(round(2.2 / e, 6) for e in (1, 2, 3))]
+    )
     train_curves = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax_train.get_lines())
     assert tuple(round(4.0 / e, 6) for e in (1, 2, 3)) in train_curves  # training keeps the run's own objective
     assert ax_dev.get_ylabel() == "ASR loss per frame (nats)" and "ASR" in ax_dev.get_title()
@@ -495,11 +540,27 @@ def test_record_stores_paths_relative_to_its_folder(tmp_path, monkeypatch):
     decode.mkdir(parents=True)
     (decode / "wer.json").write_text(json.dumps({"wer": 12.5}))
     (decode / "errors.jsonl").write_text(json.dumps({"utt_id": "u", "errors": 1, "ref_words": 8}) + "\n")
-    (run_dir / "train_summary.json").write_text(json.dumps(
-        {"role": "student", "method": "none", "chunk_size": 4, "seed": 1, "config_hash": "h", "num_params": 10, "train_seconds": 1.0}
-    ))
-    record = build_record("none-chunk4-seed1", run_dir / "train_summary.json", {"test": decode / "wer.json"}, "ctc-1best",
-                          errors_paths={"test": decode / "errors.jsonl"}, record_dir=run_dir)
+    (run_dir / "train_summary.json").write_text(
+        json.dumps(
+            {
+                "role": "student",
+                "method": "none",
+                "chunk_size": 4,
+                "seed": 1,
+                "config_hash": "h",
+                "num_params": 10,
+                "train_seconds": 1.0,
+            }
+        )
+    )
+    record = build_record(
+        "none-chunk4-seed1",
+        run_dir / "train_summary.json",
+        {"test": decode / "wer.json"},
+        "ctc-1best",
+        errors_paths={"test": decode / "errors.jsonl"},
+        record_dir=run_dir,
+    )
     assert record["errors"] == {"test": {"ctc-1best": "decode/test-ctc-1best/errors.jsonl"}}
     assert record["train_summary"] == "train_summary.json"
     (run_dir / "record.json").write_text(json.dumps(record))
@@ -511,9 +572,13 @@ def test_record_stores_paths_relative_to_its_folder(tmp_path, monkeypatch):
 
 def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
     config = tmp_path / "results.yaml"
-    config.write_text("results:\n  tables:\n    small: {methods: [none, aux], chunk_sizes: [4]}\n"
-                      "  significance: {num_resamples: 200}\n  plots: {dpi: 72}\n")
-    result = CliRunner().invoke(cli, ["report", "--exp-dir", str(grid), "--out-dir", str(tmp_path / "out"), "--config", str(config)])
+    config.write_text(
+        "results:\n  tables:\n    small: {methods: [none, aux], chunk_sizes: [4]}\n"
+        "  significance: {num_resamples: 200}\n  plots: {dpi: 72}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["report", "--exp-dir", str(grid), "--out-dir", str(tmp_path / "out"), "--config", str(config)]
+    )
     assert result.exit_code == 0, result.output
     assert "WER (%)" in result.output
     for name in ("wer", "small"):
@@ -545,10 +610,14 @@ def test_report_command_names_a_broken_record_and_fails(grid, tmp_path):
 
 def test_aggregate_command_prints_the_table(grid, tmp_path):
     records = [str(p) for p in find_records(grid)]
-    result = CliRunner().invoke(cli, ["aggregate", "--out-dir", str(tmp_path / "t"), "--results-config", '{"precision": 1}', *records])
+    result = CliRunner().invoke(
+        cli, ["aggregate", "--out-dir", str(tmp_path / "t"), "--results-config", '{"precision": 1}', *records]
+    )
     assert result.exit_code == 0, result.output
     assert "**9.5 ± 0.7**" in result.output
-    result = CliRunner().invoke(cli, ["aggregate", "--out-dir", str(tmp_path / "t"), "--results-config", '{"colour": 1}', *records])
+    result = CliRunner().invoke(
+        cli, ["aggregate", "--out-dir", str(tmp_path / "t"), "--results-config", '{"colour": 1}', *records]
+    )
     assert result.exit_code != 0 and "colour" in result.output
 
 

@@ -21,9 +21,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, job_counts, run_snakemake
 from streamkd.cluster import rule_resources, train_launcher, train_threads
 from streamkd.config import validate_config
+
+from helpers import REPO, job_counts, run_snakemake
 
 PROFILE = REPO / "workflow/profiles/slurm"
 LOCAL_SLURM = REPO / "workflow/scripts/local_slurm.sh"
@@ -45,7 +46,9 @@ def test_training_requests_gpus_and_requeue_other_stages_do_not():
     config = micro_config(gpus=4)
     train7 = rule_resources(config, "train", major=7)
     assert train7["gpu"] == 4 and train7["slurm_extra"] == "--gres=gpu:4 --requeue"
-    assert (train7["mem_mb"], train7["runtime"]) == tuple(config["resources"]["train"][k] for k in ("mem_mb", "runtime"))
+    assert (train7["mem_mb"], train7["runtime"]) == tuple(
+        config["resources"]["train"][k] for k in ("mem_mb", "runtime")
+    )
     train8 = rule_resources(config, "train", major=8)
     assert train8["gpu"] == 4 and train8["tasks_per_gpu"] == 0 and "slurm_extra" not in train8
     for stage in ("default", "corpus", "features", "decode"):
@@ -138,8 +141,10 @@ def test_snakemake8_profile_selects_the_slurm_executor_plugin():
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory):
     if os.geteuid() != 0:
-        pytest.skip("the single-node SLURM test needs root (it installs slurm-wlm, munge, slurmdbd and "
-                    "mariadb-server with apt-get and runs their daemons)")
+        pytest.skip(
+            "the single-node SLURM test needs root (it installs slurm-wlm, munge, slurmdbd and "
+            "mariadb-server with apt-get and runs their daemons)"
+        )
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
         pytest.skip("needs Debian's apt-get to install SLURM (or SLURM already installed)")
     state = tmp_path_factory.mktemp("slurm")
@@ -178,14 +183,26 @@ def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
 
     # Every job of the DAG was one SLURM job: Snakemake names them all after its run id,
     # and keeps one log per job under .snakemake/slurm_logs/rule_<name>/<jobid>.log.
-    per_rule = Counter({d.name[len("rule_"):]: len(list(d.glob("*.log")))
-                        for d in (tmp_path / ".snakemake/slurm_logs").iterdir()})
+    per_rule = Counter(
+        {d.name[len("rule_") :]: len(list(d.glob("*.log"))) for d in (tmp_path / ".snakemake/slurm_logs").iterdir()}
+    )
     assert per_rule == expected
     job_ids = {p.stem for d in (tmp_path / ".snakemake/slurm_logs").iterdir() for p in d.glob("*.log")}
     sacct = subprocess.run(
-        ["sacct", "-X", "--parsable2", "--noheader", "--format=JobIdRaw,JobName,State", "--starttime",
-         time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started - 60))],
-        capture_output=True, text=True, env=env, check=True, timeout=120,
+        [
+            "sacct",
+            "-X",
+            "--parsable2",
+            "--noheader",
+            "--format=JobIdRaw,JobName,State",
+            "--starttime",
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started - 60)),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
     )
     rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
     ours = [r for r in rows if r[0] in job_ids]

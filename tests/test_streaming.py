@@ -16,7 +16,9 @@ def student(chunk_size: int, left_chunks: int, seed: int = 0) -> ConformerEncode
     return ConformerEncoder(**TINY, causal=True, chunk_size=chunk_size, left_chunks=left_chunks).eval()
 
 
-def stream_in_pieces(stream: StreamingEncoder, feats: torch.Tensor, lens: torch.Tensor, piece: int) -> List[torch.Tensor]:
+def stream_in_pieces(
+    stream: StreamingEncoder, feats: torch.Tensor, lens: torch.Tensor, piece: int
+) -> List[torch.Tensor]:
     """Feed ``piece`` input frames per call, as audio would arrive; collect each stream's frames."""
     batch = feats.size(0)
     state = stream.init_state(batch)

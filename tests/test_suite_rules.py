@@ -22,9 +22,24 @@ def test_skipped():
 def run_pytest(directory: Path, ci: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": ci, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "--rootdir", str(directory), "-c", os.devnull,
-         str(directory / "test_skipping.py")],
-        capture_output=True, text=True, env=env, cwd=directory, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "conftest",
+            "--rootdir",
+            str(directory),
+            "-c",
+            os.devnull,
+            str(directory / "test_skipping.py"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=directory,
+        timeout=300,
     )
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from lhotse import CutSet
 
-from helpers import write_feature_cuts
 from streamkd.config import ConfigError, check_distillation
 from streamkd.data.loaders import eval_dataloader, make_spec_augment, spec_augment_batch, train_dataloader, unpack_batch
 from streamkd.distill.config import KdConfig
@@ -28,10 +27,20 @@ from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 from streamkd.training.objectives import DistillationObjective
 
+from helpers import write_feature_cuts
+
 FEAT_DIM = 80
 VOCAB = 12
-TEACHER = dict(feat_dim=FEAT_DIM, d_model=32, num_layers=3, num_heads=2, ff_dim=64, conv_kernel=5,
-               dropout=0.0, subsampling_channels=8)
+TEACHER = dict(
+    feat_dim=FEAT_DIM,
+    d_model=32,
+    num_layers=3,
+    num_heads=2,
+    ff_dim=64,
+    conv_kernel=5,
+    dropout=0.0,
+    subsampling_channels=8,
+)
 STUDENT = dict(TEACHER, d_model=24, num_layers=2, ff_dim=48, causal=True, chunk_size=2)
 ALL_TARGETS = TargetSpec(layers=(1, 2, 3), posteriors=True)
 LENGTHS = (97, 143, 120, 64, 181)
@@ -56,13 +65,20 @@ def cache(tmp_path_factory):
     cuts = write_feature_cuts(root, feats, texts)
     frozen = load_teacher(root / "teacher.pt")
     summary = build_teacher_cache(frozen, root / "teacher.pt", cuts, root / "targets" / "cuts.jsonl.gz", ALL_TARGETS)
-    return {"root": root, "teacher": frozen, "cuts": cuts, "cached": root / "targets" / "cuts.jsonl.gz", "summary": summary}
+    return {
+        "root": root,
+        "teacher": frozen,
+        "cuts": cuts,
+        "cached": root / "targets" / "cuts.jsonl.gz",
+        "summary": summary,
+    }
 
 
 def cached_batch(cache, fields):
     """The whole cut set as one batch, from the cache, with its targets."""
-    cuts = open_teacher_cache(cache["cached"], cache["root"] / "teacher.pt", ALL_TARGETS,
-                              [c.id for c in CutSet.from_file(cache["cuts"])])
+    cuts = open_teacher_cache(
+        cache["cached"], cache["root"] / "teacher.pt", ALL_TARGETS, [c.id for c in CutSet.from_file(cache["cuts"])]
+    )
     loader = eval_dataloader(cuts, max_duration=1000, teacher_fields=fields)
     batches = [unpack_batch(raw) for raw in loader]
     assert len(batches) == 1
@@ -131,7 +147,10 @@ def first_order_bound(obj, batch, targets):
 
 
 CASES = [("token", "l1_cos", None)] + [
-    (method, loss, shift) for method in ("layer", "aux") for loss in ("l1", "l2", "cos", "l1_cos") for shift in (None, 2)
+    (method, loss, shift)
+    for method in ("layer", "aux")
+    for loss in ("l1", "l2", "cos", "l1_cos")
+    for shift in (None, 2)
 ]
 
 
@@ -153,17 +172,24 @@ def test_kd_loss_and_gradients_from_the_cache_equal_the_live_teachers(cache, met
 
 
 def test_training_batches_carry_the_targets_of_their_own_cuts(cache):
-    cuts = open_teacher_cache(cache["cached"], cache["root"] / "teacher.pt", TargetSpec(layers=(2,)),
-                              [c.id for c in CutSet.from_file(cache["cuts"])])
-    loader = train_dataloader(cuts, max_duration=3.0, seed=1, spec_augment=False, num_buckets=2,
-                              teacher_fields=[layer_field(2)])
+    cuts = open_teacher_cache(
+        cache["cached"],
+        cache["root"] / "teacher.pt",
+        TargetSpec(layers=(2,)),
+        [c.id for c in CutSet.from_file(cache["cuts"])],
+    )
+    loader = train_dataloader(
+        cuts, max_duration=3.0, seed=1, spec_augment=False, num_buckets=2, teacher_fields=[layer_field(2)]
+    )
     seen = 0
     for raw in loader:
         batch = unpack_batch(raw)
         _, lengths, hidden = cache["teacher"](batch.feats, batch.feat_lens)
         assert torch.equal(batch.teacher["lengths"], lengths)
         for b, n in enumerate(lengths.tolist()):
-            assert (batch.teacher[layer_field(2)][b, :n] - hidden[1][b, :n]).abs().max() <= MAX_ABS_ERROR + BATCHING_NOISE
+            assert (
+                batch.teacher[layer_field(2)][b, :n] - hidden[1][b, :n]
+            ).abs().max() <= MAX_ABS_ERROR + BATCHING_NOISE
         seen += len(batch.cut_ids)
     assert seen == len(LENGTHS)
 
@@ -184,7 +210,9 @@ def test_a_cache_from_another_teacher_or_other_cuts_or_without_a_field_is_refuse
     with pytest.raises(TeacherCacheError, match="another teacher checkpoint than .*other.pt"):
         open_teacher_cache(cache["cached"], other, TargetSpec(layers=(1,)), ids)
     with pytest.raises(TeacherCacheError, match="no targets for 1 training cut.*unknown-cut"):
-        open_teacher_cache(cache["cached"], cache["root"] / "teacher.pt", TargetSpec(layers=(1,)), ids + ["unknown-cut"])
+        open_teacher_cache(
+            cache["cached"], cache["root"] / "teacher.pt", TargetSpec(layers=(1,)), ids + ["unknown-cut"]
+        )
     with pytest.raises(TeacherCacheError, match="lacks teacher_layer4"):
         open_teacher_cache(cache["cached"], cache["root"] / "teacher.pt", TargetSpec(layers=(4,)), ids)
     with pytest.raises(TeacherCacheError, match="teacher cache not found"):
@@ -210,8 +238,13 @@ def test_each_kd_cell_reads_the_cache_of_exactly_the_teacher_outputs_it_needs(re
 
     config = yaml.safe_load((repo / "config.yaml").read_text())
     config["model"]["teacher"]["num_layers"] = 6
-    grid = {"chunk_sizes": [4], "seeds": [1], "methods": ["none", "token", "layer", "aux"],
-            "kd_layers": [[2, 4], {"student": [1], "teacher": [5]}], "apc_shifts": [0, 2]}
+    grid = {
+        "chunk_sizes": [4],
+        "seeds": [1],
+        "methods": ["none", "token", "layer", "aux"],
+        "kd_layers": [[2, 4], {"student": [1], "teacher": [5]}],
+        "apc_shifts": [0, 2],
+    }
     names = {cell.run_name: teacher_cache_name(cell, config) for cell in expand_grid(grid)}
     assert names["none-chunk4-seed1"] is None
     assert names["token-chunk4-seed1"] == "posteriors"
@@ -246,9 +279,23 @@ def test_kd_spec_augment_masks_but_never_moves_frames():
 def test_cache_teacher_command_writes_the_cache(cache, tmp_path):
     out = tmp_path / "targets" / "cuts_train.jsonl.gz"
     result = subprocess.run(
-        [sys.executable, "-m", "streamkd.cli", "cache-teacher", "--teacher", str(cache["root"] / "teacher.pt"),
-         "--cuts", str(cache["cuts"]), "--out-cuts", str(out), "--layers", "2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "streamkd.cli",
+            "cache-teacher",
+            "--teacher",
+            str(cache["root"] / "teacher.pt"),
+            "--cuts",
+            str(cache["cuts"]),
+            "--out-cuts",
+            str(out),
+            "--layers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((out.parent / "summary.json").read_text())

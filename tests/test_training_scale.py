@@ -60,15 +60,33 @@ def env() -> dict:
     return e
 
 
-def train_command(data: Path, out_dir: Path, optimisation: dict, dropout: float = 0.0, role: str = "teacher",
-                  train_cuts: Path = None) -> list:
+def train_command(
+    data: Path, out_dir: Path, optimisation: dict, dropout: float = 0.0, role: str = "teacher", train_cuts: Path = None
+) -> list:
     """``python -m streamkd.cli train ...`` (under torchrun, everything after ``python``)."""
     cmd = [
-        sys.executable, "-m", "streamkd.cli", "train", "--role", role,
-        "--train-cuts", str(train_cuts or data / "cuts_train.jsonl.gz"), "--dev-cuts", str(data / "cuts_dev.jsonl.gz"),
-        "--bpe-model", str(data / "bpe.model"), "--out-dir", str(out_dir),
-        "--encoder", json.dumps({**ENCODER, "dropout": dropout}), "--optimisation", json.dumps(optimisation),
-        "--seed", "3", "--threads", "1",
+        sys.executable,
+        "-m",
+        "streamkd.cli",
+        "train",
+        "--role",
+        role,
+        "--train-cuts",
+        str(train_cuts or data / "cuts_train.jsonl.gz"),
+        "--dev-cuts",
+        str(data / "cuts_dev.jsonl.gz"),
+        "--bpe-model",
+        str(data / "bpe.model"),
+        "--out-dir",
+        str(out_dir),
+        "--encoder",
+        json.dumps({**ENCODER, "dropout": dropout}),
+        "--optimisation",
+        json.dumps(optimisation),
+        "--seed",
+        "3",
+        "--threads",
+        "1",
     ]
     if role == "student":
         cmd += ["--chunk-size", "4"]
@@ -97,15 +115,31 @@ def params(out_dir: Path) -> dict:
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(data, tmp_path):
-    optimisation = {"num_epochs": 2, "max_duration": 8, "peak_lr": 0.002, "warmup_steps": 4,
-                    "log_interval": 1, "spec_augment": False}
+    optimisation = {
+        "num_epochs": 2,
+        "max_duration": 8,
+        "peak_lr": 0.002,
+        "warmup_steps": 4,
+        "log_interval": 1,
+        "spec_augment": False,
+    }
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     run(train_command(data, single, {**optimisation, "accum_grad": 2}))
     # As the workflow starts it (streamkd.cluster.train_launcher), with a module instead of the
     # console script so that the test needs no installed entry point.
     result = run(
-        [str(TORCHRUN), "--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
-         "--rdzv_endpoint", "localhost:0"] + train_command(data, ddp, {**optimisation, "accum_grad": 1})[1:]
+        [
+            str(TORCHRUN),
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            "localhost:0",
+        ]
+        + train_command(data, ddp, {**optimisation, "accum_grad": 1})[1:]
     )
 
     one, two = steps(single), steps(ddp)
@@ -126,8 +160,15 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(data, t
 
 # -- checkpoints and resumption --------------------------------------------------------------
 
-RESUME_OPTIMISATION = {"num_epochs": 3, "max_duration": 8, "peak_lr": 0.002, "warmup_steps": 4, "log_interval": 2,
-                       "spec_augment": True, "checkpoint_interval": 4}
+RESUME_OPTIMISATION = {
+    "num_epochs": 3,
+    "max_duration": 8,
+    "peak_lr": 0.002,
+    "warmup_steps": 4,
+    "log_interval": 2,
+    "spec_augment": True,
+    "checkpoint_interval": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +236,16 @@ def teacher(data, tmp_path_factory) -> Path:
 def aux_command(data: Path, out_dir: Path, teacher: Path) -> list:
     """A distilled student: auxiliary branches on layers 1 and 2, APC shift 1, SpecAugment and dropout on."""
     return train_command(data, out_dir, RESUME_OPTIMISATION, dropout=0.1, role="student") + [
-        "--method", "aux", "--kd-layers", "1,2", "--apc-shift", "1", "--teacher", str(teacher),
-        "--kd", json.dumps({"loss": "l1_cos", "weight": 1.0}),
+        "--method",
+        "aux",
+        "--kd-layers",
+        "1,2",
+        "--apc-shift",
+        "1",
+        "--teacher",
+        str(teacher),
+        "--kd",
+        json.dumps({"loss": "l1_cos", "weight": 1.0}),
     ]
 
 
@@ -264,8 +313,14 @@ def test_on_the_fly_features_match_stored_ones_and_train(data, tmp_path):
     from streamkd.data.loaders import eval_dataloader, has_precomputed_features, unpack_batch
 
     recordings, supervisions = data / "recordings_dev.jsonl.gz", data / "supervisions_dev.jsonl.gz"
-    cuts = compute_fbank(recordings, supervisions, tmp_path / "cuts_dev.jsonl.gz", tmp_path / "unused",
-                         speed_perturb=True, on_the_fly=True)
+    cuts = compute_fbank(
+        recordings,
+        supervisions,
+        tmp_path / "cuts_dev.jsonl.gz",
+        tmp_path / "unused",
+        speed_perturb=True,
+        on_the_fly=True,
+    )
     assert not has_precomputed_features(cuts) and not (tmp_path / "unused").exists()
     assert len(cuts) == 3 * 6 and sum(c.id.endswith("_sp0.9") for c in cuts) == 6
 
@@ -282,10 +337,22 @@ def test_on_the_fly_features_match_stored_ones_and_train(data, tmp_path):
     assert (difference < 0.1).float().mean() > 0.99
 
     train = tmp_path / "cuts_train.jsonl.gz"
-    compute_fbank(data / "recordings_train.jsonl.gz", data / "supervisions_train.jsonl.gz", train, tmp_path / "unused",
-                  speed_perturb=True, on_the_fly=True)
-    result = run(train_command(data, tmp_path / "otf", {"num_epochs": 1, "max_duration": 8, "peak_lr": 0.002,
-                                                        "warmup_steps": 2}, train_cuts=train))
+    compute_fbank(
+        data / "recordings_train.jsonl.gz",
+        data / "supervisions_train.jsonl.gz",
+        train,
+        tmp_path / "unused",
+        speed_perturb=True,
+        on_the_fly=True,
+    )
+    result = run(
+        train_command(
+            data,
+            tmp_path / "otf",
+            {"num_epochs": 1, "max_duration": 8, "peak_lr": 0.002, "warmup_steps": 2},
+            train_cuts=train,
+        )
+    )
     assert "epoch 1 done" in result.stderr
     summary = json.loads((tmp_path / "otf" / "train_summary.json").read_text())
     stored_hours = sum(c.duration for c in load_manifest_lazy(data / "cuts_train.jsonl.gz")) / 3600
@@ -303,5 +370,7 @@ def test_collective_timeout_comes_from_the_environment(monkeypatch):
     assert collective_timeout() == timedelta(seconds=90)
     for bad in ("0", "soon"):
         monkeypatch.setenv("STREAMKD_DIST_TIMEOUT", bad)
-        with pytest.raises(ValueError, match=f"STREAMKD_DIST_TIMEOUT must be a positive number of seconds, got '{bad}'"):
+        with pytest.raises(
+            ValueError, match=f"STREAMKD_DIST_TIMEOUT must be a positive number of seconds, got '{bad}'"
+        ):
             collective_timeout()

@@ -16,7 +16,9 @@ VOCAB = 7
 
 def tiny_head(prune_range: int = 3, context_size: int = 2, seed: int = 0) -> TransducerHead:
     torch.manual_seed(seed)
-    config = HeadConfig(type="transducer", decoder_dim=8, joiner_dim=8, context_size=context_size, prune_range=prune_range)
+    config = HeadConfig(
+        type="transducer", decoder_dim=8, joiner_dim=8, context_size=context_size, prune_range=prune_range
+    )
     return TransducerHead(16, VOCAB, config)
 
 
@@ -124,7 +126,9 @@ def test_utterance_with_more_tokens_than_frames_is_left_out() -> None:
 
 
 def test_model_with_both_heads_trains_both() -> None:
-    model = build_asr_model(TINY, VOCAB, {"type": "transducer+ctc", "decoder_dim": 8, "joiner_dim": 8, "ctc_scale": 0.5})
+    model = build_asr_model(
+        TINY, VOCAB, {"type": "transducer+ctc", "decoder_dim": 8, "joiner_dim": 8, "ctc_scale": 0.5}
+    )
     feats, lens = torch.randn(2, 40, FEAT_DIM), torch.tensor([40, 33])
     log_probs, enc_lens, hidden = model(feats, lens)
     assert log_probs is not None and log_probs.shape[:2] == hidden[-1].shape[:2]
@@ -246,6 +250,7 @@ def exhaustive_sequence_log_probs(head: TransducerHead, encoder_out: torch.Tenso
     Each frame emits exactly one symbol (blank leaves the sequence as it is); the predictor and
     joiner are evaluated through the loss's path (predictor_outputs, joiner), not the search's.
     """
+
     def frame_log_probs(seq, t):
         decoder_out = head.predictor_outputs(torch.tensor([list(seq) or [0]]))[0, len(seq)]
         return head.joiner(encoder_out[t], decoder_out).log_softmax(-1)
@@ -258,7 +263,10 @@ def exhaustive_sequence_log_probs(head: TransducerHead, encoder_out: torch.Tenso
             for token, lp in enumerate(log_probs):
                 new_seq = seq if token == 0 else seq + (token,)
                 extended.setdefault(new_seq, []).append(score + lp)
-        states = {seq: torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0).item() for seq, scores in extended.items()}
+        states = {
+            seq: torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0).item()
+            for seq, scores in extended.items()
+        }
     return states
 
 
@@ -269,7 +277,7 @@ def test_modified_beam_search_with_an_unlimited_beam_is_exhaustive_search(seed: 
     encoder_out = 2.0 * torch.randn(4, 16, generator=generator)
     with torch.no_grad():
         exhaustive = exhaustive_sequence_log_probs(head, encoder_out)
-    search = ModifiedBeamSearch(head, 1, beam=VOCAB ** 4)
+    search = ModifiedBeamSearch(head, 1, beam=VOCAB**4)
     search.advance(encoder_out.unsqueeze(0), torch.tensor([4]))
     assert set(search.beams[0]) == set(exhaustive)
     for seq, score in exhaustive.items():

@@ -38,16 +38,33 @@ def test_record_keeps_every_method_and_its_decoding_facts(tmp_path):
     from streamkd.cli import main
 
     summary = tmp_path / "train_summary.json"
-    summary.write_text(json.dumps({
-        "role": "student", "method": "none", "chunk_size": 4, "left_chunks": -1, "seed": 1,
-        "config_hash": "abc", "num_params": 10, "train_seconds": 1.0, "head": "transducer",
-    }))
+    summary.write_text(
+        json.dumps(
+            {
+                "role": "student",
+                "method": "none",
+                "chunk_size": 4,
+                "left_chunks": -1,
+                "seed": 1,
+                "config_hash": "abc",
+                "num_params": 10,
+                "train_seconds": 1.0,
+                "head": "transducer",
+            }
+        )
+    )
     args = ["record", "--run", "none-chunk4-seed1", "--train-summary", str(summary), "--out", str(tmp_path / "r.json")]
     for method, wer, streaming in (("rnnt-greedy", 12.5, False), ("rnnt-greedy-streaming", 12.5, True)):
         (tmp_path / f"{method}.wer.json").write_text(json.dumps({"wer": wer}))
-        (tmp_path / f"{method}.decode.json").write_text(json.dumps({"rtf": 0.1, "latency_ms": 190.0, "streaming": streaming}))
-        args += ["--wer", f"test/{method}={tmp_path / f'{method}.wer.json'}",
-                 "--decode-stats", f"test/{method}={tmp_path / f'{method}.decode.json'}"]
+        (tmp_path / f"{method}.decode.json").write_text(
+            json.dumps({"rtf": 0.1, "latency_ms": 190.0, "streaming": streaming})
+        )
+        args += [
+            "--wer",
+            f"test/{method}={tmp_path / f'{method}.wer.json'}",
+            "--decode-stats",
+            f"test/{method}={tmp_path / f'{method}.decode.json'}",
+        ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r.json").read_text())

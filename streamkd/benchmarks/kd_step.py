@@ -135,17 +135,28 @@ def benchmark_kd_step(
                 objective = asr_objective(student)
             else:
                 weight = kd_options.get("weight", 1.0)
-                kd = KdConfig.from_dict({
-                    **kd_options, "method": method, "teacher_targets": mode,
-                    "weight": weight[method] if isinstance(weight, Mapping) else weight,
-                    **({"student_layers": layers, "apc_shift": 0 if method == "aux" else None} if method != "token" else {}),
-                })
+                kd = KdConfig.from_dict(
+                    {
+                        **kd_options,
+                        "method": method,
+                        "teacher_targets": mode,
+                        "weight": weight[method] if isinstance(weight, Mapping) else weight,
+                        **(
+                            {"student_layers": layers, "apc_shift": 0 if method == "aux" else None}
+                            if method != "token"
+                            else {}
+                        ),
+                    }
+                )
                 objective = DistillationObjective(student, teacher, kd, spec_augment=opt.spec_augment)
                 if mode == "cache":
                     fields = objective.target_spec.fields
-                    train = open_teacher_cache(work / "cache" / "cuts.jsonl.gz", teacher_path, objective.target_spec,
-                                               [c.id for c in cuts])
-            trainer = Trainer(objective, tokenizer, train, train, work / f"{method}-{mode}", opt, seed=1, teacher_fields=fields)
+                    train = open_teacher_cache(
+                        work / "cache" / "cuts.jsonl.gz", teacher_path, objective.target_spec, [c.id for c in cuts]
+                    )
+            trainer = Trainer(
+                objective, tokenizer, train, train, work / f"{method}-{mode}", opt, seed=1, teacher_fields=fields
+            )
             trainer.objective.train()
             contenders.append(Contender(method, mode, trainer, _batches(trainer)))
     for c in contenders:
@@ -204,17 +215,19 @@ def markdown(report: Mapping[str, Any]) -> str:
         )
     c = report["cache"]
     setup = report["setup"]
-    return "\n".join([
-        f"KD cost per training step: {setup['steps_per_method']} steps per method in {setup['rounds']} rounds, "
-        f"{setup['cuts']} cuts, batches of {setup['max_duration']} s, {report['machine']['threads']} thread, "
-        f"torch {report['machine']['torch']}; CPU seconds of the training process, ratios to `none`.",
-        "",
-        *rows,
-        "",
-        f"Building the cache for these cuts: {c['build_seconds']} s; one teacher epoch over them: "
-        f"{c['teacher_epoch_seconds']} s (ratio {c['build_vs_teacher_epoch']}).",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"KD cost per training step: {setup['steps_per_method']} steps per method in {setup['rounds']} rounds, "
+            f"{setup['cuts']} cuts, batches of {setup['max_duration']} s, {report['machine']['threads']} thread, "
+            f"torch {report['machine']['torch']}; CPU seconds of the training process, ratios to `none`.",
+            "",
+            *rows,
+            "",
+            f"Building the cache for these cuts: {c['build_seconds']} s; one teacher epoch over them: "
+            f"{c['teacher_epoch_seconds']} s (ratio {c['build_vs_teacher_epoch']}).",
+            "",
+        ]
+    )
 
 
 def write_report(report: Mapping[str, Any], out_json: Path) -> None:

@@ -102,7 +102,9 @@ def _lattice_scores(log_probs: Tensor, symbols: Sequence[int]):
     utterance in frames, which the regular topology can still align.)
     """
     num_tokens = len(symbols)
-    index = torch.tensor(list(symbols), dtype=torch.int64).view(1, num_tokens, 1).expand(log_probs.size(0), num_tokens, 1)
+    index = (
+        torch.tensor(list(symbols), dtype=torch.int64).view(1, num_tokens, 1).expand(log_probs.size(0), num_tokens, 1)
+    )
     px = torch.gather(log_probs[:, :num_tokens], 2, index).squeeze(2).t()  # (U, T)
     py = log_probs[..., BLANK_ID].t()  # (U+1, T)
     return px, py
@@ -126,7 +128,9 @@ def _rnnt_lattice(px: Tensor, py: Tensor, symbols: Sequence[int]) -> k2.Fsa:
     final_state = num_frames * rows
     src = torch.cat([state[emit], state[blank], state[last]])
     dst = torch.cat([state[emit] + 1, state[blank] + rows, torch.full((int(last.sum()),), final_state)])
-    label = torch.cat([tokens[u[emit]], torch.zeros(int(blank.sum()), dtype=torch.int64), torch.full((int(last.sum()),), -1)])
+    label = torch.cat(
+        [tokens[u[emit]], torch.zeros(int(blank.sum()), dtype=torch.int64), torch.full((int(last.sum()),), -1)]
+    )
     score = torch.cat([px[u[emit], t[emit]], py[u[blank], t[blank]], py[u[last], t[last]]])
     frame = torch.cat([t[emit], t[blank], t[last]])
     order = torch.sort(src, stable=True).indices  # k2 wants arcs grouped by source state
@@ -153,7 +157,9 @@ def transducer_forced_alignment(
             continue
         symbols = torch.tensor([list(reference)], dtype=torch.int64, device=encoder_out.device)
         decoder_out = head.predictor_outputs(symbols)[0]  # (U+1, D)
-        log_probs = head.joiner(encoder_out[b, :num_frames].unsqueeze(1), decoder_out.unsqueeze(0)).float().log_softmax(-1)
+        log_probs = (
+            head.joiner(encoder_out[b, :num_frames].unsqueeze(1), decoder_out.unsqueeze(0)).float().log_softmax(-1)
+        )
         px, py = _lattice_scores(log_probs.cpu(), list(reference))
         lattice = _rnnt_lattice(px, py, list(reference))
         best = k2.shortest_path(k2.create_fsa_vec([lattice]), use_double_scores=True)
@@ -191,8 +197,13 @@ def _align_batch(model, head: str, batch, references: List[List[int]]) -> List[O
 
 @torch.no_grad()
 def align_cuts(
-    checkpoint: Path, cuts_path: Path, bpe_model: Path, out_path: Path, head: str = "ctc",
-    max_duration: float = 120.0, device: str = "cpu",
+    checkpoint: Path,
+    cuts_path: Path,
+    bpe_model: Path,
+    out_path: Path,
+    head: str = "ctc",
+    max_duration: float = 120.0,
+    device: str = "cpu",
 ) -> Dict[str, int]:
     """Reference token and word times of every cut of ``cuts_path`` under a full-context model.
 
@@ -213,17 +224,35 @@ def align_cuts(
     if (model.ctc if head == "ctc" else model.transducer) is None:
         raise ValueError(f"{checkpoint}: the model has no {head} head (its head is {model.head.type!r})")
     if model.encoder.config.causal:
-        log.warning("%s: aligning with a streaming (causal) model; reference times are meant to come from the full-context teacher", checkpoint)
+        log.warning(
+            "%s: aligning with a streaming (causal) model; reference times are meant to come from the full-context teacher",
+            checkpoint,
+        )
     rows = []
     for raw in eval_dataloader(load_cuts(cuts_path), max_duration):
         batch = unpack_batch(raw).to(torch.device(device))
         references = tokenizer.encode(list(batch.texts))
-        for utt, text, ref, alignment in zip(batch.cut_ids, batch.texts, references, _align_batch(model, head, batch, references)):
+        for utt, text, ref, alignment in zip(
+            batch.cut_ids, batch.texts, references, _align_batch(model, head, batch, references)
+        ):
             pieces = [tokenizer.sp.id_to_piece(t) for t in ref]
-            row = {"id": utt, "ref": text, "tokens": ref, "pieces": pieces, "frames": None, "times_ms": None, "words": None, "score": None}
+            row = {
+                "id": utt,
+                "ref": text,
+                "tokens": ref,
+                "pieces": pieces,
+                "frames": None,
+                "times_ms": None,
+                "words": None,
+                "score": None,
+            }
             if alignment is not None:
-                row.update(frames=alignment.frames, times_ms=alignment.times_ms,
-                           words=word_times(pieces, alignment.times_ms), score=round(alignment.score, 4))
+                row.update(
+                    frames=alignment.frames,
+                    times_ms=alignment.times_ms,
+                    words=word_times(pieces, alignment.times_ms),
+                    score=round(alignment.score, 4),
+                )
             rows.append(row)
     if not rows:
         raise ValueError(f"{cuts_path}: no utterances to align")
@@ -233,7 +262,12 @@ def align_cuts(
                 f.write(json.dumps(row) + "\n")
     unaligned = sum(r["frames"] is None for r in rows)
     if unaligned:
-        log.warning("%s: %d of %d references could not be aligned (too many tokens for their frames)", cuts_path, unaligned, len(rows))
+        log.warning(
+            "%s: %d of %d references could not be aligned (too many tokens for their frames)",
+            cuts_path,
+            unaligned,
+            len(rows),
+        )
     return {"utterances": len(rows), "unaligned": unaligned, "tokens": sum(len(r["tokens"]) for r in rows)}
 
 

@@ -53,7 +53,11 @@ def _segments(lengths: torch.Tensor) -> torch.Tensor:
     """k2 supervision segments (index, start, frames) for every row, shape (B, 3), int32."""
     batch_size = lengths.numel()
     return torch.stack(
-        [torch.arange(batch_size, dtype=torch.int32), torch.zeros(batch_size, dtype=torch.int32), lengths.to(torch.int32).cpu()],
+        [
+            torch.arange(batch_size, dtype=torch.int32),
+            torch.zeros(batch_size, dtype=torch.int32),
+            lengths.to(torch.int32).cpu(),
+        ],
         dim=1,
     )
 

@@ -113,7 +113,9 @@ def offline_pieces(encoder_out: Tensor, lengths: Tensor) -> Iterator[Piece]:
         yield encoder_out[:, t : t + 1], (lengths > t).to(lengths.dtype), [frame_time_ms(t)] * encoder_out.size(0)
 
 
-def token_delays(ref_tokens: Sequence[int], ref_times: Sequence[float], hyp_tokens: Sequence[int], hyp_times: Sequence[float]) -> List[float]:
+def token_delays(
+    ref_tokens: Sequence[int], ref_times: Sequence[float], hyp_tokens: Sequence[int], hyp_times: Sequence[float]
+) -> List[float]:
     """``hyp time - ref time`` of every correctly recognised token, in reference order."""
     if len(ref_tokens) != len(ref_times) or len(hyp_tokens) != len(hyp_times):
         raise ValueError("every token needs a time")
@@ -146,7 +148,13 @@ class DelaySummary:
         if not len(delays):
             return cls(None, None, None, None, None, 0, **counts)
         values = np.asarray(delays, dtype=np.float64)
-        stats = [float(np.mean(values)), float(np.median(values)), float(np.percentile(values, 90)), float(values.min()), float(values.max())]
+        stats = [
+            float(np.mean(values)),
+            float(np.median(values)),
+            float(np.percentile(values, 90)),
+            float(values.min()),
+            float(values.max()),
+        ]
         return cls(*[round(v, 3) for v in stats], num_matched=len(values), **counts)
 
     def to_dict(self) -> Dict[str, Any]:

@@ -76,9 +76,13 @@ def methods_for(head: "HeadConfig", names: Iterable[str], streaming_model: bool)
 def check_method(method: DecodingMethod, head: "HeadConfig", streaming_model: bool, source: str) -> None:
     """Raise ValueError, naming ``source``, when the model cannot be decoded with ``method``."""
     if not method.supported_by(head):
-        raise ValueError(f"{source}: decoding method {method.name!r} needs a {method.head} head; the model's head is {head.type!r}")
+        raise ValueError(
+            f"{source}: decoding method {method.name!r} needs a {method.head} head; the model's head is {head.type!r}"
+        )
     if method.streaming and not streaming_model:
-        raise ValueError(f"{source}: decoding method {method.name!r} streams chunk by chunk; the model is not a causal, chunked student")
+        raise ValueError(
+            f"{source}: decoding method {method.name!r} streams chunk by chunk; the model is not a causal, chunked student"
+        )
 
 
 __all__ = ["STREAMING_SUFFIX", "DecodingMethod", "METHOD_NAMES", "parse_method", "methods_for", "check_method"]

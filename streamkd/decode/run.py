@@ -102,7 +102,9 @@ class Decoder:
         o, m = self.options, self.method
         if m.head == "ctc":
             if m.streaming:
-                return _StreamingCtc(self.model, StreamingCtcSearch(self.fsa_vec, batch_size, o.search_beam, o.output_beam))
+                return _StreamingCtc(
+                    self.model, StreamingCtcSearch(self.fsa_vec, batch_size, o.search_beam, o.output_beam)
+                )
             return _WholeUtteranceCtc(self.model, CtcOneBestDecoder(self.fsa, o.search_beam, o.output_beam), batch_size)
         head = self.model.transducer
         if m.search == "greedy":
@@ -153,7 +155,9 @@ def decode_streaming(stream: StreamingEncoder, decoder: Decoder, batch: Batch) -
     return search.finish()
 
 
-def load_decoding_graph(method: DecodingMethod, graph_path: Optional[Path], vocab_size: int) -> Union[k2.Fsa, WordGraph, None]:
+def load_decoding_graph(
+    method: DecodingMethod, graph_path: Optional[Path], vocab_size: int
+) -> Union[k2.Fsa, WordGraph, None]:
     if method.graph is None:
         return None
     if graph_path is None:
@@ -161,7 +165,9 @@ def load_decoding_graph(method: DecodingMethod, graph_path: Optional[Path], voca
     if method.graph == "hlg":
         graph = WordGraph.load(graph_path)
         if graph.vocab_size != vocab_size:
-            raise ValueError(f"{graph_path}: HLG was built for {graph.vocab_size} BPE tokens, the model has {vocab_size}")
+            raise ValueError(
+                f"{graph_path}: HLG was built for {graph.vocab_size} BPE tokens, the model has {vocab_size}"
+            )
         return graph
     fsa = load_graph(graph_path)
     max_label = int(fsa.labels.max())
@@ -266,7 +272,11 @@ def decode_cuts(
         elapsed = time.time() - start
         log.info(
             "%s: decoded %d utterances, %.0f/%.0f s of audio, RTF %.3f, ETA %s",
-            decoding.name, len(rows), audio_done, total_audio, elapsed / audio_done,
+            decoding.name,
+            len(rows),
+            audio_done,
+            total_audio,
+            elapsed / audio_done,
             format_seconds(elapsed / audio_done * max(total_audio - audio_done, 0.0)),
         )
     if not rows:

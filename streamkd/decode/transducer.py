@@ -109,7 +109,9 @@ class ModifiedBeamSearch:
                 continue
             hyp_rows: List[Tuple[int, Tuple[int, ...]]] = [(b, seq) for b in active for seq in self.beams[b]]
             contexts = torch.tensor(
-                [_context(list(seq), self.head.context_size) for _, seq in hyp_rows], dtype=torch.int64, device=self.device
+                [_context(list(seq), self.head.context_size) for _, seq in hyp_rows],
+                dtype=torch.int64,
+                device=self.device,
             )
             stream_rows = torch.tensor([b for b, _ in hyp_rows], device=self.device)
             log_probs = self.head.step_log_probs(projected[stream_rows, t], self.head.predictor_step(contexts))

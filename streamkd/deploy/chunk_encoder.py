@@ -121,8 +121,14 @@ class ChunkEncoder(nn.Module):
             keys.append(cache.attention.keys)
             values.append(cache.attention.values)
             convs.append(cache.conv)
-        outputs = [frames, out_lens, torch.stack(keys), torch.stack(values), torch.stack(convs),
-                   processed_frames + self.chunk_size]
+        outputs = [
+            frames,
+            out_lens,
+            torch.stack(keys),
+            torch.stack(values),
+            torch.stack(convs),
+            processed_frames + self.chunk_size,
+        ]
         if self.model.ctc is not None:
             outputs.append(self.model.ctc(frames))
         if self.model.transducer is not None:

@@ -74,9 +74,17 @@ def _example_inputs(chunk: ChunkEncoder, batch_size: int = 1) -> Tuple[Tensor, .
 def _dynamic_axes(chunk: ChunkEncoder) -> Dict[str, Dict[int, str]]:
     """Batch is dynamic everywhere; the attention cache length only with unlimited left context."""
     cache = {1: "N", 3: "L"} if chunk.cache_frames is None else {1: "N"}
-    axes = {"x": {0: "N"}, "x_lens": {0: "N"}, "cached_keys": cache, "cached_values": cache,
-            "cached_conv": {1: "N"}, "processed_frames": {0: "N"}}
-    axes.update({"new_" + name: axes[name] for name in ("cached_keys", "cached_values", "cached_conv", "processed_frames")})
+    axes = {
+        "x": {0: "N"},
+        "x_lens": {0: "N"},
+        "cached_keys": cache,
+        "cached_values": cache,
+        "cached_conv": {1: "N"},
+        "processed_frames": {0: "N"},
+    }
+    axes.update(
+        {"new_" + name: axes[name] for name in ("cached_keys", "cached_values", "cached_conv", "processed_frames")}
+    )
     for name in ("encoder_out", "encoder_out_lens", "ctc_log_probs", "joiner_encoder_out"):
         axes[name] = {0: "N"}
     return axes
@@ -96,8 +104,15 @@ def export_encoder_onnx(chunk: ChunkEncoder, path: Path, metadata: Dict[str, str
     outputs = chunk.output_names()
     axes = {k: v for k, v in _dynamic_axes(chunk).items() if k in INPUT_NAMES or k in outputs}
     with atomic_path(path) as tmp:
-        torch.onnx.export(chunk, _example_inputs(chunk), str(tmp), input_names=INPUT_NAMES, output_names=outputs,
-                          dynamic_axes=axes, opset_version=ONNX_OPSET)
+        torch.onnx.export(
+            chunk,
+            _example_inputs(chunk),
+            str(tmp),
+            input_names=INPUT_NAMES,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+        )
         _add_onnx_metadata(tmp, metadata)
 
 
@@ -115,13 +130,26 @@ def export_transducer_onnx(chunk: ChunkEncoder, out_dir: Path, metadata: Dict[st
     joiner_dim = head.joiner.output.in_features
     frames = torch.randn(1, joiner_dim)
     with atomic_path(out_dir / DECODER_ONNX) as tmp:
-        torch.onnx.export(_Predictor(head), (contexts,), str(tmp), input_names=["y"], output_names=["decoder_out"],
-                          dynamic_axes={"y": {0: "N"}, "decoder_out": {0: "N"}}, opset_version=ONNX_OPSET)
+        torch.onnx.export(
+            _Predictor(head),
+            (contexts,),
+            str(tmp),
+            input_names=["y"],
+            output_names=["decoder_out"],
+            dynamic_axes={"y": {0: "N"}, "decoder_out": {0: "N"}},
+            opset_version=ONNX_OPSET,
+        )
         _add_onnx_metadata(tmp, {"context_size": str(head.context_size), "vocab_size": metadata["vocab_size"]})
     with atomic_path(out_dir / JOINER_ONNX) as tmp:
-        torch.onnx.export(_Joiner(head), (frames, frames), str(tmp), input_names=["encoder_out", "decoder_out"],
-                          output_names=["logit"], opset_version=ONNX_OPSET,
-                          dynamic_axes={"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}})
+        torch.onnx.export(
+            _Joiner(head),
+            (frames, frames),
+            str(tmp),
+            input_names=["encoder_out", "decoder_out"],
+            output_names=["logit"],
+            opset_version=ONNX_OPSET,
+            dynamic_axes={"encoder_out": {0: "N"}, "decoder_out": {0: "N"}, "logit": {0: "N"}},
+        )
         _add_onnx_metadata(tmp, {"joiner_dim": str(joiner_dim), "vocab_size": metadata["vocab_size"]})
 
 
@@ -159,28 +187,31 @@ def export_model_dir(
         if hlg is not None:
             graph = WordGraph.load(hlg)  # checked before it is shipped beside the model
             if graph.vocab_size != tokenizer.vocab_size:
-                raise ValueError(f"{hlg}: HLG was built for {graph.vocab_size} BPE tokens, the model has {tokenizer.vocab_size}")
+                raise ValueError(
+                    f"{hlg}: HLG was built for {graph.vocab_size} BPE tokens, the model has {tokenizer.vocab_size}"
+                )
             with atomic_path(out_dir / HLG_FILE) as tmp:
                 shutil.copyfile(hlg, tmp)
             files.append(HLG_FILE)
     elif hlg is not None:
         raise ValueError(f"{checkpoint}: HLG decoding needs a CTC head; the model's head is {model.head.type!r}")
 
-    metadata = chunk.metadata(tokenizer.vocab_size, {"source_checkpoint": Path(checkpoint).name,
-                                                     "role": str(meta.get("role", ""))})
+    metadata = chunk.metadata(
+        tokenizer.vocab_size, {"source_checkpoint": Path(checkpoint).name, "role": str(meta.get("role", ""))}
+    )
     with warnings.catch_warnings():
         # Tracing warns about every shape it records as a constant; each one is fixed per export.
         warnings.simplefilter("ignore")
         _export_networks(chunk, out_dir, metadata, files, onnx, torchscript)
-    summary = {"metadata": metadata, "files": files,
-               "bytes": {name: (out_dir / name).stat().st_size for name in files}}
+    summary = {"metadata": metadata, "files": files, "bytes": {name: (out_dir / name).stat().st_size for name in files}}
     write_json(out_dir / EXPORT_JSON, summary)
     log.info("exported %s -> %s (%s)", checkpoint, out_dir, ", ".join(files))
     return summary
 
 
-def _export_networks(chunk: ChunkEncoder, out_dir: Path, metadata: Dict[str, str], files: List[str],
-                     onnx: bool, torchscript: bool) -> None:
+def _export_networks(
+    chunk: ChunkEncoder, out_dir: Path, metadata: Dict[str, str], files: List[str], onnx: bool, torchscript: bool
+) -> None:
     if onnx:
         export_encoder_onnx(chunk, out_dir / ENCODER_ONNX, metadata)
         files.append(ENCODER_ONNX)

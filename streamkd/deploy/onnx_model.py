@@ -53,8 +53,12 @@ class OnnxChunkEncoder:
         dim, kernel = int(self.meta["encoder_dim"]), int(self.meta["cnn_module_kernel"])
         cached = max(int(self.meta["left_context"]), 0)
         keys = np.zeros((layers, 1, heads, cached, dim // heads), dtype=np.float32)
-        self.states = [keys, keys.copy(), np.zeros((layers, 1, dim, kernel - 1), dtype=np.float32),
-                       np.zeros((1,), dtype=np.int64)]
+        self.states = [
+            keys,
+            keys.copy(),
+            np.zeros((layers, 1, dim, kernel - 1), dtype=np.float32),
+            np.zeros((1,), dtype=np.int64),
+        ]
         self.buffer = np.zeros((0, int(self.meta["feature_dim"])), dtype=np.float32)
         self.ended = False
 
@@ -62,8 +66,9 @@ class OnnxChunkEncoder:
         feeds = {"x": x[None], "x_lens": np.array([real], dtype=np.int64)}
         feeds.update(zip(("cached_keys", "cached_values", "cached_conv", "processed_frames"), self.states))
         result = dict(zip(self.outputs, self.session.run(None, feeds)))
-        self.states = [result[n] for n in ("new_cached_keys", "new_cached_values", "new_cached_conv",
-                                           "new_processed_frames")]
+        self.states = [
+            result[n] for n in ("new_cached_keys", "new_cached_values", "new_cached_conv", "new_processed_frames")
+        ]
         return result
 
     def accept(self, feats: np.ndarray, ended: bool = False) -> List[Dict[str, np.ndarray]]:
@@ -75,7 +80,7 @@ class OnnxChunkEncoder:
         results = []
         while len(self.buffer) >= self.T:
             results.append(self._run(self.buffer[: self.T], self.T))
-            self.buffer = self.buffer[self.shift:]
+            self.buffer = self.buffer[self.shift :]
         # The last, partial chunk: zero padding never reaches a valid frame (x_lens masks it).
         if ended and len(self.buffer) >= MIN_INPUT_FRAMES:
             pad = np.zeros((self.T - len(self.buffer), self.buffer.shape[1]), dtype=np.float32)
@@ -117,8 +122,10 @@ class OnnxTransducerHead(nn.Module):
         return torch.from_numpy(out)
 
     def step_log_probs(self, projected_encoder: Tensor, projected_decoder: Tensor) -> Tensor:
-        feeds = {"encoder_out": projected_encoder.float().contiguous().numpy(),
-                 "decoder_out": projected_decoder.float().contiguous().numpy()}
+        feeds = {
+            "encoder_out": projected_encoder.float().contiguous().numpy(),
+            "decoder_out": projected_decoder.float().contiguous().numpy(),
+        }
         (logits,) = self.joiner.run(None, feeds)
         return torch.from_numpy(logits).log_softmax(-1)
 

@@ -66,8 +66,14 @@ class ModelPaths:
     model_dir: Optional[Path]
 
     @classmethod
-    def resolve(cls, method: DecodingMethod, model_dir: Optional[Path] = None, checkpoint: Optional[Path] = None,
-                bpe_model: Optional[Path] = None, graph: Optional[Path] = None) -> "ModelPaths":
+    def resolve(
+        cls,
+        method: DecodingMethod,
+        model_dir: Optional[Path] = None,
+        checkpoint: Optional[Path] = None,
+        bpe_model: Optional[Path] = None,
+        graph: Optional[Path] = None,
+    ) -> "ModelPaths":
         def default(given: Optional[Path], name: str) -> Optional[Path]:
             if given is not None or model_dir is None:
                 return given
@@ -104,8 +110,10 @@ class FileResult:
         else:
             row["rtf"] = round(self.compute_seconds / self.audio_seconds, 4)
         if self.chunk_latencies_ms:
-            row["latency_ms"] = {"mean": round(sum(self.chunk_latencies_ms) / len(self.chunk_latencies_ms), 2),
-                                 "max": round(max(self.chunk_latencies_ms), 2)}
+            row["latency_ms"] = {
+                "mean": round(sum(self.chunk_latencies_ms) / len(self.chunk_latencies_ms), 2),
+                "max": round(max(self.chunk_latencies_ms), 2),
+            }
         return row
 
 
@@ -135,9 +143,18 @@ class _OnnxChunks:
 class Transcriber:
     """One model, one decoding method, one backend; :meth:`transcribe` takes a file."""
 
-    def __init__(self, paths: ModelPaths, method: str, onnx: bool = False, stream: bool = False,
-                 chunk_size: Optional[int] = None, options: SearchOptions = SearchOptions(), threads: int = 1,
-                 piece_ms: float = 40.0, channel: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        paths: ModelPaths,
+        method: str,
+        onnx: bool = False,
+        stream: bool = False,
+        chunk_size: Optional[int] = None,
+        options: SearchOptions = SearchOptions(),
+        threads: int = 1,
+        piece_ms: float = 40.0,
+        channel: Optional[int] = None,
+    ) -> None:
         decoding = parse_method(method)
         if stream and not decoding.streaming:
             decoding = parse_method(method + "-streaming")  # --stream always runs chunk by chunk
@@ -175,10 +192,14 @@ class Transcriber:
         self.model = OnnxModel(paths.model_dir, threads)
         meta = self.model.meta
         if int(meta["vocab_size"]) != self.tokenizer.vocab_size:
-            raise ValueError(f"{paths.model_dir}: encoder.onnx has {meta['vocab_size']} tokens, "
-                             f"{paths.bpe_model} has {self.tokenizer.vocab_size}")
+            raise ValueError(
+                f"{paths.model_dir}: encoder.onnx has {meta['vocab_size']} tokens, "
+                f"{paths.bpe_model} has {self.tokenizer.vocab_size}"
+            )
         if chunk_size is not None and chunk_size != int(meta["chunk_size"]):
-            raise ValueError(f"{paths.model_dir}: exported with chunk size {meta['chunk_size']}, not {chunk_size}; export again")
+            raise ValueError(
+                f"{paths.model_dir}: exported with chunk size {meta['chunk_size']}, not {chunk_size}; export again"
+            )
         check_method(decoding, HeadConfig(type=meta["head"]), True, str(paths.model_dir / "encoder.onnx"))
         self.heads = self.model.heads
         self.chunk_size = int(meta["chunk_size"])
@@ -195,8 +216,9 @@ class Transcriber:
         batch = Batch(feats.unsqueeze(0), torch.tensor([feats.size(0)]), [""], [""])
         return decode_whole(self.model, self.decoder, batch, self.chunk_size)[0]
 
-    def _decode_chunks(self, feats: Tensor, result: FileResult,
-                       on_partial: Optional[Callable[[FileResult, float, str], None]]) -> List[int]:
+    def _decode_chunks(
+        self, feats: Tensor, result: FileResult, on_partial: Optional[Callable[[FileResult, float, str], None]]
+    ) -> List[int]:
         """Pieces of ``piece_frames`` through the chunk encoder; partial results when streaming."""
         chunks, search = self._new_chunks(), self.decoder.new_search(1)
         collected: Chunks = []
@@ -205,7 +227,9 @@ class Transcriber:
         piece = self.piece_frames if self.stream else total  # offline: no reason to wait for pieces
         for start in range(0, total, piece):
             end = min(start + piece, total)
-            available = min((end - 1) * SAMPLES_PER_FRAME + WINDOW_SAMPLES, result.audio_seconds * SAMPLE_RATE) / SAMPLE_RATE
+            available = (
+                min((end - 1) * SAMPLES_PER_FRAME + WINDOW_SAMPLES, result.audio_seconds * SAMPLE_RATE) / SAMPLE_RATE
+            )
             began = time.perf_counter()
             produced = chunks.accept(feats[start:end], ended=end == total)
             if self.method.streaming:
@@ -227,7 +251,9 @@ class Transcriber:
             search.advance(torch.cat([f for f, _ in collected], dim=1), sum(n for _, n in collected))
         return search.finish()[0]
 
-    def transcribe(self, path: Path, on_partial: Optional[Callable[[FileResult, float, str], None]] = None) -> FileResult:
+    def transcribe(
+        self, path: Path, on_partial: Optional[Callable[[FileResult, float, str], None]] = None
+    ) -> FileResult:
         result = FileResult(Path(path))
         try:
             samples = load_audio(path, self.channel)
@@ -247,9 +273,12 @@ class Transcriber:
         return result
 
 
-def transcribe_files(transcriber: Transcriber, inputs: Sequence[Path],
-                     on_result: Optional[Callable[[FileResult], None]] = None,
-                     on_partial: Optional[Callable[[FileResult, float, str], None]] = None) -> List[FileResult]:
+def transcribe_files(
+    transcriber: Transcriber,
+    inputs: Sequence[Path],
+    on_result: Optional[Callable[[FileResult], None]] = None,
+    on_partial: Optional[Callable[[FileResult, float, str], None]] = None,
+) -> List[FileResult]:
     """Every audio file of ``inputs`` (files or folders), in order; one file's error stops no other."""
     files = find_audio_files(inputs)
     if not files:

@@ -47,7 +47,9 @@ def load_aux_objective(run_dir: Path, teacher_path: Path) -> DistillationObjecti
     return objective.eval()
 
 
-def _attention_by_offset(attn, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, max_offset: int) -> torch.Tensor:
+def _attention_by_offset(
+    attn, x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, max_offset: int
+) -> torch.Tensor:
     """Attention weight at offsets -K..K summed over the valid query frames of one batch."""
     q, k, _ = attn.project(x, None)
     scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.size(-1))
@@ -62,8 +64,9 @@ def _attention_by_offset(attn, x: torch.Tensor, mask: torch.Tensor, lengths: tor
 
 
 @torch.no_grad()
-def analyse_aux_run(run_dir: Path, teacher_path: Path, cuts_path: Path, max_shift: int = 6,
-                    max_duration: float = 60.0) -> Dict[str, object]:
+def analyse_aux_run(
+    run_dir: Path, teacher_path: Path, cuts_path: Path, max_shift: int = 6, max_duration: float = 60.0
+) -> Dict[str, object]:
     objective = load_aux_objective(run_dir, teacher_path)
     distance = objective.kd.distance
     pairs = objective.pairs
@@ -76,7 +79,9 @@ def analyse_aux_run(run_dir: Path, teacher_path: Path, cuts_path: Path, max_shif
     for i, branch in enumerate(objective.kd.branches):
         attn = getattr(getattr(branch, "layer", None), "attn", None)
         if attn is not None:
-            hooks.append(attn.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, (args[0], args[1]))))
+            hooks.append(
+                attn.register_forward_hook(lambda m, args, out, i=i: captured.__setitem__(i, (args[0], args[1])))
+            )
     for raw in eval_dataloader(load_cuts(cuts_path), max_duration):
         batch = unpack_batch(raw)
         _, lengths, hidden = objective.student(batch.feats, batch.feat_lens)
@@ -100,9 +105,18 @@ def analyse_aux_run(run_dir: Path, teacher_path: Path, cuts_path: Path, max_shif
         row: Dict[str, object] = {
             "student_layer": p[0],
             "teacher_layer": p[1],
-            "distance_by_shift": {k: round((sums[p][k] / counts[p][k].clamp(min=1)).item(), 4) for k in range(max_shift + 1)},
+            "distance_by_shift": {
+                k: round((sums[p][k] / counts[p][k].clamp(min=1)).item(), 4) for k in range(max_shift + 1)
+            },
         }
         if queries[p]:
-            row["attention_by_offset"] = {d: round((attention[p][d + max_shift] / queries[p]).item(), 4) for d in offsets}
+            row["attention_by_offset"] = {
+                d: round((attention[p][d + max_shift] / queries[p]).item(), 4) for d in offsets
+            }
         result.append(row)
-    return {"run": str(run_dir), "trained_shift": objective.kd.shift, "kd_loss": objective.kd.distance_name, "pairs": result}
+    return {
+        "run": str(run_dir),
+        "trained_shift": objective.kd.shift,
+        "kd_loss": objective.kd.distance_name,
+        "pairs": result,
+    }

@@ -71,8 +71,16 @@ class AuxBranch(nn.Module):
     only as an unordered set, never as "the frame k steps ahead".
     """
 
-    def __init__(self, student_dim: int, teacher_dim: int, num_heads: int, ff_dim: int,
-                 dropout: float, config: AuxConfig, conv_kernel: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float,
+        config: AuxConfig,
+        conv_kernel: Optional[int] = None,
+    ) -> None:
         super().__init__()
         self.causal = config.attention == "causal"
         if config.type == "transformer":
@@ -93,12 +101,21 @@ class AuxBranch(nn.Module):
         return self.projection(self.layer(x, mask, valid))
 
 
-def branch_for(method: str, student_dim: int, teacher_dim: int, num_heads: int, ff_dim: int,
-               dropout: float, aux: AuxConfig, conv_kernel: int) -> nn.Module:
+def branch_for(
+    method: str,
+    student_dim: int,
+    teacher_dim: int,
+    num_heads: int,
+    ff_dim: int,
+    dropout: float,
+    aux: AuxConfig,
+    conv_kernel: int,
+) -> nn.Module:
     """The module put between student layer l and its KD target for ``method``."""
     if method == "aux":
         return AuxBranch(
-            student_dim, teacher_dim,
+            student_dim,
+            teacher_dim,
             num_heads=aux.num_heads or num_heads,
             ff_dim=aux.ff_dim or ff_dim,
             dropout=dropout,

@@ -143,4 +143,4 @@ def parse_teacher_cache_name(name: str) -> Tuple[List[int], bool]:
         return [], True
     if not name.startswith("layers"):
         raise ValueError(f"not a teacher cache name: {name!r} (expected layersN_M or posteriors)")
-    return [int(layer) for layer in name[len("layers"):].split("_")], False
+    return [int(layer) for layer in name[len("layers") :].split("_")], False

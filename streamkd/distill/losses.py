@@ -27,7 +27,9 @@ class HiddenLayerKd(nn.Module):
     an auxiliary non-streaming branch for ``aux`` KD.
     """
 
-    def __init__(self, pairs: Sequence[Tuple[int, int]], branches: Sequence[nn.Module], distance: str, shift: int) -> None:
+    def __init__(
+        self, pairs: Sequence[Tuple[int, int]], branches: Sequence[nn.Module], distance: str, shift: int
+    ) -> None:
         super().__init__()
         if len(pairs) != len(branches) or not pairs:
             raise ValueError(f"need one branch per layer pair, got {len(pairs)} pairs and {len(branches)} branches")

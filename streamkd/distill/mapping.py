@@ -29,7 +29,9 @@ def layer_pairs(
     if teacher_layers is None:
         teacher_layers = [proportional_layer(l, num_student_layers, num_teacher_layers) for l in student_layers]
     if len(teacher_layers) != len(student_layers):
-        raise ValueError(f"student layers {list(student_layers)} and teacher layers {list(teacher_layers)} differ in number")
+        raise ValueError(
+            f"student layers {list(student_layers)} and teacher layers {list(teacher_layers)} differ in number"
+        )
     for layer in teacher_layers:
         if not 1 <= layer <= num_teacher_layers:
             raise ValueError(f"teacher layer {layer} is outside 1..{num_teacher_layers} (the teacher's depth)")

@@ -71,7 +71,9 @@ def load_teacher(
     if meta.get("role", "teacher") != "teacher":
         problems.append(f"it is a {meta.get('role')!r} model, not a teacher")
     if encoder.causal or encoder.chunk_size is not None:
-        problems.append(f"it is a streaming model (causal={encoder.causal}, chunk_size={encoder.chunk_size}), not full-context")
+        problems.append(
+            f"it is a streaming model (causal={encoder.causal}, chunk_size={encoder.chunk_size}), not full-context"
+        )
     if vocab_size is not None and model.vocab_size != vocab_size:
         problems.append(f"vocab_size={model.vocab_size} but the BPE model has {vocab_size} tokens")
     if feat_dim is not None and encoder.feat_dim != feat_dim:

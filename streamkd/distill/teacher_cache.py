@@ -90,7 +90,9 @@ def teacher_targets(teacher: FrozenTeacher, feats: Tensor, feat_lens: Tensor, sp
     """The teacher's outputs named by ``spec``: ``({field: (B, T', D)}, lengths)``."""
     for layer in spec.layers:
         if layer > teacher.num_layers:
-            raise TeacherCacheError(f"teacher layer {layer} is requested but the teacher has {teacher.num_layers} layers")
+            raise TeacherCacheError(
+                f"teacher layer {layer} is requested but the teacher has {teacher.num_layers} layers"
+            )
     log_probs, lengths, hidden = teacher(feats, feat_lens)
     out = {layer_field(layer): hidden[layer - 1] for layer in spec.layers}
     if spec.posteriors:
@@ -146,7 +148,10 @@ def build_teacher_cache(
                     last_log = time.time()
                     rate = done_seconds / (last_log - start)
                     log.info(
-                        "%d/%d cuts, %.0f s audio/s, ETA %s", len(stored), len(cuts), rate,
+                        "%d/%d cuts, %.0f s audio/s, ETA %s",
+                        len(stored),
+                        len(cuts),
+                        rate,
                         format_seconds((total_seconds - done_seconds) / max(rate, 1e-9)),
                     )
         # The manifest must name the archive's final path, not the temporary one.
@@ -175,8 +180,12 @@ def build_teacher_cache(
     write_json(out_dir / "summary.json", summary)
     log.info(
         "cached %s for %d cuts (%.2f h) in %s: %.1f MB, %.1f MB per hour of audio",
-        ", ".join(spec.fields), len(stored), hours, format_seconds(summary["build_seconds"]),
-        size / 1e6, summary["megabytes_per_hour"],
+        ", ".join(spec.fields),
+        len(stored),
+        hours,
+        format_seconds(summary["build_seconds"]),
+        size / 1e6,
+        summary["megabytes_per_hour"],
     )
     return summary
 
@@ -198,7 +207,9 @@ def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, t
     cache_cuts = Path(cache_cuts)
     summary_path = cache_cuts.parent / "summary.json"
     if not cache_cuts.is_file() or not summary_path.is_file():
-        raise TeacherCacheError(f"teacher cache not found: {cache_cuts} and {summary_path} (run `streamkd cache-teacher`)")
+        raise TeacherCacheError(
+            f"teacher cache not found: {cache_cuts} and {summary_path} (run `streamkd cache-teacher`)"
+        )
     import json
 
     summary = json.loads(summary_path.read_text())
@@ -213,7 +224,9 @@ def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, t
     have = TargetSpec(summary.get("layers", []), bool(summary.get("posteriors")))
     if not have.covers(spec):
         missing = sorted(set(spec.fields) - set(have.fields))
-        raise TeacherCacheError(f"teacher cache {cache_cuts} lacks {', '.join(missing)} (it holds {', '.join(have.fields)})")
+        raise TeacherCacheError(
+            f"teacher cache {cache_cuts} lacks {', '.join(missing)} (it holds {', '.join(have.fields)})"
+        )
     cached = {cut.id: cut for cut in load_cuts(cache_cuts)}
     missing_ids = [cut_id for cut_id in train_cut_ids if cut_id not in cached]
     if missing_ids:
@@ -286,6 +299,8 @@ def targets_for_objective(
             return values[:, :num_frames]
         return torch.nn.functional.pad(values, (0, 0, 0, num_frames - values.size(1)))
 
-    hidden = [fit(cached[layer_field(m)]) if layer_field(m) in cached else None for m in range(1, num_teacher_layers + 1)]
+    hidden = [
+        fit(cached[layer_field(m)]) if layer_field(m) in cached else None for m in range(1, num_teacher_layers + 1)
+    ]
     log_probs = fit(cached[POSTERIOR_FIELD]) if POSTERIOR_FIELD in cached else None
     return log_probs, hidden

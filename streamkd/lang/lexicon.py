@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from streamkd.data.tokenizer import Tokenizer
 
@@ -47,7 +47,9 @@ def build_lexicon(words: Sequence[str], tokenizer: Tokenizer) -> Lexicon:
     words = sorted(set(words))
     if not words:
         raise ValueError("the lexicon needs at least one word")
-    bad = [w for w in words if not w or any(c.isspace() for c in w) or w.startswith("#") or w in ("<s>", "</s>", EPSILON)]
+    bad = [
+        w for w in words if not w or any(c.isspace() for c in w) or w.startswith("#") or w in ("<s>", "</s>", EPSILON)
+    ]
     if bad:
         raise ValueError(f"words may not be empty, contain spaces, start with '#' or be reserved: {bad[:5]}")
     spelled: List[Tuple[int, ...]] = [tuple(ids) for ids in tokenizer.encode(list(words))]

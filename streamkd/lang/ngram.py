@@ -133,7 +133,10 @@ def train_ngram_lm(texts: Iterable[str], arpa_path: Path, order: int = 3) -> Kne
     lm.write_arpa(arpa_path)
     log.info(
         "%d-gram LM over %d words (%s n-grams) -> %s",
-        order, len(lm.vocab), "/".join(str(len(lm.counts[n])) for n in range(1, order + 1)), arpa_path,
+        order,
+        len(lm.vocab),
+        "/".join(str(len(lm.counts[n])) for n in range(1, order + 1)),
+        arpa_path,
     )
     return lm
 

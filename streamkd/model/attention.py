@@ -88,9 +88,7 @@ class MultiHeadSelfAttention(nn.Module):
         caller passes the chunk's true offsets so cached keys stay consistent.
         """
         b, t, _ = x.shape
-        q, k, v = (
-            self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        )
+        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.rotary is not None:
             if positions is None:
                 positions = torch.arange(t, device=x.device)

@@ -41,5 +41,7 @@ def load_model(path: Path, expected_vocab_size: Optional[int] = None) -> Tuple[t
     model = AsrModel.from_config(config)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model config (missing: {missing}, unexpected: {unexpected})")
+        raise ValueError(
+            f"{path}: weights do not match the model config (missing: {missing}, unexpected: {unexpected})"
+        )
     return model, payload["meta"]

@@ -112,7 +112,7 @@ class ConvModule(nn.Module):
         if not self.causal:
             raise ValueError("only a causal convolution module can run chunk by chunk")
         y = torch.cat([cache, self._gated(x, valid)], dim=2)
-        new_cache = y[:, :, y.size(2) - (self.kernel_size - 1):]
+        new_cache = y[:, :, y.size(2) - (self.kernel_size - 1) :]
         return self._finish(self.depthwise(y)), new_cache
 
 

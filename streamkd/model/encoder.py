@@ -112,8 +112,7 @@ class ConformerEncoder(nn.Module):
         self.subsampling = Conv2dSubsampling(feat_dim, d_model, channels=subsampling_channels)
         self.input_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            ConformerBlock(d_model, num_heads, ff_dim, conv_kernel, dropout, causal)
-            for _ in range(num_layers)
+            ConformerBlock(d_model, num_heads, ff_dim, conv_kernel, dropout, causal) for _ in range(num_layers)
         )
 
     @classmethod

@@ -71,7 +71,9 @@ class StreamingEncoder:
         chunk = encoder.chunk_size if chunk_size is None else chunk_size
         left = encoder.left_chunks if left_chunks is None else left_chunks
         if not encoder.config.causal:
-            raise ValueError("streaming inference needs a causal encoder (a student); this one has full-context convolutions")
+            raise ValueError(
+                "streaming inference needs a causal encoder (a student); this one has full-context convolutions"
+            )
         if chunk is None or chunk < 1:
             raise ValueError(f"streaming inference needs a chunk size >= 1, got {chunk}")
         if left < -1:

@@ -104,9 +104,7 @@ class Conv2dSubsampling(nn.Module):
         if feats.dim() != 3 or feats.size(2) != self.in_dim:
             raise ValueError(f"expected (B, T, {self.in_dim}) features, got {tuple(feats.shape)}")
         if feats.size(1) < MIN_INPUT_FRAMES:
-            raise ValueError(
-                f"need at least {MIN_INPUT_FRAMES} input frames, got {feats.size(1)}"
-            )
+            raise ValueError(f"need at least {MIN_INPUT_FRAMES} input frames, got {feats.size(1)}")
         x = self.conv(feats.unsqueeze(1))  # (B, C, T', F')
         b, c, t, f = x.shape
         x = self.out(x.transpose(1, 2).reshape(b, t, c * f))

@@ -14,7 +14,7 @@ only. Token 0 is the blank, as for CTC.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import k2
 import torch
@@ -174,7 +174,9 @@ class TransducerHead(nn.Module):
             # k2 needs at least as many frames as tokens. Such utterances (very fast speech or
             # a bad transcript) contribute no loss, as infeasible ones do under CTC.
             keep = feasible.nonzero().flatten()
-            log.warning("%d utterance(s) with more tokens than frames left out of the RNN-T loss", int((~feasible).sum()))
+            log.warning(
+                "%d utterance(s) with more tokens than frames left out of the RNN-T loss", int((~feasible).sum())
+            )
             if keep.numel() == 0:
                 zero = encoder_out.sum() * 0.0
                 return TransducerLoss(simple=zero, pruned=zero)

@@ -62,7 +62,9 @@ def last_epoch_checkpoints(ckpt_dir: Path, last: int) -> List[Path]:
     return [found[e] for e in wanted]
 
 
-def _prefix_of(model_state: Dict[str, "torch.Tensor"], objective_state: Dict[str, "torch.Tensor"], reference: Path) -> str:
+def _prefix_of(
+    model_state: Dict[str, "torch.Tensor"], objective_state: Dict[str, "torch.Tensor"], reference: Path
+) -> str:
     """The prefix under which ``model_state``'s keys appear in ``objective_state``.
 
     A distillation objective may hold a teacher of the very same shape; the deployable
@@ -106,7 +108,9 @@ def average_last_epochs(run_dir: Path, last: int, out: Path) -> Path:
 
     run_dir = Path(run_dir)
     reference = run_dir / "model.pt"
-    payload = load_tagged_payload(reference, FORMAT, "model checkpoint", f"a streamkd model checkpoint (format {FORMAT!r} expected)")
+    payload = load_tagged_payload(
+        reference, FORMAT, "model checkpoint", f"a streamkd model checkpoint (format {FORMAT!r} expected)"
+    )
     model_state = payload["state_dict"]
     paths = last_epoch_checkpoints(run_dir / "checkpoints", last)
     objective_states = [torch.load(p, map_location="cpu")["objective"] for p in paths]
@@ -123,4 +127,3 @@ def average_last_epochs(run_dir: Path, last: int, out: Path) -> Path:
         torch.save(out_payload, tmp)
     log.info("wrote %s: %s of %s (epochs %s)", out, meta["decoded_model"], reference, meta["averaged_epochs"])
     return Path(out)
-

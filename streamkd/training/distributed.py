@@ -100,7 +100,9 @@ class DistributedContext:
             dist.init_process_group(
                 backend=backend, init_method="env://", rank=rank, world_size=world_size, timeout=collective_timeout()
             )
-        log.info("process %d of %d (local rank %d) on %s, backend %s", rank, world_size, local_rank, torch_device, backend)
+        log.info(
+            "process %d of %d (local rank %d) on %s, backend %s", rank, world_size, local_rank, torch_device, backend
+        )
         return cls(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device, backend=backend)
 
     # -- collectives (no-ops for a single process) -------------------------------------------

@@ -46,8 +46,9 @@ def _summary_writer(log_dir: Path, purge_step: int):
 class TrainingMonitor:
     """Receives the trainer's steps and epochs; does nothing on ranks other than 0."""
 
-    def __init__(self, out_dir: Path, num_epochs: int, train_audio_seconds: float, enabled: bool = True,
-                 tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: Path, num_epochs: int, train_audio_seconds: float, enabled: bool = True, tensorboard: bool = True
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.num_epochs = num_epochs
         self.train_audio_seconds = train_audio_seconds
@@ -152,8 +153,9 @@ class TrainingMonitor:
             "audio_seconds_per_second": rate,
             "epoch_audio_done": state.epoch_audio_seconds,
             "train_audio_seconds": self.train_audio_seconds,
-            "seconds_per_epoch": (sum(self._epoch_seconds) / len(self._epoch_seconds)) if self._epoch_seconds else (
-                self.train_audio_seconds / rate if rate else None),
+            "seconds_per_epoch": (sum(self._epoch_seconds) / len(self._epoch_seconds))
+            if self._epoch_seconds
+            else (self.train_audio_seconds / rate if rate else None),
             "eta_seconds": self._eta(state, rate, in_epoch),
             "history": state.history,
         }

@@ -31,7 +31,9 @@ class CtcObjective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None) -> Tuple[Tensor, Dict[str, float], int]:
+    def forward(
+        self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None
+    ) -> Tuple[Tensor, Dict[str, float], int]:
         """Return (summed loss, per-frame statistics for logging, number of encoder frames).
 
         The statistics always hold ``asr``, the ASR loss alone, comparable across methods.
@@ -54,7 +56,9 @@ class TransducerObjective(CtcObjective):
     objectives that call ``asr_loss`` train either head the same way.
     """
 
-    def forward(self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None) -> Tuple[Tensor, Dict[str, float], int]:
+    def forward(
+        self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets=None
+    ) -> Tuple[Tensor, Dict[str, float], int]:
         log_probs, lengths, hidden = self.model(feats, feat_lens)
         loss, parts = self.model.asr_loss(log_probs, lengths, hidden, targets)
         frames = int(lengths.sum())
@@ -110,8 +114,16 @@ class DistillationObjective(nn.Module):
             enc = student.encoder.config
             self.pairs = layer_pairs(kd.student_layers, enc.num_layers, teacher.num_layers, kd.teacher_layers)
             branches = [
-                branch_for(kd.method, enc.d_model, teacher.d_model, enc.num_heads, enc.ff_dim,
-                           enc.dropout, kd.aux, enc.conv_kernel)
+                branch_for(
+                    kd.method,
+                    enc.d_model,
+                    teacher.d_model,
+                    enc.num_heads,
+                    enc.ff_dim,
+                    enc.dropout,
+                    kd.aux,
+                    enc.conv_kernel,
+                )
                 for _ in self.pairs
             ]
             self.kd = HiddenLayerKd(self.pairs, branches, kd.loss, kd.shift)
@@ -126,7 +138,11 @@ class DistillationObjective(nn.Module):
         return TargetSpec(layers=tuple(t for _, t in self.pairs))
 
     def forward(
-        self, feats: Tensor, feat_lens: Tensor, targets: List[List[int]], teacher_targets: Optional[Dict[str, Tensor]] = None
+        self,
+        feats: Tensor,
+        feat_lens: Tensor,
+        targets: List[List[int]],
+        teacher_targets: Optional[Dict[str, Tensor]] = None,
     ) -> Tuple[Tensor, Dict[str, float], int]:
         """As the ASR objectives; ``teacher_targets`` (a batch's cached targets) replaces the
         teacher's forward pass, otherwise the frozen teacher runs on the batch."""
@@ -147,8 +163,9 @@ class DistillationObjective(nn.Module):
             if not torch.equal(lengths, teacher_lengths):
                 raise RuntimeError("teacher and student produced different numbers of encoder frames")
         if isinstance(self.kd, TransducerTokenKd):
-            kd = self.kd(self.student.transducer, self.teacher.model.transducer, hidden[-1], teacher_hidden[-1],
-                         lengths, targets)
+            kd = self.kd(
+                self.student.transducer, self.teacher.model.transducer, hidden[-1], teacher_hidden[-1], lengths, targets
+            )
         elif isinstance(self.kd, TokenKd):
             kd = self.kd(log_probs, teacher_log_probs, lengths)
         else:

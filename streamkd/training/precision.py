@@ -32,7 +32,9 @@ def check_precision(precision: str, device: torch.device) -> None:
             "scaling in float16 need torch >= 2.3); use bf16 or fp32 on the CPU"
         )
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise PrecisionError(f"training.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp16")
+        raise PrecisionError(
+            f"training.precision=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use fp16"
+        )
 
 
 def _cpu_fp16_supported() -> bool:

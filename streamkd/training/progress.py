@@ -81,7 +81,9 @@ def read_run(run_dir: Path, now: Optional[float] = None) -> RunProgress:
         progress.step = summary.get("num_steps")
         progress.loss = history[-1]["train_loss"] if history else None
         progress.eta_seconds = 0.0
-        progress.seconds_per_epoch = summary["train_seconds"] / epochs if epochs and summary.get("train_seconds") else None
+        progress.seconds_per_epoch = (
+            summary["train_seconds"] / epochs if epochs and summary.get("train_seconds") else None
+        )
         return progress
     snapshot = _read_json(run_dir / PROGRESS_FILE)
     if snapshot is not None:
@@ -113,7 +115,9 @@ def is_run_dir(path: Path) -> bool:
     )
 
 
-def experiment_progress(exp_dir: Path, expected_runs: Sequence[str] = (), now: Optional[float] = None) -> List[RunProgress]:
+def experiment_progress(
+    exp_dir: Path, expected_runs: Sequence[str] = (), now: Optional[float] = None
+) -> List[RunProgress]:
     """Every run folder of ``exp_dir`` (teacher first), then the expected runs not started yet."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
@@ -188,16 +192,29 @@ def render(runs: Sequence[RunProgress], estimate: Optional[WorkflowEstimate] = N
     for r in runs:
         epoch = "-" if r.epoch is None else f"{r.epoch}/{r.num_epochs or '?'}"
         updated = "-" if r.updated_ago is None else f"{format_seconds(r.updated_ago)} ago"
-        rows.append((r.run, r.status, epoch, _fmt(r.step, "{:d}"), _fmt(r.loss, "{:.4f}"),
-                     _fmt(r.audio_rate, "{:.1f}"), _duration(r.eta_seconds), _fmt(r.seconds_per_epoch, "{:.0f}"), updated))
+        rows.append(
+            (
+                r.run,
+                r.status,
+                epoch,
+                _fmt(r.step, "{:d}"),
+                _fmt(r.loss, "{:.4f}"),
+                _fmt(r.audio_rate, "{:.1f}"),
+                _duration(r.eta_seconds),
+                _fmt(r.seconds_per_epoch, "{:.0f}"),
+                updated,
+            )
+        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     counts = {s: sum(r.status == s for r in runs) for s in ("finished", "training", "quiet", "started", "pending")}
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if estimate is not None:
-        text = (f"rest of the workflow's training: {format_seconds(estimate.remaining_run_seconds)} of run time, "
-                f"about {format_seconds(estimate.wall_seconds)} with {parallel} training job(s) at a time")
+        text = (
+            f"rest of the workflow's training: {format_seconds(estimate.remaining_run_seconds)} of run time, "
+            f"about {format_seconds(estimate.wall_seconds)} with {parallel} training job(s) at a time"
+        )
         if estimate.unknown:
             text += f"; not yet estimable: {', '.join(estimate.unknown)}"
         lines.append(text + " (decoding and scoring come on top)")

@@ -16,7 +16,7 @@ from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import open_teacher_cache
 from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.model.heads import HeadConfig
-from streamkd.model.subsampling import SUBSAMPLING_FACTOR, INPUT_FRAME_SHIFT_MS
+from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
@@ -79,7 +79,9 @@ def build_objective(
     return DistillationObjective(student, teacher, kd, spec_augment=opt.spec_augment)
 
 
-def use_teacher_cache(objective, kd: KdConfig, train, teacher_targets: Optional[Path], teacher_checkpoint: Optional[Path]):
+def use_teacher_cache(
+    objective, kd: KdConfig, train, teacher_targets: Optional[Path], teacher_checkpoint: Optional[Path]
+):
     """The training cuts and the cached fields to read: the cache's cuts when ``kd.teacher_targets`` is ``cache``."""
     cached = kd.method != "none" and kd.teacher_targets == "cache"
     if not cached:
@@ -93,7 +95,9 @@ def use_teacher_cache(objective, kd: KdConfig, train, teacher_targets: Optional[
         raise ConfigError("kd.teacher_targets is 'cache' but no teacher cache manifest (--teacher-targets) was given")
     spec = objective.target_spec
     cuts = open_teacher_cache(teacher_targets, teacher_checkpoint, spec, [c.id for c in train])
-    log.info("KD targets %s from the teacher cache %s: the teacher runs on the dev set only", spec.fields, teacher_targets)
+    log.info(
+        "KD targets %s from the teacher cache %s: the teacher runs on the dev set only", spec.fields, teacher_targets
+    )
     return cuts, spec.fields
 
 
@@ -178,7 +182,12 @@ def train_asr(
         meta["method"] = "teacher"
     log.info(
         "training %s (method %s, %s head): %s, %d parameters deployed, %d trained",
-        meta["role"], meta["method"], head_config.type, encoder_config, model.num_parameters(), meta["num_params_training"],
+        meta["role"],
+        meta["method"],
+        head_config.type,
+        encoder_config,
+        model.num_parameters(),
+        meta["num_params_training"],
     )
     if pairs:
         log.info("KD layer pairs (student -> teacher): %s, APC shift %d", pairs, kd_config.shift)

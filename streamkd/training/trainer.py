@@ -51,9 +51,9 @@ from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.checkpoint import save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
+from streamkd.training.monitor import TrainingMonitor
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
 from streamkd.utils import atomic_path, cpu_model, format_seconds, write_json
-from streamkd.training.monitor import TrainingMonitor
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,9 @@ class Trainer:
         self._resume_rng: Optional[Dict[str, Any]] = None
         self._stop = _StopRequest()
         # TensorBoard events and progress.json for `streamkd progress` (rank 0 only).
-        self.monitor = TrainingMonitor(self.out_dir, config.num_epochs, self.train_hours * 3600, enabled=self.dist.is_main)
+        self.monitor = TrainingMonitor(
+            self.out_dir, config.num_epochs, self.train_hours * 3600, enabled=self.dist.is_main
+        )
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -245,8 +247,11 @@ class Trainer:
                 if old.name != name:
                     old.unlink()
             log.info(
-                "saved checkpoint %s (step %d, %s)", path, self.state.step,
-                f"epoch {self.state.epoch + 1}, batch {self.state.epoch_steps}" if self.state.epoch_steps
+                "saved checkpoint %s (step %d, %s)",
+                path,
+                self.state.step,
+                f"epoch {self.state.epoch + 1}, batch {self.state.epoch_steps}"
+                if self.state.epoch_steps
                 else f"end of epoch {self.state.epoch}",
             )
         self.dist.barrier()
@@ -271,7 +276,9 @@ class Trainer:
             log.warning(
                 "%s was written by %d process(es), this run has %d: training continues from it, "
                 "but not bit-identically to an uninterrupted run",
-                latest, payload.get("world_size", 1), self.dist.world_size,
+                latest,
+                payload.get("world_size", 1),
+                self.dist.world_size,
             )
         rng = rngs[self.dist.rank] if same_layout else rngs[0]
         samplers = payload.get("samplers")
@@ -280,7 +287,10 @@ class Trainer:
             log.warning(
                 "%s stopped mid-epoch with %d data slot(s) and this run has %d: epoch %d restarts "
                 "from its first batch (weights, optimiser and step count are kept)",
-                latest, saved_slots, self.num_slots, self.state.epoch + 1,
+                latest,
+                saved_slots,
+                self.num_slots,
+                self.state.epoch + 1,
             )
             self.state.epoch_steps = 0
             self.state.epoch_loss = self.state.epoch_frames = self.state.epoch_audio_seconds = 0.0
@@ -295,7 +305,10 @@ class Trainer:
         self._truncate_step_log()
         log.info(
             "resumed from %s (epoch %d finished, step %d, %d step(s) into the next epoch)",
-            latest, self.state.epoch, self.state.step, self.state.epoch_steps,
+            latest,
+            self.state.epoch,
+            self.state.step,
+            self.state.epoch_steps,
         )
 
     # -- step log ----------------------------------------------------------------------------
@@ -423,8 +436,10 @@ class Trainer:
         if not finite:
             self.state.skipped_steps += 1
             log.warning(
-                "step %d: non-finite gradients, optimiser step skipped (%d so far)%s", self.state.step + 1,
-                self.state.skipped_steps, f"; loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else "",
+                "step %d: non-finite gradients, optimiser step skipped (%d so far)%s",
+                self.state.step + 1,
+                self.state.skipped_steps,
+                f"; loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else "",
             )
 
     def _train_epoch(self, epoch: int) -> float:
@@ -453,8 +468,14 @@ class Trainer:
             last, last_cpu = now, now_cpu
             stats, lr = result.stats, result.lr
             self._log_step(
-                {"step": st.step, "epoch": epoch, "loss": result.loss / max(result.frames, 1.0),
-                 "frames": result.frames, "lr": lr, **stats}
+                {
+                    "step": st.step,
+                    "epoch": epoch,
+                    "loss": result.loss / max(result.frames, 1.0),
+                    "frames": result.frames,
+                    "lr": lr,
+                    **stats,
+                }
             )
             if st.epoch_steps % self.config.log_interval == 0:
                 elapsed = time.time() - start
@@ -462,10 +483,16 @@ class Trainer:
                 eta = (self.train_hours * 3600 - st.epoch_audio_seconds) / max(rate, 1e-9)
                 log.info(
                     "epoch %d/%d batch %d%s (step %d) loss/frame=%.4f (%s) lr=%.2e | %.1f s audio/s | epoch ETA %s",
-                    epoch, self.config.num_epochs, st.epoch_steps,
-                    f"/{st.steps_per_epoch}" if st.steps_per_epoch else "", st.step,
+                    epoch,
+                    self.config.num_epochs,
+                    st.epoch_steps,
+                    f"/{st.steps_per_epoch}" if st.steps_per_epoch else "",
+                    st.step,
                     st.epoch_loss / max(st.epoch_frames, 1.0),
-                    " ".join(f"{k}={v:.4f}" for k, v in stats.items()), lr, rate, format_seconds(max(eta, 0.0)),
+                    " ".join(f"{k}={v:.4f}" for k, v in stats.items()),
+                    lr,
+                    rate,
+                    format_seconds(max(eta, 0.0)),
                 )
             if result.stop:
                 path = self._save_checkpoint(f"step-{st.step}.pt", samplers)
@@ -515,15 +542,24 @@ class Trainer:
                     st.train_cpu_seconds += time.process_time() - val_cpu
                     st.epoch = epoch
                     st.steps_per_epoch = st.epoch_steps
-                    st.history.append({
-                        "epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
-                        "dev_asr_loss": dev_asr_loss, "step": st.step,
-                    })
+                    st.history.append(
+                        {
+                            "epoch": epoch,
+                            "train_loss": train_loss,
+                            "dev_loss": dev_loss,
+                            "dev_asr_loss": dev_asr_loss,
+                            "step": st.step,
+                        }
+                    )
                     st.epoch_steps = 0
                     st.epoch_loss = st.epoch_frames = st.epoch_audio_seconds = 0.0
                     log.info(
                         "epoch %d done: train loss/frame %.4f, dev loss/frame %.4f (ASR alone %.4f), %s elapsed",
-                        epoch, train_loss, dev_loss, dev_asr_loss, format_seconds(st.train_seconds),
+                        epoch,
+                        train_loss,
+                        dev_loss,
+                        dev_asr_loss,
+                        format_seconds(st.train_seconds),
                     )
                     self.monitor.on_epoch(st.history[-1], st)
                     self._save_checkpoint(f"epoch-{epoch}.pt")

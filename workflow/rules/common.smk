@@ -184,9 +184,16 @@ def length_bound():
 
 def check_data_args(wildcards):
     check = config["data_check"]
-    args = ["--kind", split_kind(wildcards.split), "--head", length_bound(),
-            "--max-excluded-fraction", check["max_excluded_fraction"],
-            "--max-utterance-seconds", max_training_seconds()]
+    args = [
+        "--kind",
+        split_kind(wildcards.split),
+        "--head",
+        length_bound(),
+        "--max-excluded-fraction",
+        check["max_excluded_fraction"],
+        "--max-utterance-seconds",
+        max_training_seconds(),
+    ]
     if check["allow_test_exclusion"]:
         args.append("--allow-test-exclusion")
     return shell_args(args)
@@ -252,7 +259,9 @@ def record_check_args(wildcards):
 
 def delay_args(wildcards):
     return " ".join(
-        f"--delay {t}/{m}={d}/delay.json" for t, m, d in decode_items(wildcards.run) if m in emission_methods(wildcards.run)
+        f"--delay {t}/{m}={d}/delay.json"
+        for t, m, d in decode_items(wildcards.run)
+        if m in emission_methods(wildcards.run)
     )
 
 

@@ -2,6 +2,7 @@
 # head), then when each run's decoder emits its tokens (students chunk by chunk, the teacher
 # offline as a sanity check) and the delay against those times.
 
+
 rule align_reference:
     input:
         model=TEACHER_MODEL,

@@ -3,6 +3,7 @@
 # targets (exp/teacher/targets/layers2_4/, .../posteriors/), rebuilt whenever the teacher
 # checkpoint or the training cuts change.
 
+
 rule cache_teacher:
     input:
         model=TEACHER_MODEL,
