@@ -8,7 +8,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -357,8 +356,6 @@ def test_markdown_is_readable_without_code(grid, tmp_path):
 
 # -- LaTeX -------------------------------------------------------------------------------------
 
-LATEX_ENGINES = [e for e in ("pdflatex", "lualatex") if shutil.which(e)]
-
 
 def _unlatex(cell: str) -> str:
     cell = re.sub(r"\\textbf\{([^{}]*)\}", r"\1", cell)
@@ -415,29 +412,6 @@ def test_special_characters_are_escaped(tmp_path):
     latex = (tmp_path / "tables/wer.tex").read_text()
     assert r"my\_method\&co" in latex and r"test\_other" in latex
     assert latex_problems(latex) == []
-
-
-@pytest.mark.skipif(
-    not LATEX_ENGINES, reason="no LaTeX engine (pdflatex or lualatex) installed; the structural test stands in"
-)
-def test_latex_compiles_with_a_real_engine(grid, tmp_path):
-    write_run(grid, "weird", method="my_method", kd_layers="1", apc_shift=3, errors={"test": ue(11)})
-    aggregate(find_records(grid), tmp_path / "tables")
-    doc = tmp_path / "doc.tex"
-    doc.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=1cm,landscape]{geometry}\n"
-        "\\begin{document}\n\\input{tables/wer.tex}\n\\end{document}\n"
-    )
-    engine = LATEX_ENGINES[0]
-    result = subprocess.run(
-        [engine, "-interaction=nonstopmode", "-halt-on-error", doc.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
 
 # -- plots -------------------------------------------------------------------------------------
