@@ -103,6 +103,9 @@ def write_config(tmp_path: Path, corpus_dir: Path, features: dict, **extra) -> P
     # The baseline student and one decoding method: this exercises the corpus, not the KD grid.
     config["grid"] = {**config["grid"], "methods": ["none"]}
     config["decoding"] = {"test_sets": list(LIBRISPEECH_TESTS), "methods": ["ctc-1best"]}
+    # A 40-piece BPE model of 16 training sentences misses letters of some held-out words: the
+    # data check excludes those utterances (and reports them) instead of failing on them.
+    config["data_check"] = {"max_excluded_fraction": 0.25, "allow_test_exclusion": True}
     config.update(extra)
     path = tmp_path / "librispeech-test.yaml"
     path.write_text(yaml.safe_dump(config))
