@@ -1085,9 +1085,16 @@ def _merged_config(config_files: Tuple[Path, ...]) -> dict:
     import yaml
     from snakemake.utils import update_config
 
-    from streamkd.config import SCHEMA_PATH, validate_config
+    from streamkd.config import validate_config
 
-    config = yaml.safe_load((SCHEMA_PATH.parents[2] / "config.yaml").read_text())
+    # The workflow's default config: in the folder Snakemake runs in, or beside the package in a checkout.
+    candidates = [Path.cwd() / "config.yaml", Path(__file__).resolve().parents[1] / "config.yaml"]
+    base = next((c for c in candidates if c.is_file()), None)
+    if base is None:
+        raise click.UsageError(
+            f"--config is merged over config.yaml, found in neither {' nor '.join(map(str, candidates))}"
+        )
+    config = yaml.safe_load(base.read_text())
     for path in config_files:
         update_config(config, yaml.safe_load(path.read_text()) or {})
     validate_config(config, source=" + ".join(map(str, config_files)))

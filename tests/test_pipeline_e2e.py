@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
@@ -171,7 +172,8 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     baseline, aux = records["none-chunk4-seed1"], records["aux-chunk4-layers1_2-shift1-seed1"]
     assert (baseline["method"], baseline["kd_layers"], baseline["apc_shift"]) == ("none", None, None)
     assert (aux["method"], aux["kd_layers"], aux["kd_teacher_layers"], aux["apc_shift"]) == ("aux", "1,2", "1,2", 1)
-    assert (aux["kd_loss"], aux["kd_weight"]) == ("l1_cos", 1.0)
+    kd = yaml.safe_load((REPO / "config.yaml").read_text())["kd"]  # micro.yaml keeps the default's KD settings
+    assert (aux["kd_loss"], aux["kd_weight"]) == (kd["loss"], kd["weight"])
     assert aux["num_params_deployed"] == aux["num_params"] == baseline["num_params_deployed"]
     assert aux["num_params_training"] > aux["num_params_deployed"]
     assert baseline["num_params_training"] == baseline["num_params_deployed"]
