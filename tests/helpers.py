@@ -152,3 +152,26 @@ def default_corpus_config():
     for workflow_only in ("name", "num_jobs"):
         corpus.pop(workflow_only, None)
     return CorpusConfig.from_dict(corpus)
+
+
+CLI_TIMEOUT = 300  # seconds for one streamkd command in a test
+
+
+def streamkd_cli(*args, env=None) -> subprocess.CompletedProcess:
+    """``python -m streamkd.cli ARGS``, output captured, with a timeout."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamkd.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env=env,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a failing command prints; the test fails on a traceback."""
+    assert result.returncode != 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]

@@ -3,8 +3,6 @@ non-zero exit status, and a traceback only when --debug or STREAMKD_DEBUG asks f
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,32 +11,14 @@ from streamkd.decode.ctc import build_ctc_topo, save_graph
 from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 
-from helpers import train_tiny_bpe, write_feature_cuts
+from helpers import error_line, train_tiny_bpe, write_feature_cuts
+from helpers import streamkd_cli as streamkd
 
-TIMEOUT = 300
 TEXTS = ["THE CAT SAT", "A DOG", "ON THE MAT THE CAT", "DOG"]
 TINY_ENCODER = dict(
     d_model=16, num_layers=1, num_heads=2, ff_dim=32, conv_kernel=3, dropout=0.0, subsampling_channels=4
 )
 OPTIMISATION = dict(num_epochs=1, max_duration=5, peak_lr=0.001, warmup_steps=1, log_interval=1, spec_augment=False)
-
-
-def streamkd(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamkd.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

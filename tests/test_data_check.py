@@ -5,8 +5,6 @@ features by ``streamkd compute-fbank`` and checked by ``streamkd check-data``.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,30 +17,11 @@ from streamkd.data.check import CheckPolicy, check_cuts, frames_needed
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.subsampling import input_frames_needed
 
-from helpers import train_tiny_bpe, write_feature_cuts
+from helpers import error_line, train_tiny_bpe, write_feature_cuts
+from helpers import streamkd_cli as streamkd
 
 SAMPLE_RATE = 16000
 GOOD_TEXTS = ["THE CAT SAT ON THE MAT", "A DOG RAN HOME", "HELLO WORLD", "THE MAT IS RED", "A RED CAT"]
-TIMEOUT = 300
-
-
-def streamkd(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "streamkd.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=env,
-    )
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The one line a failing command prints; the test fails on a traceback."""
-    assert result.returncode != 0, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, result.stderr[-3000:]
-    return lines[0]
 
 
 def write_wav(path: Path, seconds: float, seed: int) -> None:

@@ -218,7 +218,7 @@ def _snakemake(directory: Path, *configs: Path, extra=()) -> subprocess.Complete
 
 
 def _wers(directory: Path) -> dict:
-    runs = pd.read_csv(directory / "results/tables/runs.csv")
+    runs = pd.read_csv(directory / "tables/runs.csv")
     return {(r.run, r.test_set, r.decoded_model): r.wer for r in runs.itertuples()}
 
 
