@@ -83,7 +83,7 @@ def test_a_malformed_hypothesis_file_is_named_with_its_line(tmp_path):
     assert not (tmp_path / "wer.json").exists()
 
 
-def train_args(d, bpe, cuts, encoder, optimisation, *extra):
+def train_args(out_dir, bpe, cuts, encoder, optimisation, *extra):
     return (
         "train",
         "--role",
@@ -95,7 +95,7 @@ def train_args(d, bpe, cuts, encoder, optimisation, *extra):
         "--bpe-model",
         bpe,
         "--out-dir",
-        d / "exp",
+        out_dir,
         "--encoder",
         json.dumps(encoder),
         "--optimisation",
@@ -133,7 +133,7 @@ def train_args(d, bpe, cuts, encoder, optimisation, *extra):
 )
 def test_json_options_name_missing_unknown_and_bad_keys(files, option, encoder, optimisation, expected):
     d, bpe, cuts = files
-    line = error_line(streamkd(*train_args(d, bpe, cuts, encoder, optimisation)))
+    line = error_line(streamkd(*train_args(d / "exp", bpe, cuts, encoder, optimisation)))
     assert f"error: Invalid value for {option}: " in line
     for words in expected:
         assert words in line
@@ -142,9 +142,11 @@ def test_json_options_name_missing_unknown_and_bad_keys(files, option, encoder, 
 
 def test_json_head_and_kd_options_are_checked_against_the_schema(files):
     d, bpe, cuts = files
-    head = error_line(streamkd(*train_args(d, bpe, cuts, TINY_ENCODER, OPTIMISATION, "--head", '{"type": "rnn"}')))
+    head = error_line(
+        streamkd(*train_args(d / "exp", bpe, cuts, TINY_ENCODER, OPTIMISATION, "--head", '{"type": "rnn"}'))
+    )
     assert "Invalid value for --head: " in head and "type: 'rnn' is not one of" in head
-    kd = error_line(streamkd(*train_args(d, bpe, cuts, TINY_ENCODER, OPTIMISATION, "--kd", '{"los": "l1"}')))
+    kd = error_line(streamkd(*train_args(d / "exp", bpe, cuts, TINY_ENCODER, OPTIMISATION, "--kd", '{"los": "l1"}')))
     assert "Invalid value for --kd: " in kd and "'los' was unexpected" in kd
 
 
@@ -152,25 +154,7 @@ def test_training_on_fewer_cuts_than_sampler_buckets(files):
     """Three cuts (one of them too short, as an unchecked manifest may hold) and ten buckets."""
     d, bpe, cuts = files
     out = d / "exp-small"
-    result = streamkd(
-        "train",
-        "--role",
-        "teacher",
-        "--train-cuts",
-        cuts,
-        "--dev-cuts",
-        cuts,
-        "--bpe-model",
-        bpe,
-        "--out-dir",
-        out,
-        "--encoder",
-        json.dumps(TINY_ENCODER),
-        "--optimisation",
-        json.dumps(OPTIMISATION),
-        "--seed",
-        1,
-    )
+    result = streamkd(*train_args(out, bpe, cuts, TINY_ENCODER, OPTIMISATION))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 training cuts: 3 duration buckets instead of 10" in result.stderr
     assert (out / "model.pt").is_file()

@@ -207,16 +207,21 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         ax.set_ylabel("WER (%)")
         ax.set_title(f"test set: {test_set}")
         ax.grid(True, alpha=0.3)
+    _figure_legend(fig, axes)
+    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline. "
+                   "Lines are offset slightly sideways for legibility.")
+    return fig
+
+
+def _figure_legend(fig, axes, **options) -> None:
+    """One legend for the whole figure, each label once, in the order the panels first show it."""
     handles, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
-    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline. "
-                   "Lines are offset slightly sideways for legibility.")
-    return fig
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", **options)
 
 
 def loss_histories(runs: pd.DataFrame) -> Dict[str, Tuple[pd.Series, List[Dict[str, float]]]]:
@@ -314,13 +319,7 @@ def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         ax.set_ylabel("WER (%)")
         ax.set_title(f"test set: {test_set}")
         ax.grid(True, alpha=0.3)
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="system, chunk size")
+    _figure_legend(fig, axes, title="system, chunk size")
     _footnote(fig, "Delay: when chunk-by-chunk decoding emits each correctly recognised token minus its time\n"
                    "in the teacher's forced alignment; mean over tokens, then over seeds. Lower left is better.")
     return fig
