@@ -20,6 +20,7 @@ teacher, one that lacks a field the student needs, or one that misses a training
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def build_teacher_cache(
     by_id = {cut.id: cut for cut in cuts}
     storage = out_dir / "targets.lca"
     start = last_log = time.time()
-    stored, hours, done_seconds = [], 0.0, 0.0
+    stored, done_seconds = [], 0.0
     total_seconds = sum(c.duration for c in cuts)
     with atomic_path(storage) as tmp_storage:
         with LilcomChunkyWriter(tmp_storage, tick_power=TICK_POWER) as writer:
@@ -210,7 +211,6 @@ def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, t
         raise TeacherCacheError(
             f"teacher cache not found: {cache_cuts} and {summary_path} (run `streamkd cache-teacher`)"
         )
-    import json
 
     summary = json.loads(summary_path.read_text())
     if summary.get("format") != CACHE_FORMAT:
