@@ -223,6 +223,28 @@ def test_table_marks_only_significant_differences(tmp_path):
     assert "†" not in "".join(_cells(md, "none"))
 
 
+def test_a_table_can_compare_against_another_method_than_the_baseline(tmp_path):
+    exp = tmp_path / "exp"
+    n = 40
+    write_run(exp, "teacher", method="teacher", seed=42, errors={"test": ue(40, n)})  # 10 %
+    write_run(exp, "none", errors={"test": ue(120, n)})  # 30 %
+    write_run(exp, "layer", method="layer", kd_layers="2", errors={"test": ue(100, n)})  # 25 %
+    write_run(exp, "aux", method="aux", kd_layers="2", errors={"test": ue(60, n)})  # 15 %
+    config = ResultsConfig.from_dict({"tables": {"aux_vs_layer": {"baseline": "layer", "methods": ["teacher", "layer", "aux"]}}})
+    tables = aggregate(find_records(exp), tmp_path / "tables", config)
+    main = tables["wer"].summary.set_index("model")
+    versus_layer = tables["aux_vs_layer"].summary.set_index("model")
+    assert main.loc["aux (layers 2)", "rel_reduction"] == pytest.approx(100 * (30 - 15) / 30)
+    assert versus_layer.loc["aux (layers 2)", "baseline_wer"] == pytest.approx(25.0)
+    assert versus_layer.loc["aux (layers 2)", "rel_reduction"] == pytest.approx(100 * (25 - 15) / 25)
+    assert versus_layer.loc["aux (layers 2)", "ci_high"] < 0 and bool(versus_layer.loc["aux (layers 2)", "significant"])
+    assert pd.isna(versus_layer.loc["layer (layers 2)", "significant"])  # the baseline is not tested against itself
+    assert tables["aux_vs_layer"].baseline == "layer"
+    assert "baseline (layer)" in (tmp_path / "tables/aux_vs_layer.md").read_text()
+    with pytest.raises(ResultsConfigError, match="results.tables.t.baseline: the baseline is a streaming student"):
+        ResultsConfig.from_dict({"tables": {"t": {"baseline": "teacher"}}})
+
+
 # -- broken records are named, not dropped -----------------------------------------------------
 
 

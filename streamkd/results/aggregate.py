@@ -187,13 +187,14 @@ def relative_reduction(baseline_wer: float, wer: float) -> float:
 def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_sets: List[str]) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """The baseline's runs and seed-mean WER per (chunk size, test set), shown in the table or not."""
     decoding, _ = config.table_decoding(spec)
-    base = runs[(runs["method"] == config.baseline) & (runs["decoding"] == decoding) & runs["test_set"].isin(test_sets)]
+    baseline = config.table_baseline(spec)
+    base = runs[(runs["method"] == baseline) & (runs["decoding"] == decoding) & runs["test_set"].isin(test_sets)]
     if spec.chunk_sizes is not None:
         base = base[base["chunk_size"].isin(spec.chunk_sizes)]
     systems = base["model"].unique()
     if len(systems) > 1:
         raise RecordError(
-            [(r, f"several {config.baseline!r} systems ({', '.join(systems)}): cannot tell which is the baseline")
+            [(r, f"several {baseline!r} systems ({', '.join(systems)}): cannot tell which is the baseline")
              for r in sorted(base["record"].unique())]
         )
     stats = seed_statistics(base) if len(base) else pd.DataFrame(columns=["chunk_size", "test_set", "wer_mean"])
@@ -202,16 +203,16 @@ def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_
     return base, table.reset_index(drop=True)
 
 
-def _significance(stats: pd.DataFrame, selected: pd.DataFrame, base_runs: pd.DataFrame, config: ResultsConfig, notes: List[str]) -> pd.DataFrame:
+def _significance(stats: pd.DataFrame, selected: pd.DataFrame, base_runs: pd.DataFrame, config: ResultsConfig, baseline: str, notes: List[str]) -> pd.DataFrame:
     sig = config.significance
     cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
     stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
     for i, row in stats.iterrows():
-        if row["method"] in (TEACHER, config.baseline) or pd.isna(row["chunk_size"]):
+        if row["method"] in (TEACHER, baseline) or pd.isna(row["chunk_size"]):
             continue
         mine = selected[(selected["model"] == row["model"]) & (selected["chunk_size"] == row["chunk_size"]) & (selected["test_set"] == row["test_set"])]
         theirs = base_runs[(base_runs["chunk_size"] == row["chunk_size"]) & (base_runs["test_set"] == row["test_set"])]
-        what = f"{row['model']} vs {config.baseline} at chunk {row['chunk_size']} on {row['test_set']}"
+        what = f"{row['model']} vs {baseline} at chunk {row['chunk_size']} on {row['test_set']}"
         if theirs.empty:
             continue  # build_table notes the missing baseline once per column
         lacking = sorted(set(mine.loc[mine["errors_path"].isna(), "record"]) | set(theirs.loc[theirs["errors_path"].isna(), "record"]))
@@ -256,12 +257,13 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     if selected.empty:
         raise RecordError([("<selection>", f"table {name!r}: no WER with the selected decoding method(s) for {_describe(spec)}")])
     decoding, teacher_decoding = config.table_decoding(spec)
+    baseline = config.table_baseline(spec)
     notes: List[str] = []
     stats = seed_statistics(selected)
     base_runs, baselines = _baselines(runs, config, spec, test_sets)
     stats = _attach_baseline(stats, baselines)
     if spec.significance:
-        stats = _significance(stats, selected, base_runs, config, notes)
+        stats = _significance(stats, selected, base_runs, config, baseline, notes)
     else:
         stats = stats.assign(ci_low=np.nan, ci_high=np.nan, prob_improvement=np.nan,
                              num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
@@ -270,7 +272,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     for chunk in chunk_sizes:
         for test_set in test_sets:
             if baselines[(baselines["chunk_size"] == chunk) & (baselines["test_set"] == test_set)].empty:
-                notes.append(f"no {config.baseline} run at chunk size {chunk} on {test_set}: relative reductions there are empty")
+                notes.append(f"no {baseline} run at chunk size {chunk} on {test_set}: relative reductions there are empty")
     stats = stats[SUMMARY_COLUMNS]
     order = _row_order(stats, spec)
     stats = stats.assign(_row=stats["model"].map({m: i for i, m in enumerate(order)}))
@@ -280,7 +282,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     return TableData(
         name=name, spec=spec, summary=stats, baselines=baselines, systems=order,
         chunk_sizes=chunk_sizes, test_sets=test_sets, decoding=decoding, teacher_decoding=teacher_decoding,
-        baseline=config.baseline, confidence=config.significance.confidence, precision=config.precision,
+        baseline=baseline, confidence=config.significance.confidence, precision=config.precision,
         notes=_ordered_unique(notes), scored=scored_sentences(selected, test_sets),
     )
 

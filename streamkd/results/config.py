@@ -46,6 +46,12 @@ def _optional_list(section: str, name: str, value: Any, kind: type) -> Optional[
     return tuple(value)
 
 
+def _table_baseline(section: str, value: Any) -> Optional[str]:
+    if value == TEACHER_METHOD:
+        raise ResultsConfigError(f"{section}.baseline: the baseline is a streaming student method, not the teacher")
+    return value
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """Which rows and columns one table shows; ``None`` means everything the records hold.
@@ -53,7 +59,8 @@ class TableSpec:
     Rows are systems (a KD method with its layers, APC shift, ...), in the order of
     ``methods``; the teacher is a reference row when ``"teacher"`` is among them (the
     default). Columns are chunk size x test set, each with the WER and, optionally, the
-    relative WER reduction against the baseline at the same chunk size.
+    relative WER reduction against the baseline at the same chunk size. ``baseline`` replaces
+    ``results.baseline`` in one table, e.g. to test aux KD against layer KD.
     ``kd_layers`` and ``apc_shifts`` filter only the runs that have such a field: the
     teacher and the ``none`` and ``token`` students stay in the table.
     """
@@ -66,6 +73,7 @@ class TableSpec:
     teacher_decoding_method: Optional[str] = None  # default: the table's decoding method
     kd_layers: Optional[Tuple[str, ...]] = None
     apc_shifts: Optional[Tuple[int, ...]] = None
+    baseline: Optional[str] = None  # default: ResultsConfig.baseline
     std: bool = config_default("definitions.results_table.std")
     relative_reduction: bool = config_default("definitions.results_table.relative_reduction")
     significance: bool = config_default("definitions.results_table.significance")
@@ -80,7 +88,7 @@ class TableSpec:
         for name in ("std", "relative_reduction", "gap_recovered", "significance", "params", "delay"):
             if name in options and not isinstance(options[name], bool):
                 raise ResultsConfigError(f"{section}.{name}: expected true or false, got {options[name]!r}")
-        for name in ("caption", "decoding_method", "teacher_decoding_method"):
+        for name in ("caption", "decoding_method", "teacher_decoding_method", "baseline"):
             if options.get(name) is not None and not isinstance(options[name], str):
                 raise ResultsConfigError(f"{section}.{name}: expected a string, got {options[name]!r}")
         kd_layers = options.get("kd_layers")
@@ -98,6 +106,7 @@ class TableSpec:
             teacher_decoding_method=options.get("teacher_decoding_method"),
             kd_layers=_optional_list(section, "kd_layers", kd_layers, str),
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
+            baseline=_table_baseline(section, options.get("baseline")),
             std=options.get("std", cls.std),
             relative_reduction=options.get("relative_reduction", cls.relative_reduction),
             significance=options.get("significance", cls.significance),
@@ -205,6 +214,10 @@ class ResultsConfig:
             return value
 
         return plain(asdict(self))
+
+    def table_baseline(self, spec: TableSpec) -> str:
+        """The method a table's relative reductions and significance tests compare against."""
+        return spec.baseline or self.baseline
 
     def table_decoding(self, spec: TableSpec) -> Tuple[str, str]:
         """The decoding method of the students' and of the teacher's rows of a table."""
