@@ -78,8 +78,9 @@ def test_average_last_beyond_the_epochs_trained_is_a_config_error(repo):
     import yaml
 
     config = yaml.safe_load((repo / "config.yaml").read_text())
-    config["decoding"]["average_last"] = config["training"]["student"]["num_epochs"] + 1
-    with pytest.raises(ConfigError, match=r"decoding.average_last=15 exceeds training.teacher.num_epochs=14"):
+    epochs = config["training"]["teacher"]["num_epochs"]
+    config["decoding"]["average_last"] = epochs + 1
+    with pytest.raises(ConfigError, match=rf"decoding.average_last={epochs + 1} exceeds training.teacher.num_epochs={epochs}"):
         validate_config(config)
     config["decoding"]["average_last"] = 0
     with pytest.raises(ConfigError, match="decoding.average_last"):
