@@ -126,9 +126,15 @@ def test_snakemake_schedules_one_training_and_decoding_job_per_cell(tmp_path):
     assert counts["decode"] == counts["score"] == _decodes_per_test_set(41)
 
 
-def test_issue_grid_config_schedules_fifteen_students(tmp_path):
-    # workflow/configs/grid.yaml: 3 seeds x (none, token, layer, aux shift 0, aux shift 2).
-    counts = _dry_run_counts(tmp_path, REPO / "workflow/configs/grid.yaml")
+def test_evidence_grid_configs_schedule_every_cell(tmp_path):
+    # embedded-grid.yaml: 2 chunk sizes x (none, token, layer, aux shift 0) x 3 seeds.
+    counts = _dry_run_counts(tmp_path, REPO / "workflow/configs/embedded-grid.yaml")
+    assert counts["train_teacher"] == 1
+    assert counts["train_student"] == 24 and counts["decode"] == _decodes_per_test_set(25)
+    # With the APC-shift sweep at 40 ms: none and aux shifts 0, 1, 2, 4, 3 seeds each.
+    counts = _dry_run_counts(
+        tmp_path, REPO / "workflow/configs/embedded-grid.yaml", REPO / "workflow/configs/embedded-grid-shifts.yaml"
+    )
     assert counts["train_student"] == 15 and counts["decode"] == _decodes_per_test_set(16)
 
 
