@@ -17,6 +17,8 @@ rule cache_teacher:
     wildcard_constraints:
         targets="layers[0-9]+(_[0-9]+)*|posteriors",
     threads: THREADS
+    # Training jobs wait for it; the decodes of the teacher and the baseline do not.
+    priority: 10
     resources:
         **RESOURCES["decode"],
     log:

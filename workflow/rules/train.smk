@@ -60,6 +60,8 @@ rule train_student:
     wildcard_constraints:
         student=STUDENT_PATTERN,
     threads: kd_train_threads
+    # Training is the long path: start it before the decodes of finished runs.
+    priority: 10
     resources:
         **RESOURCES["train"],
     log:
