@@ -80,7 +80,9 @@ def test_average_last_beyond_the_epochs_trained_is_a_config_error(repo):
     config = yaml.safe_load((repo / "config.yaml").read_text())
     epochs = config["training"]["teacher"]["num_epochs"]
     config["decoding"]["average_last"] = epochs + 1
-    with pytest.raises(ConfigError, match=rf"decoding.average_last={epochs + 1} exceeds training.teacher.num_epochs={epochs}"):
+    with pytest.raises(
+        ConfigError, match=rf"decoding.average_last={epochs + 1} exceeds training.teacher.num_epochs={epochs}"
+    ):
         validate_config(config)
     config["decoding"]["average_last"] = 0
     with pytest.raises(ConfigError, match="decoding.average_last"):

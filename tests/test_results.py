@@ -230,7 +230,9 @@ def test_a_table_can_compare_against_another_method_than_the_baseline(tmp_path):
     write_run(exp, "none", errors={"test": ue(120, n)})  # 30 %
     write_run(exp, "layer", method="layer", kd_layers="2", errors={"test": ue(100, n)})  # 25 %
     write_run(exp, "aux", method="aux", kd_layers="2", errors={"test": ue(60, n)})  # 15 %
-    config = ResultsConfig.from_dict({"tables": {"aux_vs_layer": {"baseline": "layer", "methods": ["teacher", "layer", "aux"]}}})
+    config = ResultsConfig.from_dict(
+        {"tables": {"aux_vs_layer": {"baseline": "layer", "methods": ["teacher", "layer", "aux"]}}}
+    )
     tables = aggregate(find_records(exp), tmp_path / "tables", config)
     main = tables["wer"].summary.set_index("model")
     versus_layer = tables["aux_vs_layer"].summary.set_index("model")

@@ -178,7 +178,8 @@ def cut_problem(cut, transcripts: TranscriptChecker, policy: CheckPolicy) -> Opt
     frames = input_frames(cut)
     if frames < MIN_INPUT_FRAMES:
         return excluded(
-            "too_short_for_frontend", f"{cut.duration:.3f} s gives {frames} input frames; the front-end needs {MIN_INPUT_FRAMES}"
+            "too_short_for_frontend",
+            f"{cut.duration:.3f} s gives {frames} input frames; the front-end needs {MIN_INPUT_FRAMES}",
         )
     limit = policy.max_utterance_seconds
     if policy.kind != "test" and limit is not None and cut.duration > limit:
@@ -202,7 +203,9 @@ def missing_from_features(cuts: CutSet, supervisions_path: Path, recordings_path
             continue
         detail = "no features were computed (see the compute-fbank log)"
         if recordings is not None and segment.recording_id in recordings:
-            detail = f"recording {segment.recording_id}: {recording_problem(recordings[segment.recording_id]) or detail}"
+            detail = (
+                f"recording {segment.recording_id}: {recording_problem(recordings[segment.recording_id]) or detail}"
+            )
         missing.append(Exclusion(segment.id, "unreadable_audio", detail))
     return missing
 

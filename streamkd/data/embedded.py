@@ -46,7 +46,7 @@ from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import MISSING, asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -151,9 +151,7 @@ class CorpusConfig:
             raise ValueError(f"corpus config: voice names must be unique, repeated: {duplicates}")
         held = self.heldout_test_voice
         if any((v.engine, v.voice) == (held.engine, held.voice) for v in self.voices):
-            raise ValueError(
-                f"corpus config: held-out test voice {held.engine} {held.voice} is also a training voice"
-            )
+            raise ValueError(f"corpus config: held-out test voice {held.engine} {held.voice} is also a training voice")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CorpusConfig":
@@ -187,9 +185,7 @@ def _checked_keys(d: Mapping[str, Any], cls: type, what: str) -> Dict[str, Any]:
     return dict(d)
 
 
-def _check_range(
-    name: str, value: Sequence[float], low: Optional[float] = None, high: Optional[float] = None
-) -> None:
+def _check_range(name: str, value: Sequence[float], low: Optional[float] = None, high: Optional[float] = None) -> None:
     if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise ValueError(f"corpus config: {name} must be two numbers [low, high], got {value!r}")
     lo, hi = value
@@ -234,9 +230,7 @@ def split_sentences(sentences: Sequence[str], config: CorpusConfig) -> Dict[str,
     """
     needed = config.num_train + config.num_dev + config.num_test
     if needed > len(sentences):
-        raise ValueError(
-            f"the corpus needs {needed} distinct sentences but the text source has only {len(sentences)}"
-        )
+        raise ValueError(f"the corpus needs {needed} distinct sentences but the text source has only {len(sentences)}")
     shuffled = list(sentences)
     random.Random(config.seed).shuffle(shuffled)
     cut_dev = config.num_test
@@ -315,9 +309,7 @@ def require_binary(engine: str) -> str:
     """Path of the synthesiser ``engine``, or a RuntimeError saying how to install it."""
     path = shutil.which(engine)
     if path is None:
-        raise RuntimeError(
-            f"speech synthesiser '{engine}' not found on PATH; install it with: {SYNTHESISERS_HINT}"
-        )
+        raise RuntimeError(f"speech synthesiser '{engine}' not found on PATH; install it with: {SYNTHESISERS_HINT}")
     return path
 
 
@@ -380,8 +372,7 @@ def _check_flite_voice(voice: Voice) -> None:
     if voice.voice in _flite_voices() or Path(voice.voice).is_file():
         return
     raise ValueError(
-        f"voice {voice.name!r}: flite has no voice {voice.voice!r}; "
-        f"available: {' '.join(sorted(_flite_voices()))}"
+        f"voice {voice.name!r}: flite has no voice {voice.voice!r}; available: {' '.join(sorted(_flite_voices()))}"
     )
 
 
@@ -751,4 +742,3 @@ def supervision_problem(segment: SupervisionSegment) -> str:
     if not segment.duration > 0:
         return f"duration {segment.duration} is not positive"
     return ""
-

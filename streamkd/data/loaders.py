@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
@@ -76,7 +77,9 @@ def input_strategy(cuts: CutSet) -> BatchIO:
     if has_precomputed_features(cuts):
         return PrecomputedFeatures()
     return OnTheFlyFeatures(Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS)))
-def cut_features(cut) -> "np.ndarray":
+
+
+def cut_features(cut) -> np.ndarray:
     """One cut's (T, F) fbank: the stored features, or the same fbank computed from the audio."""
     if cut.has_features:
         return cut.load_features()
@@ -153,7 +156,9 @@ def train_dataloader(
     return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
-def eval_dataloader(cuts: CutSet, max_duration: float, teacher_fields: Sequence[str] = ()) -> torch.utils.data.DataLoader:
+def eval_dataloader(
+    cuts: CutSet, max_duration: float, teacher_fields: Sequence[str] = ()
+) -> torch.utils.data.DataLoader:
     """Deterministic, unshuffled batches for validation and decoding (``teacher_fields``: as for training)."""
     from streamkd.distill.teacher_cache import WithTeacherTargets
 

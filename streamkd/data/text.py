@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from functools import lru_cache
+from pathlib import Path
 from typing import Iterable, Iterator, List, Tuple
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ def _fortune_files(source_dir: Path) -> List[Path]:
     # Index files (*.dat) and the *.u8 links to the same text have a dot.
     files = sorted(p for p in source_dir.iterdir() if p.is_file() and "." not in p.name)
     if not files:
-        raise FileNotFoundError(
-            f"no fortune files in {source_dir}; install them with: {FORTUNES_PACKAGES_HINT}"
-        )
+        raise FileNotFoundError(f"no fortune files in {source_dir}; install them with: {FORTUNES_PACKAGES_HINT}")
     return files
 
 

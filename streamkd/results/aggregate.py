@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 
 from streamkd.results.config import MAIN_TABLE, TEACHER_METHOD, ResultsConfig, TableSpec
-from streamkd.results.load import DELAY_COLUMNS, FRAME_MS, SYSTEM_FIELDS, LoadedRecords, RecordError, load_records, system_sort_key
+from streamkd.results.load import (
+    DELAY_COLUMNS,
+    FRAME_MS,
+    SYSTEM_FIELDS,
+    LoadedRecords,
+    RecordError,
+    load_records,
+    system_sort_key,
+)
 from streamkd.results.significance import ErrorsFileError, compare
 from streamkd.utils import write_text
 
@@ -36,10 +44,33 @@ log = logging.getLogger(__name__)
 TEACHER = TEACHER_METHOD
 
 SUMMARY_COLUMNS = [
-    "model", *SYSTEM_FIELDS, "chunk_size", "chunk_ms", "test_set", "decoding", "num_seeds", "seeds",
-    "wer_mean", "wer_std", "wer_min", "wer_max", *DELAY_COLUMNS, "baseline_wer", "rel_reduction", "delta_wer", "gap_recovered",
-    "ci_low", "ci_high", "prob_improvement", "significant", "num_utterances", "num_params",
-    "num_params_training", "train_seconds", "runs", "decoded_model",
+    "model",
+    *SYSTEM_FIELDS,
+    "chunk_size",
+    "chunk_ms",
+    "test_set",
+    "decoding",
+    "num_seeds",
+    "seeds",
+    "wer_mean",
+    "wer_std",
+    "wer_min",
+    "wer_max",
+    *DELAY_COLUMNS,
+    "baseline_wer",
+    "rel_reduction",
+    "delta_wer",
+    "gap_recovered",
+    "ci_low",
+    "ci_high",
+    "prob_improvement",
+    "significant",
+    "num_utterances",
+    "num_params",
+    "num_params_training",
+    "train_seconds",
+    "runs",
+    "decoded_model",
 ]
 
 
@@ -89,7 +120,9 @@ def _decoding_filter(runs: pd.DataFrame, decoding: str, teacher_decoding: str) -
     return np.where(_is_teacher(runs), runs["decoding"] == teacher_decoding, runs["decoding"] == decoding)
 
 
-def select_runs(runs: pd.DataFrame, spec: TableSpec, config: ResultsConfig) -> Tuple[pd.DataFrame, List[str], List[Tuple[str, str]]]:
+def select_runs(
+    runs: pd.DataFrame, spec: TableSpec, config: ResultsConfig
+) -> Tuple[pd.DataFrame, List[str], List[Tuple[str, str]]]:
     """The rows a table is computed from, its test sets, and the records that lack a cell.
 
     A run that the table selects must have a WER for every test set of the table with the
@@ -119,10 +152,17 @@ def select_runs(runs: pd.DataFrame, spec: TableSpec, config: ResultsConfig) -> T
 
 
 def _describe(spec: TableSpec) -> str:
-    parts = [f"{k}={v!r}" for k, v in (
-        ("methods", spec.methods), ("chunk_sizes", spec.chunk_sizes), ("kd_layers", spec.kd_layers),
-        ("apc_shifts", spec.apc_shifts), ("test_sets", spec.test_sets),
-    ) if v is not None]
+    parts = [
+        f"{k}={v!r}"
+        for k, v in (
+            ("methods", spec.methods),
+            ("chunk_sizes", spec.chunk_sizes),
+            ("kd_layers", spec.kd_layers),
+            ("apc_shifts", spec.apc_shifts),
+            ("test_sets", spec.test_sets),
+        )
+        if v is not None
+    ]
     return ", ".join(parts) or "everything"
 
 
@@ -155,7 +195,11 @@ def seed_statistics(runs: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     for (model, _, _), part in grouped:
         if part["num_params"].nunique() > 1:
-            log.warning("%s: runs differ in parameter count (%s); the table shows the first", model, sorted(part["num_params"].unique()))
+            log.warning(
+                "%s: runs differ in parameter count (%s); the table shows the first",
+                model,
+                sorted(part["num_params"].unique()),
+            )
     stats["chunk_size"] = stats["chunk_key"].where(stats["chunk_key"] >= 0).astype("Int64")
     stats["chunk_ms"] = (stats["chunk_size"] * FRAME_MS).astype("Int64")
     return stats.drop(columns="chunk_key")
@@ -184,7 +228,9 @@ def relative_reduction(baseline_wer: float, wer: float) -> float:
     return 100.0 * (baseline_wer - wer) / baseline_wer
 
 
-def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_sets: List[str]) -> Tuple[pd.DataFrame, pd.DataFrame]:
+def _baselines(
+    runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_sets: List[str]
+) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """The baseline's runs and seed-mean WER per (chunk size, test set), shown in the table or not."""
     decoding, _ = config.table_decoding(spec)
     baseline = config.table_baseline(spec)
@@ -194,8 +240,10 @@ def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_
     systems = base["model"].unique()
     if len(systems) > 1:
         raise RecordError(
-            [(r, f"several {baseline!r} systems ({', '.join(systems)}): cannot tell which is the baseline")
-             for r in sorted(base["record"].unique())]
+            [
+                (r, f"several {baseline!r} systems ({', '.join(systems)}): cannot tell which is the baseline")
+                for r in sorted(base["record"].unique())
+            ]
         )
     stats = seed_statistics(base) if len(base) else pd.DataFrame(columns=["chunk_size", "test_set", "wer_mean"])
     table = stats[["chunk_size", "test_set", "wer_mean"]].rename(columns={"wer_mean": "baseline_wer"})
@@ -203,32 +251,52 @@ def _baselines(runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_
     return base, table.reset_index(drop=True)
 
 
-def _significance(stats: pd.DataFrame, selected: pd.DataFrame, base_runs: pd.DataFrame, config: ResultsConfig, baseline: str, notes: List[str]) -> pd.DataFrame:
+def _significance(
+    stats: pd.DataFrame,
+    selected: pd.DataFrame,
+    base_runs: pd.DataFrame,
+    config: ResultsConfig,
+    baseline: str,
+    notes: List[str],
+) -> pd.DataFrame:
     sig = config.significance
     cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
     stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
     for i, row in stats.iterrows():
         if row["method"] in (TEACHER, baseline) or pd.isna(row["chunk_size"]):
             continue
-        mine = selected[(selected["model"] == row["model"]) & (selected["chunk_size"] == row["chunk_size"]) & (selected["test_set"] == row["test_set"])]
+        mine = selected[
+            (selected["model"] == row["model"])
+            & (selected["chunk_size"] == row["chunk_size"])
+            & (selected["test_set"] == row["test_set"])
+        ]
         theirs = base_runs[(base_runs["chunk_size"] == row["chunk_size"]) & (base_runs["test_set"] == row["test_set"])]
         what = f"{row['model']} vs {baseline} at chunk {row['chunk_size']} on {row['test_set']}"
         if theirs.empty:
             continue  # build_table notes the missing baseline once per column
-        lacking = sorted(set(mine.loc[mine["errors_path"].isna(), "record"]) | set(theirs.loc[theirs["errors_path"].isna(), "record"]))
+        lacking = sorted(
+            set(mine.loc[mine["errors_path"].isna(), "record"])
+            | set(theirs.loc[theirs["errors_path"].isna(), "record"])
+        )
         if lacking:
             notes.append(f"{what}: not tested, the record(s) {', '.join(lacking)} name no per-utterance errors")
             continue
         try:
             result = compare(
-                list(mine["errors_path"]), list(theirs["errors_path"]),
-                num_resamples=sig.num_resamples, confidence=sig.confidence, seed=sig.seed,
+                list(mine["errors_path"]),
+                list(theirs["errors_path"]),
+                num_resamples=sig.num_resamples,
+                confidence=sig.confidence,
+                seed=sig.seed,
             )
         except (ErrorsFileError, ValueError) as e:
             notes.append(f"{what}: not tested ({e})")
             continue
         stats.loc[i, ["ci_low", "ci_high", "prob_improvement", "num_utterances"]] = [
-            result.ci_low, result.ci_high, result.prob_improvement, result.num_utterances,
+            result.ci_low,
+            result.ci_high,
+            result.prob_improvement,
+            result.num_utterances,
         ]
         stats.loc[i, "significant"] = result.significant
         if not np.isclose(result.delta, row["delta_wer"], atol=1e-3):  # records round WER to 1e-4
@@ -243,9 +311,11 @@ def _significance(stats: pd.DataFrame, selected: pd.DataFrame, base_runs: pd.Dat
 
 def _row_order(stats: pd.DataFrame, spec: TableSpec) -> List[str]:
     systems = stats.drop_duplicates("model")
+
     def key(r):
         first = spec.methods.index(r["method"]) if spec.methods is not None and r["method"] in spec.methods else 0
         return (first, system_sort_key(*(r[f] if not pd.isna(r[f]) else None for f in SYSTEM_FIELDS)), r["model"])
+
     return [r["model"] for _, r in sorted(systems.iterrows(), key=lambda ir: key(ir[1]))]
 
 
@@ -255,7 +325,9 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     if problems:
         raise RecordError(problems)
     if selected.empty:
-        raise RecordError([("<selection>", f"table {name!r}: no WER with the selected decoding method(s) for {_describe(spec)}")])
+        raise RecordError(
+            [("<selection>", f"table {name!r}: no WER with the selected decoding method(s) for {_describe(spec)}")]
+        )
     decoding, teacher_decoding = config.table_decoding(spec)
     baseline = config.table_baseline(spec)
     notes: List[str] = []
@@ -265,25 +337,45 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     if spec.significance:
         stats = _significance(stats, selected, base_runs, config, baseline, notes)
     else:
-        stats = stats.assign(ci_low=np.nan, ci_high=np.nan, prob_improvement=np.nan,
-                             num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
-                             significant=pd.array([pd.NA] * len(stats), dtype="boolean"))
+        stats = stats.assign(
+            ci_low=np.nan,
+            ci_high=np.nan,
+            prob_improvement=np.nan,
+            num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
+            significant=pd.array([pd.NA] * len(stats), dtype="boolean"),
+        )
     chunk_sizes = sorted(int(c) for c in stats["chunk_size"].dropna().unique())
     for chunk in chunk_sizes:
         for test_set in test_sets:
             if baselines[(baselines["chunk_size"] == chunk) & (baselines["test_set"] == test_set)].empty:
-                notes.append(f"no {baseline} run at chunk size {chunk} on {test_set}: relative reductions there are empty")
+                notes.append(
+                    f"no {baseline} run at chunk size {chunk} on {test_set}: relative reductions there are empty"
+                )
     stats = stats[SUMMARY_COLUMNS]
     order = _row_order(stats, spec)
     stats = stats.assign(_row=stats["model"].map({m: i for i, m in enumerate(order)}))
-    stats = stats.sort_values(["_row", "chunk_size", "test_set"], na_position="first").drop(columns="_row").reset_index(drop=True)
+    stats = (
+        stats.sort_values(["_row", "chunk_size", "test_set"], na_position="first")
+        .drop(columns="_row")
+        .reset_index(drop=True)
+    )
     for note in _ordered_unique(notes):
         log.warning("table %s: %s", name, note)
     return TableData(
-        name=name, spec=spec, summary=stats, baselines=baselines, systems=order,
-        chunk_sizes=chunk_sizes, test_sets=test_sets, decoding=decoding, teacher_decoding=teacher_decoding,
-        baseline=baseline, confidence=config.significance.confidence, precision=config.precision,
-        notes=_ordered_unique(notes), scored=scored_sentences(selected, test_sets),
+        name=name,
+        spec=spec,
+        summary=stats,
+        baselines=baselines,
+        systems=order,
+        chunk_sizes=chunk_sizes,
+        test_sets=test_sets,
+        decoding=decoding,
+        teacher_decoding=teacher_decoding,
+        baseline=baseline,
+        confidence=config.significance.confidence,
+        precision=config.precision,
+        notes=_ordered_unique(notes),
+        scored=scored_sentences(selected, test_sets),
     )
 
 
@@ -304,7 +396,10 @@ def scored_sentences(selected: pd.DataFrame, test_sets: List[str]) -> List[str]:
         rows = selected[selected["test_set"] == test_set]
         scored, excluded = _counts(rows["num_scored"]), _counts(rows["num_excluded"])
         if scored:
-            sentences.append(f"{test_set}: {scored} utterances scored" + (f" ({excluded} excluded by the data check)" if excluded else ""))
+            sentences.append(
+                f"{test_set}: {scored} utterances scored"
+                + (f" ({excluded} excluded by the data check)" if excluded else "")
+            )
     return sentences
 
 
@@ -368,11 +463,23 @@ def write_tables(
         if skipped:
             tables[name].notes = _ordered_unique(tables[name].notes + [f"left out {p}: {m}" for p, m in skipped])
     out_dir = Path(out_dir)
-    write_text(out_dir / "runs.csv", runs.drop(columns=["errors_path", "train_summary"]).to_csv(index=False, float_format="%.6g"))
+    write_text(
+        out_dir / "runs.csv",
+        runs.drop(columns=["errors_path", "train_summary"]).to_csv(index=False, float_format="%.6g"),
+    )
     for table in tables.values():
         write_table(table, out_dir)
     log.info("wrote %s to %s", ", ".join(f"{n}.{{csv,md,tex,html}}" for n in tables), out_dir)
     return tables
 
 
-__all__ = ["MAIN_TABLE", "TableData", "aggregate", "build_table", "relative_reduction", "seed_statistics", "select_runs", "write_tables"]
+__all__ = [
+    "MAIN_TABLE",
+    "TableData",
+    "aggregate",
+    "build_table",
+    "relative_reduction",
+    "seed_statistics",
+    "select_runs",
+    "write_tables",
+]

@@ -30,7 +30,9 @@ def _check_keys(section: str, given: Mapping[str, Any], cls) -> None:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(given) - known)
     if unknown:
-        raise ResultsConfigError(f"{section}: unknown option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise ResultsConfigError(
+            f"{section}: unknown option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def _optional_list(section: str, name: str, value: Any, kind: type) -> Optional[Tuple[Any, ...]]:
@@ -79,7 +81,9 @@ class TableSpec:
     significance: bool = config_default("definitions.results_table.significance")
     params: bool = config_default("definitions.results_table.params")
     gap_recovered: bool = config_default("definitions.results_table.gap_recovered")
-    delay: bool = config_default("definitions.results_table.delay")  # emission-delay columns, when the records have them
+    delay: bool = config_default(
+        "definitions.results_table.delay"
+    )  # emission-delay columns, when the records have them
 
     @classmethod
     def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.tables.?") -> "TableSpec":
@@ -96,7 +100,9 @@ class TableSpec:
             kd_layers = [normalise_layers(v) for v in kd_layers] if isinstance(kd_layers, (list, tuple)) else kd_layers
         chunk_sizes = _optional_list(section, "chunk_sizes", options.get("chunk_sizes"), int)
         if chunk_sizes and min(chunk_sizes) < 1:
-            raise ResultsConfigError(f"{section}.chunk_sizes: chunk sizes are at least 1 frame, got {list(chunk_sizes)}")
+            raise ResultsConfigError(
+                f"{section}.chunk_sizes: chunk sizes are at least 1 frame, got {list(chunk_sizes)}"
+            )
         return cls(
             caption=options.get("caption"),
             methods=_optional_list(section, "methods", options.get("methods"), str),
@@ -125,12 +131,16 @@ class SignificanceConfig:
     seed: int = config_default("results.significance.seed")
 
     @classmethod
-    def from_dict(cls, options: Optional[Mapping[str, Any]], section: str = "results.significance") -> "SignificanceConfig":
+    def from_dict(
+        cls, options: Optional[Mapping[str, Any]], section: str = "results.significance"
+    ) -> "SignificanceConfig":
         options = dict(options or {})
         _check_keys(section, options, cls)
         out = cls(**options)
         if not isinstance(out.confidence, (int, float)) or not 0 < out.confidence < 1:
-            raise ResultsConfigError(f"{section}.confidence: expected a number strictly between 0 and 1, got {out.confidence!r}")
+            raise ResultsConfigError(
+                f"{section}.confidence: expected a number strictly between 0 and 1, got {out.confidence!r}"
+            )
         if isinstance(out.num_resamples, bool) or not isinstance(out.num_resamples, int) or out.num_resamples < 100:
             raise ResultsConfigError(f"{section}.num_resamples: expected an integer >= 100, got {out.num_resamples!r}")
         if isinstance(out.seed, bool) or not isinstance(out.seed, int):
@@ -194,7 +204,9 @@ class ResultsConfig:
         # The main table always exists: the workflow prints it and the README points at it.
         for name in [MAIN_TABLE] + [n for n in raw_tables if n != MAIN_TABLE]:
             if not TABLE_NAME.match(str(name)):
-                raise ResultsConfigError(f"results.tables: table name {name!r} may use only letters, digits, '_' and '-'")
+                raise ResultsConfigError(
+                    f"results.tables: table name {name!r} may use only letters, digits, '_' and '-'"
+                )
             tables[name] = TableSpec.from_dict(raw_tables.get(name), f"results.tables.{name}")
         return cls(
             decoding_method=decoding_method,

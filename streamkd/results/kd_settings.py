@@ -17,8 +17,15 @@ from streamkd.distill.config import KdConfig
 DEFAULT_LEFT_CHUNKS = -1  # what train_asr used before records carried left_chunks
 TEACHER_INPUT_METHODS = ("token", "layer", "aux")  # methods that run the teacher
 SETTING_FIELDS = (
-    "kd_teacher_input", "kd_temperature", "kd_token_delay",
-    "aux_type", "aux_attention", "aux_positional", "aux_ff_dim", "aux_num_heads", "aux_conv_kernel",
+    "kd_teacher_input",
+    "kd_temperature",
+    "kd_token_delay",
+    "aux_type",
+    "aux_attention",
+    "aux_positional",
+    "aux_ff_dim",
+    "aux_num_heads",
+    "aux_conv_kernel",
 )
 
 
@@ -55,8 +62,14 @@ def describe_setting(field: str, value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     names = {
-        "kd_teacher_input": "teacher input", "kd_temperature": "temperature", "kd_token_delay": "delay",
-        "aux_type": "branch", "aux_attention": "attention", "aux_positional": "positions",
-        "aux_ff_dim": "branch ff", "aux_num_heads": "branch heads", "aux_conv_kernel": "branch kernel",
+        "kd_teacher_input": "teacher input",
+        "kd_temperature": "temperature",
+        "kd_token_delay": "delay",
+        "aux_type": "branch",
+        "aux_attention": "attention",
+        "aux_positional": "positions",
+        "aux_ff_dim": "branch ff",
+        "aux_num_heads": "branch heads",
+        "aux_conv_kernel": "branch kernel",
     }
     return f"{names[field]} {value}"

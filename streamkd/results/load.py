@@ -28,7 +28,16 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "record.json"
 ROLES = ("teacher", "student")
 # What distinguishes one system from another (besides the chunk size, which is a column).
-SYSTEM_FIELDS = ("method", "kd_layers", "kd_teacher_layers", "apc_shift", "kd_loss", "kd_weight", "left_chunks", *SETTING_FIELDS)
+SYSTEM_FIELDS = (
+    "method",
+    "kd_layers",
+    "kd_teacher_layers",
+    "apc_shift",
+    "kd_loss",
+    "kd_weight",
+    "left_chunks",
+    *SETTING_FIELDS,
+)
 # Shown in a row label only when they differ between systems of the same method.
 INTEGER_FIELDS = ("left_chunks", "kd_token_delay", "aux_ff_dim", "aux_num_heads", "aux_conv_kernel")
 LABELLED_WHEN_VARYING = ("kd_teacher_layers", "kd_loss", "kd_weight", "left_chunks", *SETTING_FIELDS)
@@ -39,9 +48,25 @@ DELAY_COLUMNS = ("delay_mean_ms", "delay_median_ms", "delay_p90_ms", "delay_deco
 STREAMING_SUFFIX = "-streaming"
 
 RUN_COLUMNS = [
-    "model", "run", "record", "role", *SYSTEM_FIELDS, "chunk_size", "seed",
-    "test_set", "decoding", "wer", "errors_path", "train_summary", "num_params",
-    "num_params_training", "train_seconds", "config_hash", "num_scored", "num_excluded", "decoded_model",
+    "model",
+    "run",
+    "record",
+    "role",
+    *SYSTEM_FIELDS,
+    "chunk_size",
+    "seed",
+    "test_set",
+    "decoding",
+    "wer",
+    "errors_path",
+    "train_summary",
+    "num_params",
+    "num_params_training",
+    "train_seconds",
+    "config_hash",
+    "num_scored",
+    "num_excluded",
+    "decoded_model",
     *DELAY_COLUMNS,
 ]
 
@@ -95,7 +120,7 @@ def check_record(record: Any) -> List[str]:
         try:
             normalise_layers(record.get(name))
         except (TypeError, ValueError):
-            problems.append(f"{name} is {record[name]!r}, expected a layer list such as \"3,6\" or null")
+            problems.append(f'{name} is {record[name]!r}, expected a layer list such as "3,6" or null')
     for name in INTEGER_FIELDS:
         if record.get(name) is not None and not _is_int(record[name]):
             problems.append(f"{name} is {record[name]!r}, expected an integer or null")
@@ -104,7 +129,9 @@ def check_record(record: Any) -> List[str]:
     for name in ("kd_teacher_input", "aux_type", "aux_attention", "aux_positional"):
         if record.get(name) is not None and not isinstance(record[name], str):
             problems.append(f"{name} is {record[name]!r}, expected a name or null")
-    if record.get("kd") is not None and not (isinstance(record["kd"], dict) and isinstance(record["kd"].get("aux") or {}, dict)):
+    if record.get("kd") is not None and not (
+        isinstance(record["kd"], dict) and isinstance(record["kd"].get("aux") or {}, dict)
+    ):
         problems.append(f"kd is {record['kd']!r}, expected the run's KD options")
     if "num_params" in record and not _is_number(record["num_params"]):
         problems.append(f"num_params is {record['num_params']!r}, expected a number")
@@ -124,7 +151,8 @@ def check_record(record: Any) -> List[str]:
                         problems.append(f"WER for {test_set}/{method} is negative: {value!r}")
     errors = record.get("errors")
     if errors is not None and not (
-        isinstance(errors, dict) and all(isinstance(v, dict) and all(isinstance(p, str) for p in v.values()) for v in errors.values())
+        isinstance(errors, dict)
+        and all(isinstance(v, dict) and all(isinstance(p, str) for p in v.values()) for v in errors.values())
     ):
         problems.append("errors must map test sets to {decoding_method: path}")
     problems.extend(_delay_problems(record.get("delay")))
@@ -285,7 +313,9 @@ def _duplicates(runs: pd.DataFrame) -> List[Tuple[str, str]]:
         files = sorted(set(group["record"]))
         if len(files) > 1:
             r = group.iloc[0]
-            what = f"{r['method']} seed {r['seed']}" + (f" chunk {r['chunk_size']}" if r["chunk_size"] is not None else "")
+            what = f"{r['method']} seed {r['seed']}" + (
+                f" chunk {r['chunk_size']}" if r["chunk_size"] is not None else ""
+            )
             for f in files:
                 others = ", ".join(o for o in files if o != f)
                 problems.append((f, f"duplicates {others} ({what}, {r['test_set']}/{r['decoding']})"))
@@ -393,7 +423,9 @@ def _epoch_losses(epoch: int, train_loss: float, dev_loss: float, dev_asr_loss: 
     """One epoch's losses; ``dev_asr_loss`` is the dev loss itself where the run had no KD term
     (teacher, ``none``) or its history predates the ASR-only loss."""
     return {
-        "epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "dev_loss": dev_loss,
         "dev_asr_loss": dev_loss if dev_asr_loss is None else dev_asr_loss,
     }
 
@@ -433,7 +465,9 @@ def load_loss_history(record_path: Path, train_summary: Optional[str] = None) ->
             if history:
                 return [
                     _epoch_losses(
-                        int(h["epoch"]), float(h["train_loss"]), float(h["dev_loss"]),
+                        int(h["epoch"]),
+                        float(h["train_loss"]),
+                        float(h["dev_loss"]),
                         None if h.get("dev_asr_loss") is None else float(h["dev_asr_loss"]),
                     )
                     for h in history

@@ -23,7 +23,14 @@ from matplotlib.font_manager import FontProperties  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from streamkd.results.config import PLOTS, TEACHER_METHOD, PlotConfig, ResultsConfig  # noqa: E402
-from streamkd.results.load import FRAME_MS, SYSTEM_FIELDS, describe_varying, load_loss_history, system_sort_key, varying_fields  # noqa: E402
+from streamkd.results.load import (  # noqa: E402
+    FRAME_MS,
+    SYSTEM_FIELDS,
+    describe_varying,
+    load_loss_history,
+    system_sort_key,
+    varying_fields,
+)
 from streamkd.utils import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -91,7 +98,10 @@ def _select(runs: pd.DataFrame, plots: PlotConfig, config: ResultsConfig) -> Tup
 
 def _systems(frame: pd.DataFrame) -> List[str]:
     first = frame.drop_duplicates("model")
-    keyed = [(system_sort_key(*(None if pd.isna(r[f]) else r[f] for f in SYSTEM_FIELDS)), r["model"]) for _, r in first.iterrows()]
+    keyed = [
+        (system_sort_key(*(None if pd.isna(r[f]) else r[f] for f in SYSTEM_FIELDS)), r["model"])
+        for _, r in first.iterrows()
+    ]
     return [m for _, m in sorted(keyed)]
 
 
@@ -134,13 +144,34 @@ def plot_wer_vs_chunk(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
             # Systems are dodged sideways a little so that their error bars stay apart.
             dodge = 2.0 ** (DODGE * (k - (len(systems) - 1) / 2))
             x = stats.index.to_numpy(dtype=float) * FRAME_MS * dodge
-            ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), color=colours[model], marker=MARKERS[k % len(MARKERS)],
-                        capsize=3, linewidth=1.5, label=model)
-            ax.scatter(runs_of["chunk_size"].to_numpy(dtype=float) * FRAME_MS * dodge, runs_of["wer"], color=colours[model], s=12,
-                       alpha=0.45, linewidths=0, zorder=3)
+            ax.errorbar(
+                x,
+                stats["mean"],
+                yerr=stats["std"].fillna(0.0),
+                color=colours[model],
+                marker=MARKERS[k % len(MARKERS)],
+                capsize=3,
+                linewidth=1.5,
+                label=model,
+            )
+            ax.scatter(
+                runs_of["chunk_size"].to_numpy(dtype=float) * FRAME_MS * dodge,
+                runs_of["wer"],
+                color=colours[model],
+                s=12,
+                alpha=0.45,
+                linewidths=0,
+                zorder=3,
+            )
         teacher = sel[(sel["method"] == TEACHER_METHOD) & (sel["test_set"] == test_set)]
         if not teacher.empty:
-            ax.axhline(teacher["wer"].mean(), color=TEACHER_COLOUR, linestyle="--", linewidth=1.2, label="teacher (full context)")
+            ax.axhline(
+                teacher["wer"].mean(),
+                color=TEACHER_COLOUR,
+                linestyle="--",
+                linewidth=1.2,
+                label="teacher (full context)",
+            )
         _chunk_axis(ax, students["chunk_size"].dropna().astype(int) * FRAME_MS)
         ax.set_ylabel("WER (%)")
         ax.set_title(f"test set: {test_set}")
@@ -152,8 +183,11 @@ def plot_wer_vs_chunk(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="outside right upper", title="system", fontsize="small")
-    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds. Systems are offset slightly "
-                   "sideways at each chunk size for legibility.")
+    _footnote(
+        fig,
+        "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds. Systems are offset slightly "
+        "sideways at each chunk size for legibility.",
+    )
     return fig
 
 
@@ -168,7 +202,13 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     colours = dict(zip(chunks, _colours(len(chunks))))
     # A line is a system without its shift (method, layers, ...) at one chunk size.
     variant_fields = [f for f in SYSTEM_FIELDS if f != "apc_shift"]
-    shifted = shifted.assign(variant=shifted[variant_fields].astype(object).where(shifted[variant_fields].notna(), None).astype(str).agg("|".join, axis=1))
+    shifted = shifted.assign(
+        variant=shifted[variant_fields]
+        .astype(object)
+        .where(shifted[variant_fields].notna(), None)
+        .astype(str)
+        .agg("|".join, axis=1)
+    )
     variants = list(dict.fromkeys(shifted.sort_values(["method", "variant"])["variant"]))
     variant_label = {}
     varying = varying_fields(shifted)
@@ -178,7 +218,12 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         extra = describe_varying(r, varying)
         if extra:
             variant_label[v] += " (" + ", ".join(extra) + ")"
-    combos = [(c, v) for c in chunks for v in variants if not shifted[(shifted["chunk_size"] == c) & (shifted["variant"] == v)].empty]
+    combos = [
+        (c, v)
+        for c in chunks
+        for v in variants
+        if not shifted[(shifted["chunk_size"] == c) & (shifted["variant"] == v)].empty
+    ]
     fig, axes = _panels(len(test_sets), title)
     for ax, test_set in zip(axes, test_sets):
         part = shifted[shifted["test_set"] == test_set]
@@ -190,15 +235,36 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
                 # Lines are dodged sideways a little (in frames) so that their error bars stay apart.
                 dodge = SHIFT_DODGE * (combos.index((chunk, v)) - (len(combos) - 1) / 2)
                 stats = line.groupby("apc_shift")["wer"].agg(["mean", "std"]).sort_index()
-                ax.errorbar(stats.index.to_numpy(dtype=float) + dodge, stats["mean"], yerr=stats["std"].fillna(0.0), color=colours[chunk],
-                            linestyle=LINESTYLES[j % len(LINESTYLES)], marker=MARKERS[j % len(MARKERS)], capsize=3,
-                            label=f"{variant_label[v]}, {chunk * FRAME_MS} ms chunks")
-                ax.scatter(line["apc_shift"].to_numpy(dtype=float) + dodge, line["wer"], color=colours[chunk], s=12, alpha=0.45,
-                           linewidths=0, zorder=3)
-            base = sel[(sel["method"] == config.baseline) & (sel["chunk_size"] == chunk) & (sel["test_set"] == test_set)]
+                ax.errorbar(
+                    stats.index.to_numpy(dtype=float) + dodge,
+                    stats["mean"],
+                    yerr=stats["std"].fillna(0.0),
+                    color=colours[chunk],
+                    linestyle=LINESTYLES[j % len(LINESTYLES)],
+                    marker=MARKERS[j % len(MARKERS)],
+                    capsize=3,
+                    label=f"{variant_label[v]}, {chunk * FRAME_MS} ms chunks",
+                )
+                ax.scatter(
+                    line["apc_shift"].to_numpy(dtype=float) + dodge,
+                    line["wer"],
+                    color=colours[chunk],
+                    s=12,
+                    alpha=0.45,
+                    linewidths=0,
+                    zorder=3,
+                )
+            base = sel[
+                (sel["method"] == config.baseline) & (sel["chunk_size"] == chunk) & (sel["test_set"] == test_set)
+            ]
             if not base.empty:
-                ax.axhline(base["wer"].mean(), color=colours[chunk], linestyle=":", linewidth=1.5,
-                           label=f"{config.baseline} (no KD), {chunk * FRAME_MS} ms chunks")
+                ax.axhline(
+                    base["wer"].mean(),
+                    color=colours[chunk],
+                    linestyle=":",
+                    linewidth=1.5,
+                    label=f"{config.baseline} (no KD), {chunk * FRAME_MS} ms chunks",
+                )
         shifts = sorted(int(s) for s in shifted["apc_shift"].dropna().unique())
         ax.xaxis.set_major_locator(FixedLocator(shifts))
         if len(shifts) == 1:
@@ -208,8 +274,11 @@ def plot_wer_vs_shift(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         ax.set_title(f"test set: {test_set}")
         ax.grid(True, alpha=0.3)
     _figure_legend(fig, axes)
-    _footnote(fig, "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline. "
-                   "Lines are offset slightly sideways for legibility.")
+    _footnote(
+        fig,
+        "Lines: mean over seeds; bars: ±1 std over seeds; dots: single seeds; dotted: baseline. "
+        "Lines are offset slightly sideways for legibility.",
+    )
     return fig
 
 
@@ -233,7 +302,9 @@ def loss_histories(runs: pd.DataFrame) -> Dict[str, Tuple[pd.Series, List[Dict[s
         if history:
             out[record] = (row, history)
         else:
-            log.warning("no training history for %s (no train_summary.json and no epoch lines in log/train.log)", record)
+            log.warning(
+                "no training history for %s (no train_summary.json and no epoch lines in log/train.log)", record
+            )
     return out
 
 
@@ -249,11 +320,15 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     histories = loss_histories(runs)
     title = "Training loss and ASR validation loss"
     if not histories:
-        return _placeholder(title, "No training history (train_summary.json or log/train.log) was found for these runs.")
+        return _placeholder(
+            title, "No training history (train_summary.json or log/train.log) was found for these runs."
+        )
     rows = [row for row, _ in histories.values()]
     frame = pd.DataFrame(rows)
     frame["series"] = [
-        "teacher (full context)" if r["method"] == TEACHER_METHOD else f"{r['model']}, {int(r['chunk_size']) * FRAME_MS} ms chunks"
+        "teacher (full context)"
+        if r["method"] == TEACHER_METHOD
+        else f"{r['model']}, {int(r['chunk_size']) * FRAME_MS} ms chunks"
         for _, r in frame.iterrows()
     ]
     sort_keys: Dict[str, Tuple] = {}
@@ -272,8 +347,16 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         seen.add(series)
         for ax, key in ((ax_train, "train_loss"), (ax_dev, "dev_asr_loss")):
             values = [h[key] for h in history]
-            ax.plot(epochs, values, color=colours[series], marker="o", markersize=3, linewidth=1.3, alpha=0.9,
-                    label=label if ax is ax_train else None)
+            ax.plot(
+                epochs,
+                values,
+                color=colours[series],
+                marker="o",
+                markersize=3,
+                linewidth=1.3,
+                alpha=0.9,
+                label=label if ax is ax_train else None,
+            )
     for ax, title_of, ylabel in (
         (ax_train, "Training loss (each run's objective)", "Loss per frame (nats)"),
         (ax_dev, "ASR loss on the validation (dev) set", "ASR loss per frame (nats)"),
@@ -285,10 +368,18 @@ def plot_loss_curves(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         ax.grid(True, alpha=0.3)
     handles, labels = ax_train.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: series_order.index(labels[i]))
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right upper", fontsize="small",
-               title="run (seeds share a colour)")
-    _footnote(fig, "Training: each run's own objective per frame, for KD students the ASR loss plus the weighted KD term. "
-                   "Validation: the ASR loss alone, comparable between KD students and the baseline.")
+    fig.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="outside right upper",
+        fontsize="small",
+        title="run (seeds share a colour)",
+    )
+    _footnote(
+        fig,
+        "Training: each run's own objective per frame, for KD students the ASR loss plus the weighted KD term. "
+        "Validation: the ASR loss alone, comparable between KD students and the baseline.",
+    )
     return fig
 
 
@@ -298,7 +389,9 @@ def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
     timed = sel[sel["delay_mean_ms"].notna()]
     title = f"WER vs mean emission delay ({decoding})"
     if timed.empty:
-        return _placeholder(title, "No run in these records has emission delays (streamkd emission-delay), so there is nothing to plot.")
+        return _placeholder(
+            title, "No run in these records has emission delays (streamkd emission-delay), so there is nothing to plot."
+        )
     systems = _systems(timed[timed["method"] != TEACHER_METHOD]) if (timed["method"] != TEACHER_METHOD).any() else []
     colours = dict(zip(systems, _colours(len(systems))))
     chunks = sorted(int(c) for c in timed["chunk_size"].dropna().unique())
@@ -309,27 +402,48 @@ def plot_wer_vs_delay(runs: pd.DataFrame, config: ResultsConfig) -> Figure:
         means = part.groupby(["model", "chunk_size"], dropna=False)[["wer", "delay_mean_ms"]].mean().reset_index()
         for _, r in means.iterrows():
             if pd.isna(r["chunk_size"]):  # the teacher: offline, its own times
-                ax.scatter(r["delay_mean_ms"], r["wer"], color=TEACHER_COLOUR, marker="*", s=110, zorder=4,
-                           label="teacher (full context, offline)")
+                ax.scatter(
+                    r["delay_mean_ms"],
+                    r["wer"],
+                    color=TEACHER_COLOUR,
+                    marker="*",
+                    s=110,
+                    zorder=4,
+                    label="teacher (full context, offline)",
+                )
                 continue
             chunk = int(r["chunk_size"])
-            ax.scatter(r["delay_mean_ms"], r["wer"], color=colours[r["model"]], marker=markers[chunk], s=45, zorder=3,
-                       label=f"{r['model']}, {chunk * FRAME_MS} ms chunks")
+            ax.scatter(
+                r["delay_mean_ms"],
+                r["wer"],
+                color=colours[r["model"]],
+                marker=markers[chunk],
+                s=45,
+                zorder=3,
+                label=f"{r['model']}, {chunk * FRAME_MS} ms chunks",
+            )
         ax.set_xlabel("Mean emission delay (ms)")
         ax.set_ylabel("WER (%)")
         ax.set_title(f"test set: {test_set}")
         ax.grid(True, alpha=0.3)
     _figure_legend(fig, axes, title="system, chunk size")
-    _footnote(fig, "Delay: when chunk-by-chunk decoding emits each correctly recognised token minus its time\n"
-                   "in the teacher's forced alignment; mean over tokens, then over seeds. Lower left is better.")
+    _footnote(
+        fig,
+        "Delay: when chunk-by-chunk decoding emits each correctly recognised token minus its time\n"
+        "in the teacher's forced alignment; mean over tokens, then over seeds. Lower left is better.",
+    )
     return fig
 
 
 def build_plots(runs: pd.DataFrame, out_dir: Path, config: Optional[ResultsConfig] = None) -> Dict[str, List[Path]]:
     """Write every figure of :data:`PLOTS` as PNG and PDF to ``out_dir``."""
     config = config or ResultsConfig()
-    makers = {"wer_vs_chunk": plot_wer_vs_chunk, "wer_vs_apc_shift": plot_wer_vs_shift, "loss_curves": plot_loss_curves,
-              "wer_vs_delay": plot_wer_vs_delay}
+    makers = {
+        "wer_vs_chunk": plot_wer_vs_chunk,
+        "wer_vs_apc_shift": plot_wer_vs_shift,
+        "loss_curves": plot_loss_curves,
+        "wer_vs_delay": plot_wer_vs_delay,
+    }
     written = {}
     for name in PLOTS:
         fig = makers[name](runs, config)
@@ -338,6 +452,13 @@ def build_plots(runs: pd.DataFrame, out_dir: Path, config: Optional[ResultsConfi
     return written
 
 
-__all__ = ["PLOTS", "build_plots", "plot_files", "plot_loss_curves", "plot_wer_vs_chunk", "plot_wer_vs_delay", "plot_wer_vs_shift",
-           "save_figure"]
-
+__all__ = [
+    "PLOTS",
+    "build_plots",
+    "plot_files",
+    "plot_loss_curves",
+    "plot_wer_vs_chunk",
+    "plot_wer_vs_delay",
+    "plot_wer_vs_shift",
+    "save_figure",
+]

@@ -140,7 +140,7 @@ def write_html_report(outputs: ReportOutputs, path: Path, config: Optional[Resul
         )
     when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = (
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>streamkd results</title>\n"
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n<title>streamkd results</title>\n'
         f"<style>{TABLE_CSS}{_PAGE_CSS}</style>\n</head>\n<body>\n<h1>streamkd results</h1>\n"
         f"<p>Built {when} from {len(outputs.records)} run record(s). {_downloads([runs_csv] if runs_csv.is_file() else [])}</p>\n"
         f'<div class="caption">{render_caption("workflow", config)}</div>\n<nav><ul>{"".join(toc)}</ul></nav>\n'
@@ -151,7 +151,9 @@ def write_html_report(outputs: ReportOutputs, path: Path, config: Optional[Resul
     return Path(path)
 
 
-def report_from_exp_dir(exp_dir: Path, out_dir: Path, config: Optional[ResultsConfig] = None, skip_invalid: bool = False) -> ReportOutputs:
+def report_from_exp_dir(
+    exp_dir: Path, out_dir: Path, config: Optional[ResultsConfig] = None, skip_invalid: bool = False
+) -> ReportOutputs:
     records = find_records(exp_dir)
     if not records:
         raise FileNotFoundError(f"no record.json under {exp_dir}: run the workflow (or `streamkd record`) first")

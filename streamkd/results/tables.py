@@ -105,8 +105,12 @@ def _params(num: float) -> str:
 def value_stats(table: TableData) -> Tuple[str, ...]:
     """The numbers each chunk size x test set column shows."""
     spec = table.spec
-    return (("wer",) + (("rel",) if spec.relative_reduction else ()) + (("gap",) if spec.gap_recovered else ())
-            + (("delay",) if has_delay(table) else ()))
+    return (
+        ("wer",)
+        + (("rel",) if spec.relative_reduction else ())
+        + (("gap",) if spec.gap_recovered else ())
+        + (("delay",) if has_delay(table) else ())
+    )
 
 
 def has_delay(table: TableData) -> bool:
@@ -136,7 +140,13 @@ def layout(table: TableData) -> Layout:
         values = first.loc[table.systems, key]
         distinct = values.dropna().astype(str).unique()
         averaged = key == "decoded_model" and any(v != "final" for v in distinct)
-        if key == "method" or (key in ALWAYS_SHOWN and len(distinct)) or len(distinct) > 1 or key in varying or averaged:
+        if (
+            key == "method"
+            or (key in ALWAYS_SHOWN and len(distinct))
+            or len(distinct) > 1
+            or key in varying
+            or averaged
+        ):
             shown_labels.append((key, header))
     labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
 
@@ -146,9 +156,7 @@ def layout(table: TableData) -> Layout:
     for _, r in summary.iterrows():
         chunk = None if pd.isna(r["chunk_size"]) else int(r["chunk_size"])
         by_key[(r["model"], chunk, r["test_set"])] = r
-    baseline_wer = {
-        (int(r["chunk_size"]), r["test_set"]): r["baseline_wer"] for _, r in table.baselines.iterrows()
-    }
+    baseline_wer = {(int(r["chunk_size"]), r["test_set"]): r["baseline_wer"] for _, r in table.baselines.iterrows()}
 
     cells: List[List[Cell]] = []
     for model in table.systems:
@@ -182,7 +190,11 @@ def layout(table: TableData) -> Layout:
     for j, col in enumerate(columns):
         if col.stat != "wer":
             continue
-        candidates = [(i, float(cells[i][j].value)) for i in range(len(cells)) if methods[i] != TEACHER and cells[i][j].value is not None]
+        candidates = [
+            (i, float(cells[i][j].value))
+            for i in range(len(cells))
+            if methods[i] != TEACHER and cells[i][j].value is not None
+        ]
         if not candidates:
             continue
         best = min(v for _, v in candidates)
@@ -218,7 +230,11 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
         seed_text = f" ({int(seeds.min())} seed{'s' if seeds.min() != 1 else ''} per student)"
     else:
         seed_text = f" ({int(seeds.min())} to {int(seeds.max())} seeds per student)"
-    decoding = table.decoding if table.teacher_decoding == table.decoding else f"{table.decoding} (teacher: {table.teacher_decoding})"
+    decoding = (
+        table.decoding
+        if table.teacher_decoding == table.decoding
+        else f"{table.decoding} (teacher: {table.teacher_decoding})"
+    )
     stat = "mean ± std over seeds" if spec.std else "mean over seeds"
     title = spec.caption or f"WER (%) on {', '.join(table.test_sets)} with {decoding} decoding, {stat}{seed_text}."
     legend = [
@@ -231,7 +247,9 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
             "the token's time in the teacher's forced alignment of the reference. The teacher's row is its own offline decode."
         )
     if spec.relative_reduction:
-        legend.append(f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors).")
+        legend.append(
+            f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors)."
+        )
     if spec.gap_recovered:
         legend.append(
             f"{GAP_HEADER}: the share of the baseline's WER gap to the full-context teacher that a student closes, "
@@ -242,7 +260,9 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
             f"{DAGGER}: the {table.confidence * 100:g}% paired-bootstrap confidence interval of the WER difference "
             f"to the baseline at the same chunk size excludes zero."
         )
-    legend.append("Bold: the best student in each column. The full-context teacher is a reference, repeated in every chunk column.")
+    legend.append(
+        "Bold: the best student in each column. The full-context teacher is a reference, repeated in every chunk column."
+    )
     if spec.params:
         legend.append(f"{PARAMS_HEADER}: parameters of the decoded model (training-only branches excluded).")
     if table.scored:
@@ -275,8 +295,12 @@ def to_markdown(table: TableData) -> str:
     for i, labels in enumerate(lay.labels):
         rows.append(labels + [_md_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
     frame = pd.DataFrame(rows, columns=range(len(headers)))
-    body = frame.to_markdown(index=False, headers=headers, disable_numparse=True,
-                             colalign=["left"] * len(lay.label_headers) + ["right"] * (len(headers) - len(lay.label_headers)))
+    body = frame.to_markdown(
+        index=False,
+        headers=headers,
+        disable_numparse=True,
+        colalign=["left"] * len(lay.label_headers) + ["right"] * (len(headers) - len(lay.label_headers)),
+    )
     legend = "\n".join(f"- {line}" for line in lay.legend)
     return f"{lay.title}\n\n{body}\n\n{legend}\n"
 
@@ -284,9 +308,20 @@ def to_markdown(table: TableData) -> str:
 # -- LaTeX ------------------------------------------------------------------------------------
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    DASH: "--", "±": r"$\pm$", DAGGER: r"$^{\dagger}$", "'": "'",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    DASH: "--",
+    "±": r"$\pm$",
+    DAGGER: r"$^{\dagger}$",
+    "'": "'",
 }
 
 
@@ -307,7 +342,9 @@ def _tex_cell(cell: Cell) -> str:
     return text + (r"$^{\dagger}$" if cell.mark else "")
 
 
-def _column_tuples(lay: Layout, label_headers: Sequence[str], params_header: Optional[str], stat_names) -> List[Tuple[str, ...]]:
+def _column_tuples(
+    lay: Layout, label_headers: Sequence[str], params_header: Optional[str], stat_names
+) -> List[Tuple[str, ...]]:
     def levels(group: Tuple[str, str, str], name: str) -> Tuple[str, ...]:
         chunk, test, stat = group
         out = [chunk]
@@ -362,10 +399,19 @@ def _add_cmidrules(latex: str) -> str:
 def to_latex(table: TableData) -> str:
     lay = layout(table)
     stat_names = {"wer": "WER", **{k: latex_escape(v) for k, v in STAT_HEADERS.items()}}
-    tuples = _column_tuples(lay, [latex_escape(h) for h in lay.label_headers], latex_escape(PARAMS_HEADER) if lay.params else None, stat_names)
+    tuples = _column_tuples(
+        lay,
+        [latex_escape(h) for h in lay.label_headers],
+        latex_escape(PARAMS_HEADER) if lay.params else None,
+        stat_names,
+    )
     rows = []
     for i, labels in enumerate(lay.labels):
-        rows.append([latex_escape(v) for v in labels] + [_tex_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
+        rows.append(
+            [latex_escape(v) for v in labels]
+            + [_tex_cell(c) for c in lay.cells[i]]
+            + ([lay.params[i]] if lay.params else [])
+        )
     frame = pd.DataFrame(rows, columns=_columns_index(tuples))
     column_format = "l" * len(lay.label_headers) + "r" * (len(tuples) - len(lay.label_headers))
     caption = latex_escape(" ".join([lay.title] + lay.legend))
@@ -411,20 +457,32 @@ def _html_cell(cell: Cell) -> str:
 def html_fragment(table: TableData) -> str:
     """The table (with its title as caption) and its legend, to be placed in an HTML page."""
     lay = layout(table)
-    tuples = _column_tuples(lay, [html.escape(h) for h in lay.label_headers], PARAMS_HEADER if lay.params else None,
-                            {"wer": "WER", **{k: html.escape(v) for k, v in STAT_HEADERS.items()}})
+    tuples = _column_tuples(
+        lay,
+        [html.escape(h) for h in lay.label_headers],
+        PARAMS_HEADER if lay.params else None,
+        {"wer": "WER", **{k: html.escape(v) for k, v in STAT_HEADERS.items()}},
+    )
     rows = []
     for i, labels in enumerate(lay.labels):
-        rows.append([html.escape(v) for v in labels] + [_html_cell(c) for c in lay.cells[i]] + ([lay.params[i]] if lay.params else []))
+        rows.append(
+            [html.escape(v) for v in labels]
+            + [_html_cell(c) for c in lay.cells[i]]
+            + ([lay.params[i]] if lay.params else [])
+        )
     frame = pd.DataFrame(rows, columns=_columns_index(tuples))
     styler = frame.style.hide(axis="index").set_caption(html.escape(lay.title))
     n_labels = len(lay.label_headers)
-    styler = styler.set_td_classes(pd.DataFrame(
-        [["label"] * n_labels + [""] * (len(tuples) - n_labels)] * len(rows), columns=frame.columns, index=frame.index
-    ))
+    styler = styler.set_td_classes(
+        pd.DataFrame(
+            [["label"] * n_labels + [""] * (len(tuples) - n_labels)] * len(rows),
+            columns=frame.columns,
+            index=frame.index,
+        )
+    )
     body = styler.to_html(table_uuid=table.name)
     legend = "\n".join(f"<li>{html.escape(line)}</li>" for line in lay.legend)
-    return f"{body}\n<ul class=\"legend\">\n{legend}\n</ul>\n"
+    return f'{body}\n<ul class="legend">\n{legend}\n</ul>\n'
 
 
 TABLE_CSS = _CSS
@@ -433,7 +491,7 @@ TABLE_CSS = _CSS
 def to_html(table: TableData) -> str:
     """A self-contained HTML page with the table (the Snakemake report shows it)."""
     return (
-        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(table.name)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"{html_fragment(table)}</body>\n</html>\n"
     )
