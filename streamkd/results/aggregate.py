@@ -229,11 +229,10 @@ def relative_reduction(baseline_wer: float, wer: float) -> float:
 
 
 def _baselines(
-    runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, test_sets: List[str]
+    runs: pd.DataFrame, config: ResultsConfig, spec: TableSpec, baseline: str, test_sets: List[str]
 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """The baseline's runs and seed-mean WER per (chunk size, test set), shown in the table or not."""
     decoding, _ = config.table_decoding(spec)
-    baseline = config.table_baseline(spec)
     base = runs[(runs["method"] == baseline) & (runs["decoding"] == decoding) & runs["test_set"].isin(test_sets)]
     if spec.chunk_sizes is not None:
         base = base[base["chunk_size"].isin(spec.chunk_sizes)]
@@ -332,7 +331,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     baseline = config.table_baseline(spec)
     notes: List[str] = []
     stats = seed_statistics(selected)
-    base_runs, baselines = _baselines(runs, config, spec, test_sets)
+    base_runs, baselines = _baselines(runs, config, spec, baseline, test_sets)
     stats = _attach_baseline(stats, baselines)
     if spec.significance:
         stats = _significance(stats, selected, base_runs, config, baseline, notes)

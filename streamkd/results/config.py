@@ -48,7 +48,7 @@ def _optional_list(section: str, name: str, value: Any, kind: type) -> Optional[
     return tuple(value)
 
 
-def _table_baseline(section: str, value: Any) -> Optional[str]:
+def _check_baseline(section: str, value: Any) -> Optional[str]:
     if value == TEACHER_METHOD:
         raise ResultsConfigError(f"{section}.baseline: the baseline is a streaming student method, not the teacher")
     return value
@@ -112,7 +112,7 @@ class TableSpec:
             teacher_decoding_method=options.get("teacher_decoding_method"),
             kd_layers=_optional_list(section, "kd_layers", kd_layers, str),
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
-            baseline=_table_baseline(section, options.get("baseline")),
+            baseline=_check_baseline(section, options.get("baseline")),
             std=options.get("std", cls.std),
             relative_reduction=options.get("relative_reduction", cls.relative_reduction),
             significance=options.get("significance", cls.significance),
@@ -193,8 +193,7 @@ class ResultsConfig:
         for name, value in (("decoding_method", decoding_method), ("baseline", baseline)):
             if not isinstance(value, str) or not value:
                 raise ResultsConfigError(f"results.{name}: expected a non-empty string, got {value!r}")
-        if baseline == TEACHER_METHOD:
-            raise ResultsConfigError("results.baseline: the baseline is a streaming student method, not the teacher")
+        _check_baseline("results", baseline)
         if isinstance(precision, bool) or not isinstance(precision, int) or not 0 <= precision <= 4:
             raise ResultsConfigError(f"results.precision: expected an integer from 0 to 4, got {precision!r}")
         raw_tables = options.get("tables") or {}
