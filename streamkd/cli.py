@@ -17,6 +17,7 @@ from streamkd.cli_support import DEBUG_ENV, ErrorReportingGroup, json_option
 from streamkd.data.corpora import CORPORA
 from streamkd.decode.methods import METHOD_NAMES
 from streamkd.distill.config import METHODS
+from streamkd.k2_support import require_k2
 from streamkd.schema import config_default
 from streamkd.utils import setup_logging
 
@@ -139,6 +140,7 @@ def train_bpe(cuts: Path, model_path: Path, vocab_size: int, model_type: str) ->
 @click.option("--out", required=True, type=PathType)
 def compile_ctc_topo(bpe_model: Path, out: Path) -> None:
     """Build the k2 CTC topology over the BPE vocabulary."""
+    require_k2("the CTC topology (compile-ctc-topo)")
     from streamkd.data.tokenizer import Tokenizer
     from streamkd.decode.ctc import build_ctc_topo, save_graph
 
@@ -173,6 +175,7 @@ def train_lm(cuts: Path, order: int, arpa: Path) -> None:
 @click.option("--out", required=True, type=PathType)
 def compile_hlg(bpe_model: Path, arpa: Path, order: int, out: Path) -> None:
     """Build the HLG graph (CTC topology, BPE lexicon, word LM) for ctc-hlg decoding."""
+    require_k2("the HLG graph (compile-hlg)")
     from streamkd.lang.hlg import compile_hlg as run
 
     run(bpe_model, arpa, order).save(out)
@@ -905,6 +908,7 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
     """Reference token and word times: the reference transcripts force-aligned with a full-context model."""
     import torch
 
+    require_k2("the reference alignment (align-reference)")
     from streamkd.decode.align import align_cuts
 
     torch.set_num_threads(threads)

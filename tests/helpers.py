@@ -6,6 +6,7 @@ test module imports conftest.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -155,6 +156,16 @@ def default_corpus_config():
 
 
 CLI_TIMEOUT = 300  # seconds for one streamkd command in a test
+
+
+def env_without_k2(directory: Path) -> dict:
+    """The environment of a process in which ``import k2`` fails, as where k2 is not installed."""
+    stub = directory / "hidden-k2" / "k2"
+    stub.mkdir(parents=True, exist_ok=True)
+    (stub / "__init__.py").write_text('raise ImportError("k2 is hidden from this process")\n')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(stub.parent), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def streamkd_cli(*args, env=None) -> subprocess.CompletedProcess:

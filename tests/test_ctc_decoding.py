@@ -1,6 +1,7 @@
 import torch
 
 from streamkd.decode.ctc import CtcOneBestDecoder, build_ctc_topo
+from streamkd.decode.ctc_greedy import CtcGreedySearch
 
 VOCAB = 6
 
@@ -56,3 +57,35 @@ def test_one_best_equals_argmax_and_collapse_on_random_posteriors():
     expected = [argmax_and_collapse(log_probs[i, : int(n)]) for i, n in enumerate(lengths)]
     assert got == expected
     assert sum(len(h) for h in expected) > 100  # the case is not trivially empty
+
+
+def test_greedy_equals_one_best_on_random_posteriors():
+    """ctc-greedy (torch alone) and ctc-1best (k2 over the plain topology) find the same path."""
+    generator = torch.Generator().manual_seed(5)
+    lengths = torch.randint(1, 50, (12,), generator=generator)
+    log_probs = (0.8 * torch.randn(12, int(lengths.max()), VOCAB, generator=generator)).log_softmax(-1)
+    greedy = CtcGreedySearch(12)
+    greedy.advance(log_probs, lengths)
+    one_best = CtcOneBestDecoder(build_ctc_topo(VOCAB), search_beam=50.0, output_beam=50.0)
+    assert greedy.finish() == one_best(log_probs, lengths)
+    assert sum(len(h) for h in greedy.finish()) > 100
+
+
+def test_greedy_fed_chunk_by_chunk_equals_whole_utterances():
+    """A token whose frames straddle two chunks is emitted once; a blank between repeats keeps both."""
+    log_probs, lengths = batch([3, 3, 3, 0, 3, 2, 2, 2, 5], [1, 1, 0, 1, 4], [2])
+    whole = CtcGreedySearch(3)
+    whole.advance(log_probs, lengths)
+    assert whole.finish() == [[3, 3, 2, 5], [1, 1, 4], [2]]
+    chunked = CtcGreedySearch(3)
+    for start in range(0, log_probs.size(1), 2):
+        piece = log_probs[:, start : start + 2]
+        chunked.advance(piece, (lengths - start).clamp(min=0, max=piece.size(1)))
+    assert chunked.finish() == whole.finish()
+
+
+def test_greedy_ignores_padding_frames():
+    log_probs, _ = batch([2, 0, 4, 4, 1])
+    search = CtcGreedySearch(1)
+    search.advance(log_probs, torch.tensor([3]))
+    assert search.finish() == [[2, 4]]

@@ -44,8 +44,10 @@ TEACHER = dict(
 STUDENT = dict(TEACHER, d_model=24, num_layers=2, ff_dim=48, causal=True, chunk_size=2)
 ALL_TARGETS = TargetSpec(layers=(1, 2, 3), posteriors=True)
 LENGTHS = (97, 143, 120, 64, 181)
-# The teacher's float32 outputs for an utterance change by ~1e-6 with the batch it is padded into.
-BATCHING_NOISE = 1e-5
+# The teacher's float32 outputs for an utterance change with the batch it is padded into: by
+# ~1e-6 on some CPUs, up to 3.5e-5 on AVX-512 ones. Still far below float16's rounding error
+# (~1e-3 at the values checked) and a mix-up of cuts (~1).
+BATCHING_NOISE = 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamkd.utils import file_digest
+
 from fakes import write_tone_corpus
 from helpers import REPO
 
@@ -262,6 +264,10 @@ def test_killed_aux_student_resumes_mid_epoch_to_identical_parameters(data, teac
     resumed = run(cmd)
     assert "resumed from" in resumed.stderr and "kd=" in resumed.stderr
     assert_same_run(out, reference)
+    # The summary names the teacher and the student's own checkpoint by content.
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["teacher_sha256"] == file_digest(teacher)
+    assert summary["checkpoint_sha256"] == file_digest(out / "model.pt")
 
 
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_identically(data, uninterrupted, tmp_path):

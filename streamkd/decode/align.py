@@ -27,17 +27,13 @@ import torch
 from torch import Tensor
 
 from streamkd.model.ctc import BLANK_ID
+from streamkd.model.subsampling import ENCODER_FRAME_MS as FRAME_MS
+from streamkd.model.subsampling import frame_time_ms
 from streamkd.model.transducer import TransducerHead
 
-FRAME_MS = 40.0  # one encoder frame after 4x subsampling of 10 ms features
 WORD_START = "\u2581"  # sentencepiece's word-boundary mark
 
 log = logging.getLogger(__name__)
-
-
-def frame_time_ms(frame: int) -> float:
-    """The end of encoder frame ``frame``'s own audio span."""
-    return (frame + 1) * FRAME_MS
 
 
 @dataclass

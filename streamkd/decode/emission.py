@@ -36,11 +36,10 @@ import torch
 from torch import Tensor
 
 from streamkd.data.loaders import Batch, eval_dataloader, load_cuts, unpack_batch
-from streamkd.decode.align import frame_time_ms
 from streamkd.decode.methods import STREAMING_SUFFIX, parse_method
 from streamkd.decode.run import Decoder, SearchOptions, load_decoder, stream_chunks
 from streamkd.model.streaming import StreamingEncoder
-from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, input_frames_needed
+from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, frame_time_ms, input_frames_needed
 from streamkd.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)

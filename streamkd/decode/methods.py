@@ -5,6 +5,7 @@ A method name is ``<head>-<search>`` with an optional ``-streaming`` suffix:
 ========================  ======  ==========================================  ===========
 name                      head    search                                      graph
 ========================  ======  ==========================================  ===========
+ctc-greedy                CTC     arg-max per frame, repeats and blanks out   -
 ctc-1best                 CTC     Viterbi best path over the CTC topology     ctc_topo.pt
 ctc-hlg                   CTC     best path over HLG (lexicon + word n-gram)  HLG.pt
 rnnt-greedy               RNN-T   arg-max per frame                           -
@@ -16,6 +17,10 @@ Without the suffix the encoder runs over whole utterances (a streaming student w
 chunk mask: "simulated" streaming). With ``-streaming`` the encoder runs chunk by chunk with
 attention/convolution caches (:class:`streamkd.model.StreamingEncoder`) and the search
 consumes each chunk as it is produced; only causal, chunked students can do that.
+
+``ctc-greedy`` needs torch alone; every other method needs k2 (:mod:`streamkd.k2_support`).
+Over the plain CTC topology the Viterbi best path is the frame-wise arg-max, so
+``ctc-greedy`` and ``ctc-1best`` give the same hypotheses (up to ties and k2's pruning).
 """
 
 from __future__ import annotations
@@ -39,21 +44,26 @@ class DecodingMethod:
     @property
     def graph(self) -> Optional[str]:
         """Which graph file the method reads: "ctc_topo", "hlg" or None."""
-        if self.head != "ctc":
-            return None
-        return "hlg" if self.search == "hlg" else "ctc_topo"
+        return _GRAPHS.get((self.head, self.search))
+
+    @property
+    def needs_k2(self) -> bool:
+        return (self.head, self.search) != ("ctc", "greedy")
 
     def supported_by(self, head: "HeadConfig") -> bool:
         return head.has_ctc if self.head == "ctc" else head.has_transducer
 
 
 _BASE = {
+    "ctc-greedy": ("ctc", "greedy"),
     "ctc-1best": ("ctc", "1best"),
     "ctc-hlg": ("ctc", "hlg"),
     "rnnt-greedy": ("transducer", "greedy"),
     "rnnt-modified-beam": ("transducer", "modified-beam"),
     "rnnt-fast-beam": ("transducer", "fast-beam"),
 }
+
+_GRAPHS = {("ctc", "1best"): "ctc_topo", ("ctc", "hlg"): "hlg"}
 
 METHOD_NAMES: List[str] = [name + suffix for suffix in ("", STREAMING_SUFFIX) for name in _BASE]
 

@@ -14,23 +14,27 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
 
-import k2
 import torch
 from torch import Tensor
 
 from streamkd.data.loaders import Batch, eval_dataloader, load_cuts, unpack_batch
 from streamkd.data.tokenizer import Tokenizer
-from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch, load_graph
+from streamkd.decode.ctc_greedy import CtcGreedySearch
 from streamkd.decode.methods import DecodingMethod, check_method, parse_method
-from streamkd.decode.transducer import FastBeamSearch, GreedySearch, ModifiedBeamSearch
-from streamkd.lang.hlg import WordGraph
+from streamkd.k2_support import require_k2
 from streamkd.model.asr import AsrModel
 from streamkd.model.checkpoint import load_model
 from streamkd.model.streaming import StreamingEncoder
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS
 from streamkd.utils import atomic_path, format_seconds, write_json
+
+if TYPE_CHECKING:  # k2 and the modules built on it are imported only by the methods that need them
+    import k2
+
+    from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch
+    from streamkd.lang.hlg import WordGraph
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ class SearchOptions:
 class _WholeUtteranceCtc:
     """Adapter: collects CTC posteriors, decodes them with k2 when the utterances are complete."""
 
-    def __init__(self, model: AsrModel, decoder: CtcOneBestDecoder, batch_size: int):
+    def __init__(self, model: AsrModel, decoder: "CtcOneBestDecoder", batch_size: int):
         self.model, self.decoder = model, decoder
         self.result: List[List[int]] = [[] for _ in range(batch_size)]
 
@@ -65,10 +69,10 @@ class _WholeUtteranceCtc:
         return self.result
 
 
-class _StreamingCtc:
-    """Adapter: CTC posteriors of each chunk go straight to the online intersecter."""
+class _IncrementalCtc:
+    """Adapter: CTC posteriors of each chunk (or whole utterance) go straight to a search that keeps its state."""
 
-    def __init__(self, model: AsrModel, search: StreamingCtcSearch):
+    def __init__(self, model: AsrModel, search: Union["StreamingCtcSearch", CtcGreedySearch]):
         self.model, self.search = model, search
 
     def advance(self, encoder_out: Tensor, lengths: Tensor) -> None:
@@ -87,25 +91,36 @@ class Decoder:
         model: AsrModel,
         method: DecodingMethod,
         tokenizer: Tokenizer,
-        graph: Union[k2.Fsa, WordGraph, None] = None,
+        graph: Union["k2.Fsa", "WordGraph", None] = None,
         options: SearchOptions = SearchOptions(),
     ):
         self.model, self.method, self.tokenizer, self.options = model, method, tokenizer, options
-        self.words = graph if isinstance(graph, WordGraph) else None
-        self.fsa = graph.fsa if isinstance(graph, WordGraph) else graph
-        if method.head == "ctc" and self.fsa is None:
+        self.words = graph if method.graph == "hlg" else None
+        self.fsa = graph.fsa if self.words is not None else graph
+        if method.graph is not None and self.fsa is None:
             raise ValueError(f"decoding method {method.name!r} needs a graph")
         # The online intersecter takes an FsaVec: build it once, not per batch.
-        self.fsa_vec = k2.Fsa.from_fsas([self.fsa]) if method.head == "ctc" and method.streaming else None
+        if method.graph is not None and method.streaming:
+            self.fsa_vec = require_k2(f"decoding method {method.name!r}").Fsa.from_fsas([self.fsa])
+        else:
+            self.fsa_vec = None
 
     def new_search(self, batch_size: int):
         o, m = self.options, self.method
+        if m.needs_k2:
+            require_k2(f"decoding method {m.name!r}")
         if m.head == "ctc":
+            if m.search == "greedy":
+                return _IncrementalCtc(self.model, CtcGreedySearch(batch_size))
+            from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch
+
             if m.streaming:
-                return _StreamingCtc(
+                return _IncrementalCtc(
                     self.model, StreamingCtcSearch(self.fsa_vec, batch_size, o.search_beam, o.output_beam)
                 )
             return _WholeUtteranceCtc(self.model, CtcOneBestDecoder(self.fsa, o.search_beam, o.output_beam), batch_size)
+        from streamkd.decode.transducer import FastBeamSearch, GreedySearch, ModifiedBeamSearch
+
         head = self.model.transducer
         if m.search == "greedy":
             return GreedySearch(head, batch_size, o.max_symbols_per_frame)
@@ -157,11 +172,16 @@ def decode_streaming(stream: StreamingEncoder, decoder: Decoder, batch: Batch) -
 
 def load_decoding_graph(
     method: DecodingMethod, graph_path: Optional[Path], vocab_size: int
-) -> Union[k2.Fsa, WordGraph, None]:
+) -> Union["k2.Fsa", "WordGraph", None]:
+    if method.needs_k2:  # before any other complaint: the graph alone would not help
+        require_k2(f"decoding method {method.name!r}")
     if method.graph is None:
         return None
     if graph_path is None:
         raise ValueError(f"decoding method {method.name!r} needs --graph ({method.graph})")
+    from streamkd.decode.ctc import load_graph
+    from streamkd.lang.hlg import WordGraph
+
     if method.graph == "hlg":
         graph = WordGraph.load(graph_path)
         if graph.vocab_size != vocab_size:
@@ -186,7 +206,7 @@ class LoadedDecoder:
     model: AsrModel
     method: DecodingMethod
     tokenizer: Tokenizer
-    graph: Union[k2.Fsa, WordGraph, None]
+    graph: Union["k2.Fsa", "WordGraph", None]
     decoder: Decoder
     stream: Optional[StreamingEncoder]  # for "-streaming" methods
     chunk_size: Optional[int]  # the chunk the encoder runs with (None: full context)
@@ -212,10 +232,10 @@ def load_decoder(
     streams_by_design = bool(encoder.config.causal and effective_chunk is not None and effective_chunk > 0)
     check_method(decoding, model.head, streams_by_design, str(checkpoint))
     graph = load_decoding_graph(decoding, graph_path, tokenizer.vocab_size)
-    if isinstance(graph, k2.Fsa):
-        graph = graph.to(device)
-    elif isinstance(graph, WordGraph):
+    if decoding.graph == "hlg":
         graph.fsa = graph.fsa.to(device)
+    elif graph is not None:
+        graph = graph.to(device)
     decoder = Decoder(model, decoding, tokenizer, graph, options)
     stream = StreamingEncoder(encoder, chunk_size=chunk_size) if decoding.streaming else None
     return LoadedDecoder(model, decoding, tokenizer, graph, decoder, stream, effective_chunk, streams_by_design)

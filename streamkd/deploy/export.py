@@ -4,7 +4,8 @@ The folder holds
 
 - ``model.pt`` (the checkpoint) and ``bpe.model``, which ``streamkd transcribe --model-dir``
   reads, and ``tokens.txt`` (``piece id`` per line, as sherpa-onnx reads tokens),
-- ``ctc_topo.pt`` for a CTC head and ``HLG.pt`` when one is given, so CTC methods need no path,
+- ``ctc_topo.pt`` for a CTC head (where k2 is installed; ``ctc-greedy`` needs no graph) and
+  ``HLG.pt`` when one is given, so CTC methods need no path,
 - ``encoder.onnx`` and ``encoder.torchscript.pt``: :class:`ChunkEncoder` (one chunk + states in,
   frames + new states out) with its metadata embedded (ONNX ``metadata_props``; TorchScript
   extra file ``metadata.json``),
@@ -26,9 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from streamkd.data.tokenizer import Tokenizer
-from streamkd.decode.ctc import build_ctc_topo, save_graph
 from streamkd.deploy.chunk_encoder import INPUT_NAMES, ChunkEncoder
-from streamkd.lang.hlg import WordGraph
+from streamkd.k2_support import k2_available, require_k2
 from streamkd.model.checkpoint import load_model
 from streamkd.utils import atomic_path, write_json, write_text
 
@@ -181,7 +181,12 @@ def export_model_dir(
             with atomic_path(out_dir / name) as tmp:
                 shutil.copyfile(source, tmp)
     _write_tokens(tokenizer, out_dir / TOKENS_FILE)
-    if model.ctc is not None:
+    if hlg is not None:
+        require_k2("shipping an HLG graph with the model")
+    if model.ctc is not None and k2_available():  # without k2 the folder decodes with ctc-greedy
+        from streamkd.decode.ctc import build_ctc_topo, save_graph
+        from streamkd.lang.hlg import WordGraph
+
         save_graph(build_ctc_topo(tokenizer.vocab_size), out_dir / CTC_TOPO_FILE)
         files.append(CTC_TOPO_FILE)
         if hlg is not None:

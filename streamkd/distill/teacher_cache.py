@@ -19,7 +19,6 @@ teacher, one that lacks a field the student needs, or one that misses a training
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -36,7 +35,7 @@ from torch import Tensor
 from streamkd.data.loaders import eval_dataloader, load_cuts, unpack_batch
 from streamkd.distill.teacher import FrozenTeacher
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
-from streamkd.utils import atomic_path, format_seconds, write_json
+from streamkd.utils import atomic_path, file_digest, format_seconds, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +75,6 @@ class TargetSpec:
 
     def covers(self, other: "TargetSpec") -> bool:
         return set(other.layers) <= set(self.layers) and (self.posteriors or not other.posteriors)
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file: the identity of the teacher checkpoint a cache was built from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def teacher_targets(teacher: FrozenTeacher, feats: Tensor, feat_lens: Tensor, spec: TargetSpec):

@@ -36,6 +36,9 @@ LOOKAHEAD_FRAMES = RIGHT_CONTEXT_FRAMES - (SUBSAMPLING_FACTOR - 1)
 MIN_INPUT_FRAMES = RECEPTIVE_FIELD_FRAMES
 """Shortest input that yields at least one output frame."""
 
+ENCODER_FRAME_MS = SUBSAMPLING_FACTOR * INPUT_FRAME_SHIFT_MS
+"""One encoder (output) frame: 40 ms."""
+
 IntOrTensor = TypeVar("IntOrTensor", int, Tensor)
 
 
@@ -67,6 +70,11 @@ def input_frames_needed(num_output_frames: int) -> int:
     if num_output_frames <= 0:
         return 0
     return SUBSAMPLING_FACTOR * (num_output_frames - 1) + RECEPTIVE_FIELD_FRAMES
+
+
+def frame_time_ms(frame: int) -> float:
+    """The end of encoder frame ``frame``'s own audio span: when a decoder that has seen it could show its token."""
+    return (frame + 1) * ENCODER_FRAME_MS
 
 
 def algorithmic_latency_ms(chunk_size: int, frame_shift_ms: float = INPUT_FRAME_SHIFT_MS) -> float:
@@ -118,6 +126,8 @@ __all__ = [
     "RIGHT_CONTEXT_FRAMES",
     "LOOKAHEAD_FRAMES",
     "MIN_INPUT_FRAMES",
+    "ENCODER_FRAME_MS",
+    "frame_time_ms",
     "subsampled_lengths",
     "input_frames_needed",
     "algorithmic_latency_ms",

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
-import k2
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from streamkd.k2_support import require_k2
 
 from .ctc import BLANK_ID
 from .heads import HeadConfig
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 # Log-probability used for "impossible" entries of the collapsed KD distribution: finite, so
 # a KL term over it stays finite (0 * log 0 is taken as 0 by torch's kl_div only for target 0).
 IMPOSSIBLE_LOG_PROB = -1e4
+
+
+def _k2():
+    return require_k2("a transducer head (the pruned RNN-T loss)")
 
 
 class StatelessPredictor(nn.Module):
@@ -98,6 +103,7 @@ class TransducerHead(nn.Module):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must include blank and at least one token, got {vocab_size}")
+        _k2()  # fail when the model is built, not at its first loss
         self.vocab_size = vocab_size
         self.config = config
         self.predictor = StatelessPredictor(vocab_size, config.decoder_dim, config.context_size)
@@ -139,7 +145,7 @@ class TransducerHead(nn.Module):
     # -- loss ------------------------------------------------------------------------------
 
     def _simple_loss(self, encoder_out: Tensor, decoder_out: Tensor, padded: PaddedTargets, return_grad: bool):
-        return k2.rnnt_loss_smoothed(
+        return _k2().rnnt_loss_smoothed(
             lm=self.simple_lm_proj(decoder_out).float(),
             am=self.simple_am_proj(encoder_out).float(),
             symbols=padded.symbols,
@@ -184,9 +190,9 @@ class TransducerHead(nn.Module):
         padded = self.pad_targets(targets, encoder_lens)
         decoder_out = self.predictor_outputs(padded.symbols)
         simple, (px_grad, py_grad) = self._simple_loss(encoder_out, decoder_out, padded, return_grad=True)
-        ranges = k2.get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
+        ranges = _k2().get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
         logits = self.pruned_logits(encoder_out, decoder_out, ranges)
-        pruned = k2.rnnt_loss_pruned(
+        pruned = _k2().rnnt_loss_pruned(
             logits=logits.float(),
             symbols=padded.symbols,
             ranges=ranges,
@@ -202,7 +208,7 @@ class TransducerHead(nn.Module):
         padded = self.pad_targets(targets, encoder_lens)
         decoder_out = self.predictor_outputs(padded.symbols)
         logits = self.joiner(encoder_out.unsqueeze(2), decoder_out.unsqueeze(1))
-        return k2.rnnt_loss(
+        return _k2().rnnt_loss(
             logits=logits.float(),
             symbols=padded.symbols,
             termination_symbol=BLANK_ID,
@@ -214,7 +220,7 @@ class TransducerHead(nn.Module):
 
     def pruned_logits(self, encoder_out: Tensor, decoder_out: Tensor, ranges: Tensor) -> Tensor:
         """Joiner logits (B, T, R, V) on the lattice nodes (t, ranges[b, t, r])."""
-        am, lm = k2.do_rnnt_pruning(
+        am, lm = _k2().do_rnnt_pruning(
             am=self.joiner.encoder_proj(encoder_out), lm=self.joiner.decoder_proj(decoder_out), ranges=ranges
         )
         return self.joiner(am, lm, project_input=False)
@@ -233,7 +239,7 @@ class TransducerHead(nn.Module):
             return self.full_ranges(b, t, s, encoder_out.device)
         decoder_out = self.predictor_outputs(padded.symbols)
         _, (px_grad, py_grad) = self._simple_loss(encoder_out, decoder_out, padded, return_grad=True)
-        return k2.get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
+        return _k2().get_rnnt_prune_ranges(px_grad, py_grad, padded.boundary, self.config.prune_range)
 
     def collapsed_log_probs(
         self,

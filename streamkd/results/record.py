@@ -49,8 +49,7 @@ def score_hyps(hyps_path: Path, summary_path: Path, errors_path: Path) -> WerSum
     return summary
 
 
-def software_versions() -> Dict[str, str]:
-    import k2.version
+def software_versions() -> Dict[str, Optional[str]]:
     import lhotse
     import sentencepiece
     import torch
@@ -60,11 +59,18 @@ def software_versions() -> Dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "k2": k2.version.__version__,
+        "k2": _k2_version(),
         "lhotse": lhotse.__version__,
         "sentencepiece": sentencepiece.__version__,
         "streamkd": streamkd.__version__,
     }
+
+
+def _k2_version() -> Optional[str]:
+    """None in an environment without k2 (CTC heads, greedy decoding)."""
+    from streamkd.k2_support import k2_available, require_k2
+
+    return require_k2("its version").version.__version__ if k2_available() else None
 
 
 def relative_to_record(path: Union[str, Path], record_dir: Union[str, Path]) -> str:

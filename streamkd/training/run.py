@@ -20,6 +20,7 @@ from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
+from streamkd.utils import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ def train_asr(
         # The student plus KD branches/projections; the frozen teacher is not trained.
         "num_params_training": sum(p.numel() for p in objective.parameters() if p.requires_grad),
         "teacher_checkpoint": str(teacher_checkpoint) if teacher_checkpoint else None,
+        # Which teacher, by content: a retrained teacher with the same config is another teacher.
+        "teacher_sha256": file_digest(teacher_checkpoint) if teacher_checkpoint else None,
     }
     if role == "teacher":
         meta["method"] = "teacher"

@@ -53,7 +53,7 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.monitor import TrainingMonitor
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
-from streamkd.utils import atomic_path, cpu_model, format_seconds, write_json
+from streamkd.utils import atomic_path, cpu_model, file_digest, format_seconds, write_json
 
 log = logging.getLogger(__name__)
 
@@ -596,6 +596,8 @@ class Trainer:
         }
         if self.dist.is_main:
             save_model(self.out_dir / "model.pt", model, meta=summary)
+            # Beside the checkpoint, not in it: a KD student's summary names its teacher by this digest.
+            summary["checkpoint_sha256"] = file_digest(self.out_dir / "model.pt")
             write_json(self.out_dir / "train_summary.json", summary)
             log.info("wrote %s (%d parameters)", self.out_dir / "model.pt", summary["num_params"])
         self.dist.barrier()

@@ -11,10 +11,12 @@ from streamkd.config import validate_config
 from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
 from streamkd.distill.grid import expand_grid, kd_weight, parse_teacher_cache_name, teacher_cache_name
+from streamkd.k2_support import check_k2_for
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
 from streamkd.training.averaging import FINAL, averaged_model_name
 
 validate_config(config, source="snakemake config")
+check_k2_for(config, source="snakemake config")
 
 DATA = config["data_dir"]
 EXP = config["exp_dir"]
@@ -207,6 +209,8 @@ ALIGN_OUT = f"{EXP}/{TEACHER_RUN}/align/{{test_set}}-{{head}}.jsonl"
 def emission_methods(run):
     """Token-level methods of a run that get emission times: students' chunk-by-chunk searches,
     the teacher's offline ones (HLG decoding outputs words and is left out)."""
+    if not config["decoding"]["emission_delay"]:
+        return []
     methods = [parse_method(m) for m in run_methods(run)]
     return [m.name for m in methods if m.search != "hlg" and m.streaming == (run != TEACHER_RUN)]
 
