@@ -6,10 +6,30 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamkd.k2_support import k2_available
+
 from helpers import REPO
 
 # The models under test are tiny: one thread avoids contention on a busy machine.
 torch.set_num_threads(1)
+
+# Tests of what is built on k2 (graphs and their searches, transducers, the forced alignment,
+# and the exported folders that ship graphs): where k2 is not installed they are not collected.
+# tests/test_without_k2.py checks that everything else runs there.
+K2_TEST_MODULES = [
+    "test_ctc_decoding.py",
+    "test_decode_run.py",
+    "test_deploy.py",
+    "test_emission.py",
+    "test_hlg.py",
+    "test_transducer.py",
+]
+collect_ignore = [] if k2_available() else K2_TEST_MODULES
+
+
+def pytest_report_header(config):
+    if not k2_available():
+        return f"k2 is not installed: not collected (k2 features): {', '.join(K2_TEST_MODULES)}"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,6 +157,26 @@ def default_corpus_config():
 
 
 CLI_TIMEOUT = 300  # seconds for one streamkd command in a test
+
+
+CTC_VOCAB = 6  # blank and five tokens: hand-written CTC posteriors
+
+
+def ctc_posteriors(frames):
+    """Log-posteriors that put (almost) all mass on the given token per frame."""
+    logits = torch.full((len(frames), CTC_VOCAB), -8.0)
+    for t, token in enumerate(frames):
+        logits[t, token] = 4.0
+    return logits.log_softmax(-1)
+
+
+def ctc_batch(*utterances):
+    """A padded (B, T, CTC_VOCAB) batch of :func:`ctc_posteriors` and its lengths."""
+    max_len = max(len(u) for u in utterances)
+    x = torch.full((len(utterances), max_len, CTC_VOCAB), -8.0).log_softmax(-1)
+    for i, u in enumerate(utterances):
+        x[i, : len(u)] = ctc_posteriors(u)
+    return x, torch.tensor([len(u) for u in utterances])
 
 
 def env_without_k2(directory: Path) -> dict:

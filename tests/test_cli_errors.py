@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 
-from streamkd.decode.ctc import build_ctc_topo, save_graph
 from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 
@@ -28,7 +27,6 @@ def files(tmp_path_factory):
     from streamkd.data.tokenizer import Tokenizer
 
     vocab = Tokenizer(bpe).vocab_size
-    save_graph(build_ctc_topo(vocab), d / "ctc_topo.pt")
     torch.manual_seed(0)
     # The second cut is 3 frames (30 ms): too short for the front-end's 7.
     cuts = write_feature_cuts(d, [torch.randn(n, 80) for n in (83, 3, 61)], TEXTS[:3])
@@ -46,8 +44,8 @@ def decode_args(d, bpe, cuts, checkpoint):
         cuts,
         "--bpe-model",
         bpe,
-        "--graph",
-        d / "ctc_topo.pt",
+        "--method",
+        "ctc-greedy",
         "--hyps",
         d / "hyps.jsonl",
     )

@@ -3,23 +3,8 @@ import torch
 from streamkd.decode.ctc import CtcOneBestDecoder, build_ctc_topo
 from streamkd.decode.ctc_greedy import CtcGreedySearch
 
-VOCAB = 6
-
-
-def posteriors(frames):
-    """Log-posteriors that put (almost) all mass on the given token per frame."""
-    logits = torch.full((len(frames), VOCAB), -8.0)
-    for t, token in enumerate(frames):
-        logits[t, token] = 4.0
-    return logits.log_softmax(-1)
-
-
-def batch(*utterances):
-    max_len = max(len(u) for u in utterances)
-    x = torch.full((len(utterances), max_len, VOCAB), -8.0).log_softmax(-1)
-    for i, u in enumerate(utterances):
-        x[i, : len(u)] = posteriors(u)
-    return x, torch.tensor([len(u) for u in utterances])
+from helpers import CTC_VOCAB as VOCAB
+from helpers import ctc_batch as batch
 
 
 def test_one_best_collapses_repeats_and_removes_blanks():
@@ -69,23 +54,3 @@ def test_greedy_equals_one_best_on_random_posteriors():
     one_best = CtcOneBestDecoder(build_ctc_topo(VOCAB), search_beam=50.0, output_beam=50.0)
     assert greedy.finish() == one_best(log_probs, lengths)
     assert sum(len(h) for h in greedy.finish()) > 100
-
-
-def test_greedy_fed_chunk_by_chunk_equals_whole_utterances():
-    """A token whose frames straddle two chunks is emitted once; a blank between repeats keeps both."""
-    log_probs, lengths = batch([3, 3, 3, 0, 3, 2, 2, 2, 5], [1, 1, 0, 1, 4], [2])
-    whole = CtcGreedySearch(3)
-    whole.advance(log_probs, lengths)
-    assert whole.finish() == [[3, 3, 2, 5], [1, 1, 4], [2]]
-    chunked = CtcGreedySearch(3)
-    for start in range(0, log_probs.size(1), 2):
-        piece = log_probs[:, start : start + 2]
-        chunked.advance(piece, (lengths - start).clamp(min=0, max=piece.size(1)))
-    assert chunked.finish() == whole.finish()
-
-
-def test_greedy_ignores_padding_frames():
-    log_probs, _ = batch([2, 0, 4, 4, 1])
-    search = CtcGreedySearch(1)
-    search.advance(log_probs, torch.tensor([3]))
-    assert search.finish() == [[2, 4]]

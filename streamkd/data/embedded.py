@@ -430,13 +430,13 @@ def synthesise_clean(plan: UtterancePlan, sampling_rate: int) -> np.ndarray:
 
 
 def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Band-limited resampling of a mono signal (torchaudio's sinc interpolation)."""
+    """Band-limited resampling of a mono signal (torchaudio's sinc interpolation, as lhotse ships it)."""
     if orig_rate == new_rate:
         return samples.astype(np.float32)
     import torch
-    import torchaudio.functional as AF
+    from lhotse.augmentation.resample import resample as sinc_resample
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), orig_rate, new_rate)
+    out = sinc_resample(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), orig_rate, new_rate)
     return out.numpy()
 
 

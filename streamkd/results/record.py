@@ -68,9 +68,13 @@ def software_versions() -> Dict[str, Optional[str]]:
 
 def _k2_version() -> Optional[str]:
     """None in an environment without k2 (CTC heads, greedy decoding)."""
-    from streamkd.k2_support import k2_available, require_k2
+    from streamkd.k2_support import k2_available
 
-    return require_k2("its version").version.__version__ if k2_available() else None
+    if not k2_available():
+        return None
+    import k2.version
+
+    return k2.version.__version__
 
 
 def relative_to_record(path: Union[str, Path], record_dir: Union[str, Path]) -> str:

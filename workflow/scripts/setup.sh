@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Set up everything streamkd needs on a fresh Debian machine:
 #   - the Debian packages the embedded corpus is synthesised with (espeak-ng, flite, fortunes)
-#   - a Python 3.9 virtual environment (.venv) with the pinned requirements and streamkd itself
+#   - a virtual environment with the pinned requirements of one stack and streamkd itself:
+#       STREAMKD_STACK=k2 (default): CPython 3.9, torch 1.13.1, k2 1.23.4 -> .venv, requirements.txt
+#       STREAMKD_STACK=torch2: CPython 3.11, torch 2.x, no k2 -> .venv-torch2, requirements-torch2.txt
 # Safe to re-run: it only installs what is missing or out of date.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="${STREAMKD_VENV:-$REPO/.venv}"
+STACK="${STREAMKD_STACK:-k2}"
+case "$STACK" in
+    # k2 1.23.4, the only k2 wheel on PyPI, is built for CPython 3.9 and torch 1.13.1.
+    k2) PYTHON_VERSION=3.9 REQUIREMENTS=requirements.txt DEFAULT_VENV=.venv IMPORTS="k2, " ;;
+    torch2) PYTHON_VERSION=3.11 REQUIREMENTS=requirements-torch2.txt DEFAULT_VENV=.venv-torch2 IMPORTS="" ;;
+    *) echo "[setup] unknown STREAMKD_STACK '$STACK': use k2 or torch2" >&2; exit 1 ;;
+esac
+VENV="${STREAMKD_VENV:-$REPO/$DEFAULT_VENV}"
 DEBIAN_PACKAGES=(espeak-ng flite fortunes fortunes-min)
 
 say() { echo "[setup] $*" >&2; }
@@ -26,17 +35,17 @@ install_debian_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# k2 1.23.4, the only k2 wheel on PyPI, is built for CPython 3.9 and torch 1.13.1.
-find_python39() {
+find_python() {
     local candidates=()
     [ -n "${STREAMKD_PYTHON:-}" ] && candidates+=("$STREAMKD_PYTHON")
-    command -v python3.9 >/dev/null 2>&1 && candidates+=("$(command -v python3.9)")
+    command -v "python$PYTHON_VERSION" >/dev/null 2>&1 && candidates+=("$(command -v "python$PYTHON_VERSION")")
     if command -v pyenv >/dev/null 2>&1; then
-        candidates+=("$(pyenv root)"/versions/3.9.*/bin/python)
+        candidates+=("$(pyenv root)"/versions/"$PYTHON_VERSION".*/bin/python)
     fi
-    candidates+=("$HOME"/.pyenv/versions/3.9.*/bin/python /root/.pyenv/versions/3.9.*/bin/python /usr/bin/python3.9 /usr/local/bin/python3.9)
+    candidates+=("$HOME"/.pyenv/versions/"$PYTHON_VERSION".*/bin/python /root/.pyenv/versions/"$PYTHON_VERSION".*/bin/python)
+    candidates+=("/usr/bin/python$PYTHON_VERSION" "/usr/local/bin/python$PYTHON_VERSION")
     for py in "${candidates[@]}"; do
-        if [ -x "$py" ] && "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' 2>/dev/null; then
+        if [ -x "$py" ] && "$py" -c "import sys; sys.exit(f'{sys.version_info[0]}.{sys.version_info[1]}' != '$PYTHON_VERSION')" 2>/dev/null; then
             echo "$py"
             return 0
         fi
@@ -47,23 +56,23 @@ find_python39() {
 create_venv() {
     local stamp="$VENV/.requirements.sha256"
     local want
-    want="$(cat "$REPO/requirements.txt" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    want="$(cat "$REPO/$REQUIREMENTS" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
     if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
     local py
-    if ! py="$(find_python39)"; then
-        say "no CPython 3.9 found (k2 1.23.4 from PyPI needs exactly 3.9)."
-        say "install one (e.g. 'pyenv install 3.9') or point STREAMKD_PYTHON at it."
+    if ! py="$(find_python)"; then
+        say "no CPython $PYTHON_VERSION found (the $STACK stack needs exactly $PYTHON_VERSION)."
+        say "install one (e.g. 'pyenv install $PYTHON_VERSION') or point STREAMKD_PYTHON at it."
         exit 1
     fi
     say "creating $VENV with $py"
     [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade "pip<25" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    say "installing pinned requirements (torch, k2, lhotse, snakemake, ...)"
-    "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    say "installing the pinned requirements of the $STACK stack ($REQUIREMENTS)"
+    "$VENV/bin/python" -m pip install -q -r "$REPO/$REQUIREMENTS" 2>&1 | grep -v "^WARNING: Location" >&2 || true
     "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    "$VENV/bin/python" -c "import k2, lhotse, sentencepiece, snakemake, matplotlib, pygments, streamkd" \
+    "$VENV/bin/python" -c "import ${IMPORTS}torch, lhotse, sentencepiece, snakemake, matplotlib, pygments, streamkd" \
         || { say "the environment in $VENV is incomplete (see pip's messages above)"; exit 1; }
     echo "$want" > "$stamp"
 }
