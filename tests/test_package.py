@@ -58,7 +58,7 @@ def test_wheel_holds_the_package_data_and_declares_dependencies(wheel):
     for package in ("torch", "lhotse", "jsonschema", "PyYAML", "click"):
         assert any(r.startswith(package) for r in requires), (package, requires)
     # k2 is an extra: everything but its features installs and runs without it.
-    assert any(r.startswith("k2") and "extra == \"k2\"" in r for r in requires), requires
+    assert any(r.startswith("k2") and 'extra == "k2"' in r for r in requires), requires
 
 
 def test_installed_package_reads_its_data_outside_the_checkout(wheel, tmp_path):
