@@ -91,7 +91,9 @@ def load_tagged_payload(path: str | Path, fmt: str, what: str, expected: str) ->
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu")
+        # Our own files hold configs and optimiser state besides tensors: torch >= 2.6 would
+        # refuse them by default (weights_only=True).
+        payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several unrelated types for corrupt or foreign files
         raise ValueError(f"cannot read {what} {path}: {e}") from e
     if not isinstance(payload, dict) or payload.get("format") != fmt:

@@ -109,6 +109,7 @@ def test_snakemake_refuses_unknown_key_at_startup(tmp_path):
     assert "'techer' was unexpected" in result.stdout + result.stderr
 
 
+@pytest.mark.k2
 def test_snakemake_dry_run_lists_the_whole_dag(tmp_path):
     counts = job_counts(run_snakemake(tmp_path, "-n", "--quiet", check=True).stdout)
     config = load_config(REPO / "config.yaml")
@@ -185,6 +186,7 @@ def test_cpu_processes_exclude_gpus(config):
         validate_config(config)
 
 
+@pytest.mark.k2
 def test_librispeech_960_grid_dry_run(tmp_path):
     """Every job of the LibriSpeech 960 h experiment, without the corpus being present."""
     result = run_snakemake(tmp_path, "-n", "--quiet", configfiles=[REPO / "workflow/configs/librispeech-960.yaml"])
@@ -233,6 +235,7 @@ def test_snakemake_refuses_bad_data_check_settings(tmp_path, setting, message):
     assert message in result.stdout + result.stderr
 
 
+@pytest.mark.k2
 def test_the_data_check_sits_between_features_and_training_and_decoding(tmp_path):
     settings = tmp_path / "check.yaml"
     settings.write_text(

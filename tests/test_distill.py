@@ -305,6 +305,7 @@ def transducer_head(seed: int) -> TransducerHead:
     return TransducerHead(16, VOCAB, config)
 
 
+@pytest.mark.k2
 def test_transducer_token_kd_pairs_student_frame_t_plus_delay_with_teacher_frame_t():
     head = transducer_head(0)
     torch.manual_seed(3)
@@ -325,6 +326,7 @@ def test_transducer_token_kd_pairs_student_frame_t_plus_delay_with_teacher_frame
     assert TransducerTokenKd()(head, head, teacher_out, noisy, lengths, targets).item() == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.k2
 def test_transducer_token_kd_gradients_reach_the_student_not_the_teacher():
     student, teacher = transducer_head(0), transducer_head(1).requires_grad_(False)
     torch.manual_seed(4)
@@ -338,6 +340,7 @@ def test_transducer_token_kd_gradients_reach_the_student_not_the_teacher():
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.k2
 def test_token_kd_on_a_transducer_student_needs_a_transducer_teacher():
     head = {"type": "transducer", "decoder_dim": 8, "joiner_dim": 8}
     torch.manual_seed(1)

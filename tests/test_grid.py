@@ -116,6 +116,7 @@ def _decodes_per_test_set(runs: int) -> int:
     return runs * len(methods) - streaming  # the full-context teacher cannot stream
 
 
+@pytest.mark.k2
 def test_snakemake_schedules_one_training_and_decoding_job_per_cell(tmp_path):
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump({"grid": BIG_GRID}))
@@ -126,6 +127,7 @@ def test_snakemake_schedules_one_training_and_decoding_job_per_cell(tmp_path):
     assert counts["decode"] == counts["score"] == _decodes_per_test_set(41)
 
 
+@pytest.mark.k2
 def test_evidence_grid_configs_schedule_every_cell(tmp_path):
     # embedded-grid.yaml: 2 chunk sizes x (none, token, layer, aux shift 0) x 3 seeds.
     counts = _dry_run_counts(tmp_path, REPO / "workflow/configs/embedded-grid.yaml")

@@ -116,6 +116,7 @@ def snakemake(tmp_path: Path, config: Path, *args: str) -> subprocess.CompletedP
     return run_snakemake(tmp_path, "--cores", "2", *args, configfiles=[config])
 
 
+@pytest.mark.k2
 def test_librispeech_dry_run_has_a_job_per_split_and_test_set(fake_ls100, tmp_path):
     result = snakemake(tmp_path, write_config(tmp_path, fake_ls100, {}), "-n", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -98,8 +98,8 @@ def test_resumed_bf16_run_ends_identical_to_an_uninterrupted_one(data, tmp_path)
     resumed = trainer(data, tmp_path / "resumed", "bf16", num_epochs=2)
     summary = resumed.run()
     assert summary["num_epochs"] == 2 and summary["optimisation"]["precision"] == "bf16"
-    straight = torch.load(tmp_path / "straight" / "model.pt")["state_dict"]
-    again = torch.load(tmp_path / "resumed" / "model.pt")["state_dict"]
+    straight = torch.load(tmp_path / "straight" / "model.pt", weights_only=False)["state_dict"]
+    again = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(straight[k], again[k]) for k in straight)
 
 
@@ -114,7 +114,7 @@ def test_fp16_on_the_cpu_resumes_from_the_saved_scaler_or_is_refused_by_name(dat
         return
     first = trainer(data, tmp_path / "run", "fp16", num_epochs=1)
     first.run()
-    saved = torch.load(tmp_path / "run" / "checkpoints" / "epoch-1.pt")["scaler"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "epoch-1.pt", weights_only=False)["scaler"]
     assert saved is not None and saved["scale"] > 0
     again = trainer(data, tmp_path / "run", "fp16", num_epochs=2)
     again._maybe_resume()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import snakemake
 import yaml
 
 from streamkd.cluster import rule_resources, train_launcher, train_threads
@@ -98,6 +99,7 @@ def job_blocks(dry_run_output: str) -> dict:
     return blocks
 
 
+@pytest.mark.k2
 def test_rules_carry_their_resources_in_the_dag(tmp_path):
     config = micro_config(gpus=2)
     blocks = job_blocks(dry_run(tmp_path, config))
@@ -116,15 +118,30 @@ def test_rules_carry_their_resources_in_the_dag(tmp_path):
 # -- the profile files ------------------------------------------------------------------------
 
 
-def test_snakemake7_profile_uses_only_options_snakemake_knows():
-    from snakemake import get_argument_parser
+def snakemake_options() -> set:
+    """The command-line options of the installed Snakemake (and of its installed plugins)."""
+    major = int(snakemake.__version__.split(".")[0])
+    if major >= 8:
+        from snakemake.cli import get_argument_parser
+    else:
+        from snakemake import get_argument_parser
+    return {opt.lstrip("-") for action in get_argument_parser()._actions for opt in action.option_strings}
 
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    known = {opt.lstrip("-") for action in get_argument_parser()._actions for opt in action.option_strings}
-    assert profile["slurm"] is True
+
+def test_the_profile_of_the_installed_snakemake_uses_only_options_it_knows():
+    """Snakemake 7 reads config.yaml, 8 and later config.v8+.yaml (with the executor plugin's options)."""
+    major = int(snakemake.__version__.split(".")[0])
+    profile = yaml.safe_load((PROFILE / ("config.v8+.yaml" if major >= 8 else "config.yaml")).read_text())
+    known = snakemake_options()
     assert set(profile) <= known, set(profile) - known
-    assert "slurm_partition=cpu" in profile["default-resources"]
-    assert {"train_teacher:slurm_partition=gpu", "train_student:slurm_partition=gpu"} <= set(profile["set-resources"])
+    if major < 8:
+        assert profile["slurm"] is True
+        assert "slurm_partition=cpu" in profile["default-resources"]
+        assert {"train_teacher:slurm_partition=gpu", "train_student:slurm_partition=gpu"} <= set(
+            profile["set-resources"]
+        )
+    else:
+        assert profile["executor"] == "slurm" and "slurm-requeue" in known
 
 
 def test_snakemake8_profile_selects_the_slurm_executor_plugin():

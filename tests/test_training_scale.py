@@ -110,7 +110,7 @@ def steps(out_dir: Path) -> list:
 
 
 def params(out_dir: Path) -> dict:
-    return torch.load(out_dir / "model.pt", map_location="cpu")["state_dict"]
+    return torch.load(out_dir / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
 
 
 # -- data parallelism ----------------------------------------------------------------------
@@ -278,7 +278,7 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_identically(data, un
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert "stopped by SIGTERM" in stopped.stderr
     latest = (out / "checkpoints" / "latest").read_text().strip()
-    payload = torch.load(out / "checkpoints" / latest, map_location="cpu")
+    payload = torch.load(out / "checkpoints" / latest, map_location="cpu", weights_only=False)
     assert payload["state"]["epoch"] == 0 and payload["state"]["epoch_steps"] >= 6
     assert payload["samplers"][0]["diagnostics"]  # the sampler's position is saved
 

@@ -9,11 +9,15 @@ import yaml
 
 from helpers import REPO, run_snakemake
 
-CONFIGS = {"default": [], "micro": [REPO / "workflow/configs/micro.yaml"]}
+MICRO = REPO / "workflow/configs/micro.yaml"
+CONFIGS = {"default": [], "micro": [MICRO], "micro-no-k2": [MICRO, REPO / "workflow/configs/micro-no-k2.yaml"]}
+NEEDS_K2 = {"default", "micro"}  # they decode with k2's graphs
 HEAVY_RULES = ("prepare_corpus", "compute_fbank", "compile_hlg", "train_teacher", "train_student", "decode")
 
 
-@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.k2) if n in NEEDS_K2 else n for n in sorted(CONFIGS)]
+)
 def test_snakemake_lint_is_clean(tmp_path, name):
     result = run_snakemake(tmp_path, "--lint", configfiles=CONFIGS[name], timeout=300)
     output = result.stdout + result.stderr

@@ -60,8 +60,18 @@ def load_cuts(path: Path, max_seconds: Optional[float] = None) -> CutSet:
         raise FileNotFoundError(f"cut manifest not found: {path}")
     cuts = load_manifest_lazy(path)
     if max_seconds is not None:
-        cuts = cuts.filter(lambda c: c.duration <= max_seconds)
+        cuts = cuts.filter(NotLongerThan(max_seconds))
     return cuts
+
+
+@dataclass(frozen=True)
+class NotLongerThan:
+    """Cut filter; a class rather than a lambda, so the lazy cut set can be pickled."""
+
+    max_seconds: float
+
+    def __call__(self, cut) -> bool:
+        return cut.duration <= self.max_seconds
 
 
 def has_precomputed_features(cuts: CutSet) -> bool:

@@ -36,7 +36,7 @@ def load_graph(path: Path) -> k2.Fsa:
     if not path.is_file():
         raise FileNotFoundError(f"decoding graph not found: {path}")
     try:
-        return k2.Fsa.from_dict(torch.load(path, map_location="cpu"))
+        return k2.Fsa.from_dict(torch.load(path, map_location="cpu", weights_only=False))
     except Exception as e:  # torch and k2 raise several unrelated types for foreign files
         raise ValueError(f"{path} is not a saved k2 graph: {e}") from e
 

@@ -43,7 +43,7 @@ def load_aux_objective(run_dir: Path, teacher_path: Path) -> DistillationObjecti
     checkpoint = latest_checkpoint(run_dir / "checkpoints")
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} has no training checkpoint (the branches live only there)")
-    objective.load_state_dict(torch.load(checkpoint, map_location="cpu")["objective"])
+    objective.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["objective"])
     return objective.eval()
 
 

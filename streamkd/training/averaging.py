@@ -113,7 +113,7 @@ def average_last_epochs(run_dir: Path, last: int, out: Path) -> Path:
     )
     model_state = payload["state_dict"]
     paths = last_epoch_checkpoints(run_dir / "checkpoints", last)
-    objective_states = [torch.load(p, map_location="cpu")["objective"] for p in paths]
+    objective_states = [torch.load(p, map_location="cpu", weights_only=False)["objective"] for p in paths]
     prefix = _prefix_of(model_state, objective_states[-1], reference)
     states = [{k: state[prefix + k] for k in model_state} for state in objective_states]
     averaged = average_state_dicts(states)

@@ -261,7 +261,7 @@ class Trainer:
         latest = latest_checkpoint(self.ckpt_dir)
         if latest is None:
             return
-        payload = torch.load(latest, map_location="cpu")
+        payload = torch.load(latest, map_location="cpu", weights_only=False)
         self.objective.load_state_dict(payload["objective"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if self.scaler is not None and payload.get("scaler"):
