@@ -13,6 +13,12 @@
 # (the same node, without GPUs: the names match workflow/profiles/slurm). Debian packages:
 # slurm-wlm, slurmdbd, munge, mariadb-server (installed with apt-get when missing; their
 # system services are not started). Ports: $STREAMKD_SLURM_PORT_BASE (default 16817) .. +3.
+#
+# The configuration is also linked at SLURM's default location ($STREAMKD_SLURM_DEFAULT_CONF,
+# default /etc/slurm/slurm.conf) when nothing is there, and the link is removed on stop: the
+# executor plugin of Snakemake 8+ runs each job's command with srun after removing every
+# SLURM_* variable, SLURM_CONF included, so that srun reads the default location, as on the
+# nodes of a real cluster. A slurm.conf of the machine's own is left alone (with a warning).
 set -euo pipefail
 
 DIR="${STREAMKD_SLURM_DIR:-/tmp/streamkd-slurm}"
@@ -26,6 +32,7 @@ ACCOUNT=streamkd
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 DB_USER=slurm
 DB_PASS=streamkd-local
+DEFAULT_CONF="${STREAMKD_SLURM_DEFAULT_CONF:-/etc/slurm/slurm.conf}"
 
 say() { echo "[local_slurm] $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -140,6 +147,27 @@ EOF
     write_env
 }
 
+link_default_conf() {
+    if [ -L "$DEFAULT_CONF" ] && [ "$(readlink "$DEFAULT_CONF")" = "$DIR/etc/slurm.conf" ]; then
+        return 0
+    fi
+    if [ -L "$DEFAULT_CONF" ] && [ ! -e "$DEFAULT_CONF" ]; then
+        rm -f "$DEFAULT_CONF"  # a link left by a cluster whose folder is gone
+    elif [ -e "$DEFAULT_CONF" ]; then
+        say "warning: $DEFAULT_CONF is not this cluster's; srun inside the jobs of Snakemake 8+ will read it"
+        return 0
+    fi
+    mkdir -p "$(dirname "$DEFAULT_CONF")"
+    ln -s "$DIR/etc/slurm.conf" "$DEFAULT_CONF"
+}
+
+unlink_default_conf() {
+    if [ -L "$DEFAULT_CONF" ] && [ "$(readlink "$DEFAULT_CONF")" = "$DIR/etc/slurm.conf" ]; then
+        rm -f "$DEFAULT_CONF"
+    fi
+    return 0
+}
+
 start_munge() {
     pid_alive "$DIR/run/munged.pid" && return 0
     munged --force --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
@@ -197,6 +225,7 @@ start() {
     need_root
     install_packages
     configure
+    link_default_conf
     start_munge
     start_mariadb
     start_slurm
@@ -231,6 +260,7 @@ stop() {
     stop_one slurmdbd "$DIR/run/slurmdbd.pid"
     stop_one mariadb "$DIR/run/mysqld.pid"
     stop_one munged "$DIR/run/munged.pid"
+    unlink_default_conf
     say "stopped"
 }
 
