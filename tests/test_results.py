@@ -122,7 +122,7 @@ def test_bold_marks_the_true_best_student_not_the_teacher(grid):
     # Columns: Method, KD layers, APC shift, test@160, rel, gap, test@320, rel, gap, params
     aux = _cells(md, "aux")
     assert aux[3].startswith("**9.50 ± 0.71**") and aux[4] == "**20.8**" and aux[5] == "**36**"
-    assert aux[6] == "**6.00**" and aux[7] == "**25.0**"
+    assert aux[6] == "**6.00** (n=1)" and aux[7] == "**25.0**"
     assert "**" not in "".join(_cells(md, "teacher"))  # 5.00 is lower but the teacher is a reference
     assert "**" not in "".join(_cells(md, "none")) + "".join(_cells(md, "token"))
     rows = latex_body_rows(to_latex(table))
@@ -376,6 +376,17 @@ def test_markdown_is_readable_without_code(grid, tmp_path):
     ]
     assert "relative WER reduction against the baseline (none)" in md
     assert "95% paired-bootstrap confidence interval" in md
+    # Cells rest on 1 to 3 seeds: each WER says on how many (the teacher is one model).
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "12.00 ± 2.00 (n=3)" in rows["none"] and "(n=1)" in rows["token"]
+    assert "9.50 ± 0.71" in rows["aux"] and "(n=2)" in rows["aux"] and "(n=" not in rows["teacher"]
+    assert "Seeds: 1 to 3 per student" in md
+
+
+def test_seed_counts_stay_out_of_cells_when_every_cell_has_the_same(grid, tmp_path):
+    spec = TableSpec.from_dict({"methods": ["teacher", "none", "aux"], "chunk_sizes": [8]})
+    md = to_markdown(build_table(load_records(find_records(grid)).runs, "chunk8", spec, ResultsConfig()))
+    assert "(n=" not in md and "Seeds:" not in md
 
 
 # -- LaTeX -------------------------------------------------------------------------------------

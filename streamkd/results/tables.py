@@ -59,6 +59,7 @@ class Cell:
     std: Optional[str] = None
     bold: bool = False
     mark: bool = False  # significantly different from the baseline
+    seeds: Optional[int] = None  # shown where the table's cells rest on different numbers of seeds
 
 
 @dataclass
@@ -157,6 +158,8 @@ def layout(table: TableData) -> Layout:
         chunk = None if pd.isna(r["chunk_size"]) else int(r["chunk_size"])
         by_key[(r["model"], chunk, r["test_set"])] = r
     baseline_wer = {(int(r["chunk_size"]), r["test_set"]): r["baseline_wer"] for _, r in table.baselines.iterrows()}
+    # A grid completed in parts: each WER says how many seeds it rests on until all cells have the same.
+    show_seeds = _student_seed_counts(table).nunique() > 1
 
     cells: List[List[Cell]] = []
     for model in table.systems:
@@ -169,7 +172,8 @@ def layout(table: TableData) -> Layout:
             elif col.stat == "wer":
                 std = None if (not spec.std or pd.isna(r["wer_std"])) else _fmt(r["wer_std"], p)
                 mark = bool(spec.significance and not pd.isna(r["significant"]) and bool(r["significant"]))
-                row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark))
+                seeds = int(r["num_seeds"]) if show_seeds and method != TEACHER else None
+                row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark, seeds=seeds))
             elif col.stat == "gap":
                 gap = float("nan") if method in (table.baseline, TEACHER) else r["gap_recovered"]
                 row_cells.append(Cell(None if pd.isna(gap) else _fmt(gap, 0)))
@@ -220,10 +224,14 @@ def layout(table: TableData) -> Layout:
     return out
 
 
+def _student_seed_counts(table: TableData) -> pd.Series:
+    return table.summary.loc[table.summary["model"] != TEACHER, "num_seeds"]
+
+
 def describe(table: TableData) -> Tuple[str, List[str]]:
     """The table's title and the sentences that explain its conventions (plain text)."""
     spec = table.spec
-    seeds = table.summary.loc[table.summary["model"] != TEACHER, "num_seeds"]
+    seeds = _student_seed_counts(table)
     if seeds.empty:
         seed_text = ""
     elif seeds.min() == seeds.max():
@@ -240,6 +248,10 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
     legend = [
         f"Columns: chunk size ({FRAME_MS} ms encoder frames); a streaming student's algorithmic latency is the chunk plus 30 ms of front-end look-ahead.",
     ]
+    if seeds.nunique() > 1:
+        legend.append(
+            f"Seeds: {int(seeds.min())} to {int(seeds.max())} per student; (n=k) after a WER: the k seeds it is the mean of."
+        )
     if has_delay(table):
         legend.append(
             f"{DELAY_HEADER}: emission delay, mean / median / 90th percentile over correctly recognised tokens (mean over seeds): "
@@ -274,13 +286,17 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
 # -- Markdown ---------------------------------------------------------------------------------
 
 
+def _seeds_suffix(cell: Cell) -> str:
+    return "" if cell.seeds is None else f" (n={cell.seeds})"
+
+
 def _md_cell(cell: Cell) -> str:
     if cell.value is None:
         return DASH
     text = cell.value + (f" ± {cell.std}" if cell.std else "")
     if cell.bold:
         text = f"**{text}**"
-    return text + (DAGGER if cell.mark else "")
+    return text + (DAGGER if cell.mark else "") + _seeds_suffix(cell)
 
 
 def markdown_header(col: ValueColumn) -> str:
@@ -339,7 +355,7 @@ def _tex_cell(cell: Cell) -> str:
     text = _latex_number(cell.value) + (rf" $\pm$ {cell.std}" if cell.std else "")
     if cell.bold:
         text = rf"\textbf{{{text}}}"
-    return text + (r"$^{\dagger}$" if cell.mark else "")
+    return text + (r"$^{\dagger}$" if cell.mark else "") + _seeds_suffix(cell)
 
 
 def _column_tuples(
@@ -451,7 +467,7 @@ def _html_cell(cell: Cell) -> str:
     text = html.escape(cell.value) + (f" ± {html.escape(cell.std)}" if cell.std else "")
     if cell.bold:
         text = f"<b>{text}</b>"
-    return text + (f"<sup>{DAGGER}</sup>" if cell.mark else "")
+    return text + (f"<sup>{DAGGER}</sup>" if cell.mark else "") + _seeds_suffix(cell)
 
 
 def html_fragment(table: TableData) -> str:
