@@ -219,10 +219,16 @@ def test_micro_pipeline_runs_every_rule_as_a_slurm_job(local_slurm, tmp_path):
     total = expected.pop("total", 0)
     assert expected.pop("all", 0) == 1 and sum(expected.values()) == total - 1 > 0, expected
     # (the target rule `all` is local: it runs no command)
-    # Snakemake 8+'s executor deletes the log of every successful job unless told to keep them.
-    keep_logs = ["--slurm-keep-successful-logs"] if snakemake_major() >= 8 else []
+    # Snakemake 8+'s executor deletes the log of every successful job unless told to keep them,
+    # and first asks sacct about a job 40 s after submitting it, which on this DAG of short
+    # jobs would be most of the test's wall time (a cluster's long jobs never notice).
+    plugin_options = (
+        ["--slurm-keep-successful-logs", "--slurm-init-seconds-before-status-checks", "2"]
+        if snakemake_major() >= 8
+        else []
+    )
     started = time.time()
-    result = run_snakemake(tmp_path, "--profile", PROFILE, "--jobs", "4", *keep_logs, configfiles=configs, env=env)
+    result = run_snakemake(tmp_path, "--profile", PROFILE, "--jobs", "4", *plugin_options, configfiles=configs, env=env)
     wall = time.time() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
 
