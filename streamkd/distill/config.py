@@ -36,8 +36,11 @@ class AuxConfig:
     """The auxiliary branch put after each distilled student layer (training only).
 
     Defaults follow the method: one Transformer layer with full-context attention and no
-    positional encoding, so the branch is permutation-equivariant over time and cannot
-    meet a shifted target by attending k frames ahead. A conformer branch's depthwise
+    positional encoding. Such a branch is permutation-equivariant over its input, yet it can
+    still meet a shifted target by attending k frames ahead, because a streaming student's
+    features carry their position: trained with shift k, its attention peaks at offset k
+    (``streamkd analyse-aux``; results/embedded-grid/aux-analysis/). ``attention: causal``
+    takes that way out, leaving the student's own features to anticipate. A conformer branch's depthwise
     convolution is causal (see :class:`~streamkd.distill.branches.AuxBranch`), so any
     ``conv_kernel`` works. ``None`` sizes default to the student's.
     """
