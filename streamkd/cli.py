@@ -720,7 +720,12 @@ def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records
 
 @main.command("report")
 @click.option(
-    "--exp-dir", required=True, type=ExistingPath, help="Folder searched (recursively) for record.json files."
+    "--exp-dir",
+    "exp_dirs",
+    required=True,
+    multiple=True,
+    type=ExistingPath,
+    help="Folder searched (recursively) for record.json files; repeat it to report several folders together.",
 )
 @click.option("--out-dir", required=True, type=PathType, help="Tables go to OUT_DIR/tables, plots to OUT_DIR/plots.")
 @click.option(
@@ -732,7 +737,7 @@ def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records
 )
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @_fail_on_record_errors
-def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
+def report(exp_dirs: Tuple[Path, ...], out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
     """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
 
     report.html is one self-contained page (no scripts, nothing fetched) with every table,
@@ -741,7 +746,7 @@ def report(exp_dir: Path, out_dir: Path, config_file: Optional[Path], skip_inval
     from streamkd.results.config import MAIN_TABLE
     from streamkd.results.report import report_from_exp_dir
 
-    outputs = report_from_exp_dir(exp_dir, out_dir, _results_config(None, config_file), skip_invalid=skip_invalid)
+    outputs = report_from_exp_dir(exp_dirs, out_dir, _results_config(None, config_file), skip_invalid=skip_invalid)
     click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
     click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
     click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")

@@ -610,6 +610,21 @@ def test_report_command_rebuilds_tables_and_plots(grid, tmp_path):
     assert (tmp_path / "out/report.html").stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
 
 
+def test_report_command_joins_several_record_folders_once(grid, tmp_path):
+    variant = tmp_path / "variant"
+    write_run(variant, "token-chunk8-seed1", method="token", chunk=8, errors={"test": ue(7)})
+    args = ["report", "--out-dir", str(tmp_path / "out"), "--exp-dir", str(grid), "--exp-dir", str(variant)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "out/tables/wer.csv")
+    token8 = summary[(summary["method"] == "token") & (summary["chunk_size"] == 8)]
+    assert len(token8) == 1 and token8["wer_mean"].iloc[0] == pytest.approx(7.0)
+    # A folder named twice (or inside another one named) counts its runs once, not as duplicates.
+    result = CliRunner().invoke(cli, args + ["--exp-dir", str(grid / "teacher")])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "out/tables/wer.csv")) == len(summary)
+
+
 def test_report_command_names_a_broken_record_and_fails(grid, tmp_path):
     bad = write_run(grid, "token-chunk8-seed1", method="token", chunk=8, wer={"test": "NaN?"})
     result = CliRunner().invoke(cli, ["report", "--exp-dir", str(grid), "--out-dir", str(tmp_path / "out")])

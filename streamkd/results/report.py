@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -152,10 +152,17 @@ def write_html_report(outputs: ReportOutputs, path: Path, config: Optional[Resul
 
 
 def report_from_exp_dir(
-    exp_dir: Path, out_dir: Path, config: Optional[ResultsConfig] = None, skip_invalid: bool = False
+    exp_dirs: Union[Path, Sequence[Path]],
+    out_dir: Path,
+    config: Optional[ResultsConfig] = None,
+    skip_invalid: bool = False,
 ) -> ReportOutputs:
-    records = find_records(exp_dir)
+    """The report of every record under one or more folders (a variant's records with the grid's)."""
+    exp_dirs = [Path(exp_dirs)] if isinstance(exp_dirs, (str, Path)) else [Path(d) for d in exp_dirs]
+    # A folder given twice, or inside another one given, must not count its runs twice.
+    records = sorted({path.resolve(): path for d in exp_dirs for path in find_records(d)}.values())
+    where = ", ".join(str(d) for d in exp_dirs)
     if not records:
-        raise FileNotFoundError(f"no record.json under {exp_dir}: run the workflow (or `streamkd record`) first")
-    log.info("found %d run record(s) under %s", len(records), exp_dir)
+        raise FileNotFoundError(f"no record.json under {where}: run the workflow (or `streamkd record`) first")
+    log.info("found %d run record(s) under %s", len(records), where)
     return build_report(records, out_dir, config, skip_invalid=skip_invalid)
