@@ -114,6 +114,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_commit(package: Optional[Path] = None) -> Optional[str]:
+    """The git commit of the streamkd checkout that runs, ``+dirty`` when the package has edits.
+
+    None for an installed wheel or where git is missing: a record then names the version alone.
+    ``package`` defaults to this package's folder.
+    """
+    import subprocess
+
+    package = Path(package or Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            raise OSError(done.stderr.strip())
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(package))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def file_digest(path: Path) -> str:
     """SHA-256 of a file: the identity of a checkpoint (e.g. the teacher a student learnt from)."""
     digest = hashlib.sha256()

@@ -81,6 +81,8 @@ def test_installed_package_reads_its_data_outside_the_checkout(wheel, tmp_path):
         "config = load_config('config.yaml')\n"
         "print(config['decoding']['fast_beam'])\n"
         "print(render_caption('wer_vs_chunk', ResultsConfig()))\n"
+        "from streamkd.utils import source_commit\n"
+        "print('commit', source_commit())\n"
     )
     # The install comes first on the path, the dependencies from this interpreter's site-packages;
     # the working directory is outside the checkout, so nothing is read from it.
@@ -93,3 +95,27 @@ def test_installed_package_reads_its_data_outside_the_checkout(wheel, tmp_path):
     assert Path(lines[0]).resolve().is_relative_to(site.resolve()), lines[0]
     assert lines[1] == "4.0"  # a schema default, filled by the installed schema
     assert "WER (%) against chunk size" in run.stdout and "ctc-1best" in run.stdout
+    assert lines[-1] == "commit None"  # an install is no git checkout
+
+
+def test_source_commit_names_the_commit_and_marks_edits(tmp_path):
+    from streamkd.utils import source_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    package = tmp_path / "streamkd"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert source_commit(package) == head and len(head) == 40
+    (tmp_path / "notes.txt").write_text("outside the package, untracked\n")
+    assert source_commit(package) == head
+    (package / "a.py").write_text("x = 2\n")
+    assert source_commit(package) == head + "+dirty"
+    outside = tmp_path.parent / (tmp_path.name + "-plain")
+    outside.mkdir()
+    assert source_commit(outside) is None

@@ -12,6 +12,7 @@ import yaml
 
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
+from streamkd.utils import source_commit
 
 from helpers import REPO, job_counts, requires_tts, run_snakemake
 
@@ -159,6 +160,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
         assert record["errors"]["test"]["ctc-1best"] == "decode/test-ctc-1best/errors.jsonl"
         assert resolve_record_path(run_dir / "record.json", record["train_summary"]).is_file()
         assert record["head"] == "ctc"
+        assert record["source_commit"] == source_commit()  # the code that trained it
         methods = {"ctc-1best", "ctc-hlg"} | ({"ctc-1best-streaming"} if run != "teacher" else set())
         assert set(record["wer"]["test"]) == set(record["decoding"]["test"]) == set(record["errors"]["test"]) == methods
         for method in methods:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamkd.utils import file_digest
+from streamkd.utils import file_digest, source_commit
 
 from fakes import write_tone_corpus
 from helpers import REPO
@@ -268,6 +268,7 @@ def test_killed_aux_student_resumes_mid_epoch_to_identical_parameters(data, teac
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["teacher_sha256"] == file_digest(teacher)
     assert summary["checkpoint_sha256"] == file_digest(out / "model.pt")
+    assert summary["source_commit"] == source_commit() and summary["source_commit"]  # this checkout
 
 
 def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_identically(data, uninterrupted, tmp_path):

@@ -207,6 +207,8 @@ def build_record(
         "train_seconds": train["train_seconds"],
         "train_cpu_seconds": train.get("train_cpu_seconds"),
         "hardware": train.get("hardware"),
+        # The code the run trained with (None for runs from before it was recorded).
+        "source_commit": train.get("source_commit"),
         "decoded_model": decoded_model,
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,

@@ -53,7 +53,7 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.monitor import TrainingMonitor
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
-from streamkd.utils import atomic_path, cpu_model, file_digest, format_seconds, write_json
+from streamkd.utils import atomic_path, cpu_model, file_digest, format_seconds, source_commit, write_json
 
 log = logging.getLogger(__name__)
 
@@ -593,6 +593,7 @@ class Trainer:
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model(),
                 "threads": torch.get_num_threads(),
             },
+            "source_commit": source_commit(),
         }
         if self.dist.is_main:
             save_model(self.out_dir / "model.pt", model, meta=summary)
