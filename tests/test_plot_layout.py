@@ -50,6 +50,30 @@ def _inside(box, fig, tolerance=0.5):
 
 
 @pytest.mark.parametrize("name", sorted(PLOTTERS))
+def test_the_title_and_the_legend_do_not_overlap(tmp_path, name):
+    """Long system names make a wide legend; the figure's title must stay clear of it."""
+    exp = tmp_path / "exp"
+    write_run(exp, "teacher", method="teacher", seed=42, errors={"test": ue(5)})
+    write_run(exp, "none-chunk4-seed1", errors={"test": ue(10)})
+    write_run(exp, "none-chunk8-seed1", chunk=8, errors={"test": ue(9)})
+    for chunk in (4, 8):
+        write_run(
+            exp,
+            f"aux-chunk{chunk}-seed1",
+            method="aux",
+            chunk=chunk,
+            kd_layers="1,2,3,4,5,6,7,8,9,10,11,12",
+            apc_shift=2,
+            errors={"test": ue(8)},
+        )
+    fig = PLOTTERS[name](load_records(find_records(exp)).runs, ResultsConfig())
+    renderer = _drawn(fig)
+    title = fig._suptitle.get_window_extent(renderer)
+    for legend in fig.legends:
+        assert not title.overlaps(legend.get_window_extent(renderer)), (name, title.bounds)
+
+
+@pytest.mark.parametrize("name", sorted(PLOTTERS))
 def test_everything_drawn_lies_inside_the_figure(runs, name):
     fig = PLOTTERS[name](runs, ResultsConfig())
     renderer = _drawn(fig)

@@ -108,7 +108,8 @@ def _systems(frame: pd.DataFrame) -> List[str]:
 def _panels(n: int, title: str, width: float = 5.2, height: float = 4.0) -> Tuple[Figure, list]:
     fig = Figure(figsize=(width * n + 2.6, height), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
-    fig.suptitle(title)
+    # Over the panels from the left edge: centred on the figure it runs into the legend on the right.
+    fig.suptitle(title, x=0.01, ha="left")
     return fig, list(axes)
 
 
