@@ -131,6 +131,8 @@ def source_commit(package: Optional[Path] = None) -> Optional[str]:
         return done.stdout.strip()
 
     try:
+        # An install inside someone else's repository (a .venv in a project) is not tracked there.
+        git("ls-files", "--error-unmatch", "--", "__init__.py")
         commit = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(package))
     except (OSError, subprocess.SubprocessError):

@@ -106,6 +106,7 @@ def test_source_commit_names_the_commit_and_marks_edits(tmp_path):
 
     package = tmp_path / "streamkd"
     package.mkdir()
+    (package / "__init__.py").write_text("")
     (package / "a.py").write_text("x = 1\n")
     git("init", "-q")
     git("add", ".")
@@ -117,5 +118,12 @@ def test_source_commit_names_the_commit_and_marks_edits(tmp_path):
     (package / "a.py").write_text("x = 2\n")
     assert source_commit(package) == head + "+dirty"
     outside = tmp_path.parent / (tmp_path.name + "-plain")
-    outside.mkdir()
-    assert source_commit(outside) is None
+    (outside / "streamkd").mkdir(parents=True)
+    (outside / "streamkd" / "__init__.py").write_text("")
+    assert source_commit(outside / "streamkd") is None
+    # A package installed into an ignored folder of another repository is not that repository's code.
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    installed = tmp_path / ".venv" / "site-packages" / "streamkd"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    assert source_commit(installed) is None
