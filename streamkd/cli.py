@@ -6,6 +6,7 @@ run, debugged or scripted by hand.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -400,6 +401,31 @@ def archive_records(exp_dir, out_dir) -> None:
     click.echo(f"{len(copied)} record(s) copied to {out_dir}")
 
 
+# The beam settings of every search: option name, its config key under decoding, help.
+SEARCH_OPTIONS = (
+    ("--search-beam", "search_beam", "CTC graph search beam."),
+    ("--output-beam", "output_beam", "CTC lattice beam."),
+    ("--beam", "beam", "Hypotheses kept by modified beam search."),
+    ("--fast-beam", "fast_beam", "Score beam of fast_beam_search."),
+    ("--max-states", "max_states", "fast_beam_search states per frame."),
+    ("--max-contexts", "max_contexts", "fast_beam_search contexts per frame."),
+    ("--max-symbols-per-frame", "max_symbols_per_frame", "Greedy search."),
+)
+
+
+def search_options(func):
+    """Adds the search options (defaults from the config schema), passed on as one ``search`` dict."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        kwargs["search"] = {key: kwargs.pop(key) for _, key, _ in SEARCH_OPTIONS}
+        return func(*args, **kwargs)
+
+    for flag, key, help_text in reversed(SEARCH_OPTIONS):
+        option = click.option(flag, key, default=config_default(f"decoding.{key}"), show_default=True, help=help_text)
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @main.command("decode")
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
@@ -415,42 +441,7 @@ def archive_records(exp_dir, out_dir) -> None:
 @click.option("--hyps", required=True, type=PathType, help="Output: one JSON line per utterance.")
 @click.option("--stats", type=PathType, default=None, help="Output: RTF, latency and settings (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option(
-    "--search-beam", default=config_default("decoding.search_beam"), show_default=True, help="CTC graph search beam."
-)
-@click.option(
-    "--output-beam", default=config_default("decoding.output_beam"), show_default=True, help="CTC lattice beam."
-)
-@click.option(
-    "--beam",
-    default=config_default("decoding.beam"),
-    show_default=True,
-    help="Hypotheses kept by modified beam search.",
-)
-@click.option(
-    "--fast-beam",
-    default=config_default("decoding.fast_beam"),
-    show_default=True,
-    help="Score beam of fast_beam_search.",
-)
-@click.option(
-    "--max-states",
-    default=config_default("decoding.max_states"),
-    show_default=True,
-    help="fast_beam_search states per frame.",
-)
-@click.option(
-    "--max-contexts",
-    default=config_default("decoding.max_contexts"),
-    show_default=True,
-    help="fast_beam_search contexts per frame.",
-)
-@click.option(
-    "--max-symbols-per-frame",
-    default=config_default("decoding.max_symbols_per_frame"),
-    show_default=True,
-    help="Greedy search.",
-)
+@search_options
 @click.option(
     "--max-duration",
     default=config_default("decoding.max_duration"),
@@ -468,13 +459,7 @@ def decode(
     hyps,
     stats,
     chunk_size,
-    search_beam,
-    output_beam,
-    beam,
-    fast_beam,
-    max_states,
-    max_contexts,
-    max_symbols_per_frame,
+    search,
     max_duration,
     threads,
     device,
@@ -485,15 +470,7 @@ def decode(
     from streamkd.decode.run import SearchOptions, decode_cuts
 
     torch.set_num_threads(threads)
-    options = SearchOptions(
-        search_beam=search_beam,
-        output_beam=output_beam,
-        beam=beam,
-        fast_beam=fast_beam,
-        max_states=max_states,
-        max_contexts=max_contexts,
-        max_symbols_per_frame=max_symbols_per_frame,
-    )
+    options = SearchOptions(**search)
     result = decode_cuts(
         checkpoint,
         cuts,
@@ -660,8 +637,6 @@ def _results_config(results_json: Optional[str], config_file: Optional[Path] = N
 
 def _fail_on_record_errors(func):
     """Bad run records end the command with their list, not a traceback."""
-    import functools
-
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from streamkd.results.load import RecordError
@@ -936,13 +911,7 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
 @click.option("--emissions", required=True, type=PathType, help="Output: per-utterance tokens, emission times, delays.")
 @click.option("--summary", required=True, type=PathType, help="Output: mean/median/p90 delay (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
-@click.option("--search-beam", default=20.0, show_default=True)
-@click.option("--output-beam", default=8.0, show_default=True)
-@click.option("--beam", default=4, show_default=True)
-@click.option("--fast-beam", default=4.0, show_default=True)
-@click.option("--max-states", default=32, show_default=True)
-@click.option("--max-contexts", default=8, show_default=True)
-@click.option("--max-symbols-per-frame", default=1, show_default=True)
+@search_options
 @click.option("--max-duration", default=120.0, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -956,13 +925,7 @@ def emission_delay(
     emissions,
     summary,
     chunk_size,
-    search_beam,
-    output_beam,
-    beam,
-    fast_beam,
-    max_states,
-    max_contexts,
-    max_symbols_per_frame,
+    search,
     max_duration,
     threads,
     device,
@@ -974,15 +937,7 @@ def emission_delay(
     from streamkd.decode.run import SearchOptions
 
     torch.set_num_threads(threads)
-    options = SearchOptions(
-        search_beam=search_beam,
-        output_beam=output_beam,
-        beam=beam,
-        fast_beam=fast_beam,
-        max_states=max_states,
-        max_contexts=max_contexts,
-        max_symbols_per_frame=max_symbols_per_frame,
-    )
+    options = SearchOptions(**search)
     result = measure_emission_delay(
         checkpoint,
         cuts,

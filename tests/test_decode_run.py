@@ -169,3 +169,27 @@ def test_compare_hyps_counts_identical_utterances_and_refuses_different_sets(tmp
     fewer = write("fewer.jsonl", {"u1": "A B", "u2": "A"})
     result = CliRunner(mix_stderr=False).invoke(main, ["compare-hyps", streamed, fewer])
     assert result.exit_code == 1 and "only in the first: ['u3']" in result.stderr
+
+
+def test_the_emission_delay_command_times_a_streaming_decode_against_the_reference(setup):
+    d, bpe, cuts, models = setup
+    runner = CliRunner()
+    common = ["--checkpoint", str(models["ctc"]), "--cuts", str(cuts), "--bpe-model", str(bpe)]
+    result = runner.invoke(main, ["align-reference", *common, "--out", str(d / "times.jsonl")])
+    assert result.exit_code == 0, result.output
+    emissions, summary = d / "emissions.jsonl", d / "delay.json"
+    result = runner.invoke(
+        main,
+        ["emission-delay", *common, "--reference", str(d / "times.jsonl"), "--method", "ctc-1best-streaming"]
+        + ["--graph", str(d / "ctc_topo.pt"), "--emissions", str(emissions), "--summary", str(summary)]
+        + ["--search-beam", "10", "--output-beam", "4"],
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(summary.read_text())
+    assert stats["method"] == "ctc-1best-streaming" and stats["mode"] == "streaming" and stats["chunk_size"] == 3
+    assert stats["num_utterances"] == 4
+    rows = read_hyps(emissions)
+    assert set(rows) == {f"cuts-{i:03d}" for i in range(4)}
+    assert sum(len(row["tokens"]) for row in rows.values()) == stats["num_hypothesis"] > 0
+    # Every token is emitted at a chunk end (3 frames of 40 ms) plus the 30 ms look-ahead.
+    assert all((t - 30) % 120 == 0 for row in rows.values() for t in row["emission_ms"])
