@@ -26,7 +26,7 @@ from lhotse import RecordingSet, SupervisionSet, load_manifest
 from lhotse.recipes.librispeech import download_librispeech, prepare_librispeech
 
 from streamkd.data.corpora import corpus_spec
-from streamkd.utils import atomic_path
+from streamkd.data.manifests import write_split
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,7 @@ def prepare_librispeech_corpus(
         )
         if not len(supervisions):
             raise ValueError(f"no utterances in LibriSpeech part(s) {', '.join(parts)} under {librispeech_dir}")
-        paths = (
-            out_dir / f"{corpus_name}_recordings_{split}.jsonl.gz",
-            out_dir / f"{corpus_name}_supervisions_{split}.jsonl.gz",
-        )
-        for manifest, path in zip((recordings, supervisions), paths):
-            with atomic_path(path) as tmp:
-                manifest.to_file(tmp)
-        hours = sum(s.duration for s in supervisions) / 3600
-        log.info("%s: %d utterances, %.2f h from %s", split, len(supervisions), hours, ", ".join(parts))
-        written[split] = paths
+        written[split] = write_split(out_dir, corpus_name, split, parts, recordings, supervisions)
     return written
 
 

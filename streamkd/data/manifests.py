@@ -146,11 +146,19 @@ def prepare_manifests_corpus(corpus: Mapping[str, Any], out_dir: Path) -> Dict[s
         parts = spec.parts_of(split)
         recordings = RecordingSet.from_recordings(r for p in parts for r in loaded[p][0])
         supervisions = SupervisionSet.from_segments(s for p in parts for s in loaded[p][1])
-        paths = (out_dir / f"{NAME}_recordings_{split}.jsonl.gz", out_dir / f"{NAME}_supervisions_{split}.jsonl.gz")
-        for manifest, path in zip((recordings, supervisions), paths):
-            with atomic_path(path) as tmp:
-                manifest.to_file(tmp)
-        hours = sum(s.duration for s in supervisions) / 3600
-        log.info("%s: %d utterances, %.2f h from %s", split, len(supervisions), hours, ", ".join(parts))
-        written[split] = paths
+        written[split] = write_split(out_dir, NAME, split, parts, recordings, supervisions)
     return written
+
+
+def write_split(out_dir: Path, corpus_name: str, split: str, parts, recordings, supervisions) -> Tuple[Path, Path]:
+    """Write one pipeline split's recording and supervision manifests atomically; returns their paths."""
+    paths = (
+        out_dir / f"{corpus_name}_recordings_{split}.jsonl.gz",
+        out_dir / f"{corpus_name}_supervisions_{split}.jsonl.gz",
+    )
+    for manifest, path in zip((recordings, supervisions), paths):
+        with atomic_path(path) as tmp:
+            manifest.to_file(tmp)
+    hours = sum(s.duration for s in supervisions) / 3600
+    log.info("%s: %d utterances, %.2f h from %s", split, len(supervisions), hours, ", ".join(parts))
+    return paths
