@@ -415,6 +415,7 @@ SEARCH_OPTIONS = (
 
 def search_options(func):
     """Adds the search options (defaults from the config schema), passed on as one ``search`` dict."""
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         kwargs["search"] = {key: kwargs.pop(key) for _, key, _ in SEARCH_OPTIONS}
@@ -637,6 +638,7 @@ def _results_config(results_json: Optional[str], config_file: Optional[Path] = N
 
 def _fail_on_record_errors(func):
     """Bad run records end the command with their list, not a traceback."""
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from streamkd.results.load import RecordError

@@ -110,6 +110,10 @@ def test_means_stds_and_relative_reductions_match_hand_computation(grid, tmp_pat
     assert [c.strip() for c in aux_line.strip("|").split("|")][5:10:3] == ["**36**", "**67**"]
 
 
+def _table_cells(line: str):
+    return [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+
+
 def _cells(md: str, label: str):
     line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
     return [c.strip() for c in line.strip().strip("|").split("|")]
@@ -245,6 +249,36 @@ def test_a_table_can_compare_against_another_method_than_the_baseline(tmp_path):
     assert "baseline (layer)" in (tmp_path / "tables/aux_vs_layer.md").read_text()
     with pytest.raises(ResultsConfigError, match="results.tables.t.baseline: the baseline is a streaming student"):
         ResultsConfig.from_dict({"tables": {"t": {"baseline": "teacher"}}})
+
+
+def test_a_table_can_compare_shifts_against_one_shift_of_the_baseline_method(tmp_path):
+    exp = tmp_path / "exp"
+    n = 40
+    write_run(exp, "teacher", method="teacher", seed=42, errors={"test": ue(40, n)})
+    write_run(exp, "none", errors={"test": ue(120, n)})  # 30 %
+    for shift, errors in ((0, 60), (2, 100), (4, 62)):  # 15 %, 25 %, 15.5 %
+        write_run(exp, f"aux{shift}", method="aux", kd_layers="2", apc_shift=shift, errors={"test": ue(errors, n)})
+    spec = {"baseline": "aux", "baseline_apc_shift": 0, "methods": ["aux"], "gap_recovered": False}
+    config = ResultsConfig.from_dict({"tables": {"shifts": spec}})
+    table = aggregate(find_records(exp), tmp_path / "tables", config)["shifts"]
+    rows = table.summary.set_index("model")
+    assert table.baseline_model == "aux (layers 2; shift 0)"
+    assert rows["baseline_wer"].tolist() == pytest.approx([15.0] * 3)
+    assert rows.loc["aux (layers 2; shift 2)", "rel_reduction"] == pytest.approx(100 * (15 - 25) / 15)
+    assert bool(rows.loc["aux (layers 2; shift 2)", "significant"])  # 10 points worse on every utterance
+    assert not bool(rows.loc["aux (layers 2; shift 4)", "significant"])  # 0.5 points: within noise
+    assert pd.isna(rows.loc["aux (layers 2; shift 0)", "significant"])  # the baseline is not tested against itself
+    md = (tmp_path / "tables/shifts.md").read_text()
+    assert "baseline (aux (layers 2; shift 0))" in md
+    cells = {tuple(row[:3]): row[3:5] for row in map(_table_cells, md.splitlines()) if row and row[0] == "aux"}
+    assert cells[("aux", "2", "0")] == ["**15.00**", "–"]  # no reduction of the baseline against itself
+    assert cells[("aux", "2", "2")] == ["25.00†", "-66.7"]
+    # Without the shift the baseline method names three systems: which one is meant must be said.
+    del spec["baseline_apc_shift"]
+    with pytest.raises(RecordError, match="several 'aux' systems"):
+        aggregate(find_records(exp), tmp_path / "t2", ResultsConfig.from_dict({"tables": {"shifts": spec}}))
+    with pytest.raises(ResultsConfigError, match="results.tables.t.baseline_apc_shift: expected a shift of 0 or more"):
+        ResultsConfig.from_dict({"tables": {"t": {"baseline": "aux", "baseline_apc_shift": -1}}})
 
 
 # -- broken records are named, not dropped -----------------------------------------------------

@@ -87,7 +87,8 @@ class TableData:
     test_sets: List[str]
     decoding: str
     teacher_decoding: str
-    baseline: str
+    baseline: str  # the baseline's method ...
+    baseline_model: Optional[str]  # ... and its row's label (None when no run of it is selected)
     confidence: float
     precision: int
     notes: List[str] = field(default_factory=list)  # warnings worth printing under the table
@@ -236,6 +237,8 @@ def _baselines(
     base = runs[(runs["method"] == baseline) & (runs["decoding"] == decoding) & runs["test_set"].isin(test_sets)]
     if spec.chunk_sizes is not None:
         base = base[base["chunk_size"].isin(spec.chunk_sizes)]
+    if spec.baseline_apc_shift is not None:
+        base = base[base["apc_shift"] == spec.baseline_apc_shift]
     systems = base["model"].unique()
     if len(systems) > 1:
         raise RecordError(
@@ -259,10 +262,11 @@ def _significance(
     notes: List[str],
 ) -> pd.DataFrame:
     sig = config.significance
+    baseline_models = set(base_runs["model"])
     cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
     stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
     for i, row in stats.iterrows():
-        if row["method"] in (TEACHER, baseline) or pd.isna(row["chunk_size"]):
+        if row["method"] == TEACHER or row["model"] in baseline_models or pd.isna(row["chunk_size"]):
             continue
         mine = selected[
             (selected["model"] == row["model"])
@@ -371,6 +375,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
         decoding=decoding,
         teacher_decoding=teacher_decoding,
         baseline=baseline,
+        baseline_model=next(iter(base_runs["model"].unique()), None),
         confidence=config.significance.confidence,
         precision=config.precision,
         notes=_ordered_unique(notes),

@@ -62,7 +62,9 @@ class TableSpec:
     ``methods``; the teacher is a reference row when ``"teacher"`` is among them (the
     default). Columns are chunk size x test set, each with the WER and, optionally, the
     relative WER reduction against the baseline at the same chunk size. ``baseline`` replaces
-    ``results.baseline`` in one table, e.g. to test aux KD against layer KD.
+    ``results.baseline`` in one table, e.g. to test aux KD against layer KD;
+    ``baseline_apc_shift`` picks one shift of a shifted baseline method, e.g. to test aux
+    KD's APC shifts against shift 0.
     ``kd_layers`` and ``apc_shifts`` filter only the runs that have such a field: the
     teacher and the ``none`` and ``token`` students stay in the table.
     """
@@ -76,6 +78,7 @@ class TableSpec:
     kd_layers: Optional[Tuple[str, ...]] = None
     apc_shifts: Optional[Tuple[int, ...]] = None
     baseline: Optional[str] = None  # default: ResultsConfig.baseline
+    baseline_apc_shift: Optional[int] = None  # the baseline's shift where its method has several
     std: bool = config_default("definitions.results_table.std")
     relative_reduction: bool = config_default("definitions.results_table.relative_reduction")
     significance: bool = config_default("definitions.results_table.significance")
@@ -95,6 +98,11 @@ class TableSpec:
         for name in ("caption", "decoding_method", "teacher_decoding_method", "baseline"):
             if options.get(name) is not None and not isinstance(options[name], str):
                 raise ResultsConfigError(f"{section}.{name}: expected a string, got {options[name]!r}")
+        shift = options.get("baseline_apc_shift")
+        if shift is not None and (isinstance(shift, bool) or not isinstance(shift, int) or shift < 0):
+            raise ResultsConfigError(
+                f"{section}.baseline_apc_shift: expected a shift of 0 or more frames, got {shift!r}"
+            )
         kd_layers = options.get("kd_layers")
         if kd_layers is not None:
             kd_layers = [normalise_layers(v) for v in kd_layers] if isinstance(kd_layers, (list, tuple)) else kd_layers
@@ -113,6 +121,7 @@ class TableSpec:
             kd_layers=_optional_list(section, "kd_layers", kd_layers, str),
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
             baseline=_check_baseline(section, options.get("baseline")),
+            baseline_apc_shift=shift,
             std=options.get("std", cls.std),
             relative_reduction=options.get("relative_reduction", cls.relative_reduction),
             significance=options.get("significance", cls.significance),

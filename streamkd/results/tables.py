@@ -130,6 +130,13 @@ def _delay_text(row) -> Optional[str]:
     return " / ".join(f"{v:.0f}" for v in values)
 
 
+def _baseline_label(table: TableData) -> str:
+    """The baseline's method, or its row's label where one shift of a shifted method is chosen."""
+    if table.spec.baseline_apc_shift is not None and table.baseline_model:
+        return table.baseline_model
+    return table.baseline
+
+
 def layout(table: TableData) -> Layout:
     spec, summary, p = table.spec, table.summary, table.precision
     first = summary.drop_duplicates("model").set_index("model")
@@ -175,12 +182,12 @@ def layout(table: TableData) -> Layout:
                 seeds = int(r["num_seeds"]) if show_seeds and method != TEACHER else None
                 row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark, seeds=seeds))
             elif col.stat == "gap":
-                gap = float("nan") if method in (table.baseline, TEACHER) else r["gap_recovered"]
+                gap = float("nan") if method == TEACHER or model == table.baseline_model else r["gap_recovered"]
                 row_cells.append(Cell(None if pd.isna(gap) else _fmt(gap, 0)))
             elif col.stat == "delay":
                 row_cells.append(Cell(_delay_text(r)))
             else:
-                if method == table.baseline:
+                if model == table.baseline_model:
                     rel = float("nan")
                 elif method == TEACHER:
                     rel = relative_reduction(baseline_wer.get((col.chunk_size, col.test_set)), r["wer_mean"])
@@ -207,7 +214,11 @@ def layout(table: TableData) -> Layout:
                 cells[i][j].bold = True
                 # ... and its reduction and gap closed (the delay is not a rank).
                 for k, stat in enumerate(stats[1:], 1):
-                    if stat in ("rel", "gap") and methods[i] != table.baseline and cells[i][j + k].value is not None:
+                    if (
+                        stat in ("rel", "gap")
+                        and table.systems[i] != table.baseline_model
+                        and cells[i][j + k].value is not None
+                    ):
                         cells[i][j + k].bold = True
 
     params = [_params(first.loc[m, "num_params"]) for m in table.systems] if spec.params else None
@@ -260,7 +271,7 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
         )
     if spec.relative_reduction:
         legend.append(
-            f"{REL_HEADER}: relative WER reduction against the baseline ({table.baseline}) at the same chunk size (positive: fewer errors)."
+            f"{REL_HEADER}: relative WER reduction against the baseline ({_baseline_label(table)}) at the same chunk size (positive: fewer errors)."
         )
     if spec.gap_recovered:
         legend.append(
