@@ -115,8 +115,7 @@ def _table_cells(line: str):
 
 
 def _cells(md: str, label: str):
-    line = next(line for line in md.splitlines() if line.startswith(f"| {label} "))
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+    return _table_cells(next(line for line in md.splitlines() if line.startswith(f"| {label} ")))
 
 
 def test_bold_marks_the_true_best_student_not_the_teacher(grid):

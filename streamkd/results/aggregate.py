@@ -259,14 +259,14 @@ def _significance(
     base_runs: pd.DataFrame,
     config: ResultsConfig,
     baseline: str,
+    baseline_model: Optional[str],
     notes: List[str],
 ) -> pd.DataFrame:
     sig = config.significance
-    baseline_models = set(base_runs["model"])
     cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
     stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
     for i, row in stats.iterrows():
-        if row["method"] == TEACHER or row["model"] in baseline_models or pd.isna(row["chunk_size"]):
+        if row["method"] == TEACHER or row["model"] == baseline_model or pd.isna(row["chunk_size"]):
             continue
         mine = selected[
             (selected["model"] == row["model"])
@@ -336,9 +336,10 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     notes: List[str] = []
     stats = seed_statistics(selected)
     base_runs, baselines = _baselines(runs, config, spec, baseline, test_sets)
+    baseline_model = next(iter(base_runs["model"].unique()), None)  # _baselines allows one system
     stats = _attach_baseline(stats, baselines)
     if spec.significance:
-        stats = _significance(stats, selected, base_runs, config, baseline, notes)
+        stats = _significance(stats, selected, base_runs, config, baseline, baseline_model, notes)
     else:
         stats = stats.assign(
             ci_low=np.nan,
@@ -375,7 +376,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
         decoding=decoding,
         teacher_decoding=teacher_decoding,
         baseline=baseline,
-        baseline_model=next(iter(base_runs["model"].unique()), None),
+        baseline_model=baseline_model,
         confidence=config.significance.confidence,
         precision=config.precision,
         notes=_ordered_unique(notes),
