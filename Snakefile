@@ -42,5 +42,5 @@ onsuccess:
         print(f"\n{Path(WER_TABLE).read_text()}")
         print(
             f"Tables in {RESULTS}/tables, plots in {RESULTS}/plots; "
-            "for a browsable report run: snakemake --report report.html"
+            f"for a one-page HTML report of them run: {report_page_command()}"
         )

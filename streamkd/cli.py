@@ -368,6 +368,30 @@ def bench_kd_step(config_path, teacher_checkpoint, train_cuts, bpe_model, out, n
     click.echo(markdown(report))
 
 
+@main.command("bench-machine")
+@click.option(
+    "--config",
+    "config_files",
+    multiple=True,
+    type=ExistingPath,
+    help="Config file(s) merged over config.yaml: the student, batch size and KD layers timed.",
+)
+@click.option("--out", type=PathType, help="Also write the report as JSON here, with a Markdown copy beside it.")
+@click.option(
+    "--no-vendor-path", is_flag=True, help="Skip the GEMMs on the BLAS library's own code path (a child process)."
+)
+def bench_machine(config_files, out, no_vendor_path) -> None:
+    """Processor, BLAS, float32 GEMM GFLOP/s and the default student's training step on this machine."""
+    from streamkd.benchmarks.machine import benchmark_machine, markdown
+    from streamkd.utils import write_json, write_text
+
+    report = benchmark_machine(_merged_config(config_files), compare_vendor_path=not no_vendor_path)
+    if out is not None:
+        write_json(out, report)
+        write_text(out.with_suffix(".md"), markdown(report))
+    click.echo(markdown(report))
+
+
 @main.command("analyse-aux")
 @click.option(
     "--run-dir",

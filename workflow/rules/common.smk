@@ -298,3 +298,22 @@ def plot_output(name, fmt):
         subcategory=PLOT_TITLES[name],
         labels={"file": f"{name}.{fmt}", "format": fmt.upper()},
     )
+
+
+def report_page_command():
+    """The offline command that builds the run's one-page HTML report.
+
+    `snakemake --report` is not recommended: Snakemake 7 downloads its scripts and licence
+    texts while building the page. The results section comes from the last config file given
+    on the command line that has one (config.yaml's equals the schema's defaults).
+    """
+    with_results = [f for f in workflow.overwrite_configfiles or [] if "results" in load_yaml(f)]
+    config_arg = f" --config {shlex.quote(str(with_results[-1]))}" if with_results else ""
+    return f"streamkd report --exp-dir {shlex.quote(EXP)} --out-dir {shlex.quote(RESULTS)}{config_arg}"
+
+
+def load_yaml(path):
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
