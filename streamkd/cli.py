@@ -1109,13 +1109,41 @@ def _merged_config(config_files: Tuple[Path, ...]) -> dict:
 )
 @click.option("--watch", is_flag=True, help="Redraw until every run has finished (Ctrl-C stops).")
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between redraws with --watch.")
-def progress(exp_dir: Path, config_files: Tuple[Path, ...], parallel: int, watch: bool, interval: float) -> None:
+@click.option(
+    "--project",
+    is_flag=True,
+    help="Instead: the whole grid's training time on this machine, from step times measured now (needs --config).",
+)
+@click.option(
+    "--train-cuts",
+    type=PathType,
+    default=None,
+    help="With --project: the training cuts [default: DATA_DIR/fbank/cuts_train.checked.jsonl.gz].",
+)
+def progress(
+    exp_dir: Path,
+    config_files: Tuple[Path, ...],
+    parallel: int,
+    watch: bool,
+    interval: float,
+    project: bool,
+    train_cuts: Optional[Path],
+) -> None:
     """Per run of EXP_DIR: epoch of total, step, recent loss, audio s/s, ETA; and the rest of the workflow."""
     import time
 
     from streamkd.training.progress import estimate_rest, expected_epochs, expected_runs, experiment_progress, render
 
     config = _merged_config(config_files) if config_files else None
+    if project:
+        if config is None:
+            raise click.UsageError("--project needs the grid's --config file(s)")
+        from streamkd.benchmarks.projection import project_grid, render_projection
+        from streamkd.utils import cpu_model
+
+        cuts = train_cuts or Path(config["data_dir"]) / "fbank" / "cuts_train.checked.jsonl.gz"
+        click.echo(render_projection(project_grid(config, cuts), parallel, cpu_model()))
+        return
     runs_expected = expected_runs(config) if config else []
     epochs = expected_epochs(config) if config else {}
     while True:

@@ -34,6 +34,12 @@ def k2_available() -> bool:
     return _import_k2()[0] is not None
 
 
+def k2_import_error() -> str:
+    """Why ``import k2`` failed (empty where it works)."""
+    error = _import_k2()[1]
+    return "" if error is None else f"{type(error).__name__}: {error}"
+
+
 def install_hint() -> str:
     """How to install k2 for the torch that is installed here."""
     import torch

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamkd.k2_support import k2_available
+from streamkd.k2_support import k2_available, k2_import_error
 
 from helpers import REPO
 
@@ -25,6 +25,22 @@ K2_TEST_MODULES = [
     "test_transducer.py",
 ]
 collect_ignore = [] if k2_available() else K2_TEST_MODULES
+SLOW_TEST_TIMEOUT_S = 900  # a whole micro pipeline; unit tests have pyproject.toml's limit
+
+
+def pytest_configure(config):
+    """The k2 stack's run (STREAMKD_REQUIRE_K2=1) stops here if k2 cannot be imported."""
+    if os.environ.get("STREAMKD_REQUIRE_K2") == "1" and not k2_available():
+        raise pytest.UsageError(
+            f"STREAMKD_REQUIRE_K2=1 but k2 cannot be imported ({k2_import_error()}): "
+            f"{len(K2_TEST_MODULES)} test modules would go uncollected"
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT_S))
 
 
 def pytest_report_header(config):

@@ -26,14 +26,19 @@ requires_tts = pytest.mark.skipif(
 )
 
 
+DRY_RUN_TIMEOUT_S = 180
+
+
 def run_snakemake(
-    directory: Path, *args, configfiles=(), env=None, check: bool = False, timeout: float = 7200
+    directory: Path, *args, configfiles=(), env=None, check: bool = False, timeout: float = 840
 ) -> subprocess.CompletedProcess:
     """``python -m snakemake ARGS`` with this repository's Snakefile, working in ``directory``.
 
     The timeout only guards against a hang: the micro pipeline takes about 3 minutes on an
-    idle 2-core machine and several times that on a busy one.
+    idle 2-core machine and several times that on a busy one; a dry run takes seconds.
     """
+    if "-n" in args or "--dry-run" in args:
+        timeout = min(timeout, DRY_RUN_TIMEOUT_S)
     configs = ["--configfile", *map(str, configfiles)] if configfiles else []
     return subprocess.run(
         [

@@ -216,6 +216,7 @@ def test_aux_branch_cannot_tell_which_later_frame_is_k_ahead(options):
     # cannot copy the target; the student's own features must carry it.
     torch.manual_seed(7)
     x, lengths, t = torch.randn(1, 13, 16), torch.tensor([13]), 5
+    options = dict(options)  # a copy: the parameter lists are shared between tests
     conv_kernel = options.pop("conv_kernel", 5)
     torch.manual_seed(4)
     branch = AuxBranch(
@@ -240,6 +241,7 @@ def test_aux_branch_cannot_tell_which_later_frame_is_k_ahead(options):
 def test_conformer_branch_convolution_reads_no_future_frame(options):
     torch.manual_seed(8)
     x = torch.randn(1, 12, 16)
+    options = dict(options)  # a copy: the parameter lists are shared between tests
     conv_kernel = options.pop("conv_kernel", 5)
     torch.manual_seed(4)
     branch = AuxBranch(
@@ -287,6 +289,39 @@ def test_hidden_kd_gradients_reach_distilled_student_layers_only(method, shift):
     assert all(p.grad is None for p in blocks[1].parameters())
     assert all(p.grad is None and not p.requires_grad for p in obj.teacher.parameters())
     assert all(p.grad is not None for p in obj.kd.parameters())
+
+
+@pytest.mark.parametrize("method, shift", [("layer", None), ("layer", 2), ("aux", 0), ("aux", 2)])
+def test_kd_term_alone_moves_the_student_towards_the_teachers_targets(method, shift):
+    """A few optimiser steps on the KD term alone lower the distance it measures, on the
+    batch trained and on another batch: the gradient points towards the teacher."""
+    obj = objective(method, apc_shift=shift).train()
+    obj.student.encoder.cmvn.requires_grad_(False)
+    feats, lens, _ = batch()
+    torch.manual_seed(3)
+    other_feats, other_lens = torch.randn(2, 120, FEAT_DIM), torch.tensor([110, 97])
+
+    def distance(x, lengths) -> float:
+        with torch.no_grad():
+            obj.eval()
+            _, out_lengths, hidden = obj.student(x, lengths)
+            _, _, teacher_hidden = obj.teacher(x, lengths)
+            value = float(obj.kd(hidden, teacher_hidden, out_lengths))
+            obj.train()
+            return value
+
+    before, before_other = distance(feats, lens), distance(other_feats, other_lens)
+    params = [p for p in obj.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        _, lengths, hidden = obj.student(feats, lens)
+        _, _, teacher_hidden = obj.teacher(feats, lens)
+        obj.kd(hidden, teacher_hidden, lengths).backward()
+        optimizer.step()
+    after, after_other = distance(feats, lens), distance(other_feats, other_lens)
+    assert after < 0.8 * before, (before, after)
+    assert after_other < before_other, (before_other, after_other)
 
 
 def test_token_kd_gradients_reach_the_student_not_the_teacher():

@@ -222,8 +222,11 @@ def test_table_marks_only_significant_differences(tmp_path):
     assert bool(summary.loc["token", "significant"]) is False
     assert summary.loc["token", "ci_low"] <= 0 <= summary.loc["token", "ci_high"]
     md = (tmp_path / "tables/wer.md").read_text()
-    assert _cells(md, "aux")[2].endswith("†") and not _cells(md, "token")[1].endswith("†")
-    assert "†" not in "".join(_cells(md, "none"))
+    header = _table_cells(md.splitlines()[2])
+    wer_column = header.index("test @ 160 ms")
+    assert _cells(md, "aux")[wer_column].endswith("‡")
+    assert not _cells(md, "token")[wer_column].endswith("‡")
+    assert "‡" not in "".join(_cells(md, "none"))
 
 
 def test_a_table_can_compare_against_another_method_than_the_baseline(tmp_path):
@@ -271,7 +274,7 @@ def test_a_table_can_compare_shifts_against_one_shift_of_the_baseline_method(tmp
     assert "baseline (aux (layers 2; shift 0))" in md
     cells = {tuple(row[:3]): row[3:5] for row in map(_table_cells, md.splitlines()) if row and row[0] == "aux"}
     assert cells[("aux", "2", "0")] == ["**15.00**", "–"]  # no reduction of the baseline against itself
-    assert cells[("aux", "2", "2")] == ["25.00†", "-66.7"]
+    assert cells[("aux", "2", "2")] == ["25.00‡", "-66.7"]
     # Without the shift the baseline method names three systems: which one is meant must be said.
     del spec["baseline_apc_shift"]
     with pytest.raises(RecordError, match="several 'aux' systems"):
@@ -408,7 +411,7 @@ def test_markdown_is_readable_without_code(grid, tmp_path):
         "Params (M)",
     ]
     assert "relative WER reduction against the baseline (none)" in md
-    assert "95% paired-bootstrap confidence interval" in md
+    assert "95% paired-bootstrap interval over test utterances" in md
     # Cells rest on 1 to 3 seeds: each WER says on how many (the teacher is one model).
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert "12.00 ± 2.00 (n=3)" in rows["none"] and "(n=1)" in rows["token"]
@@ -430,6 +433,7 @@ def _unlatex(cell: str) -> str:
     return (
         cell.replace(r"$\pm$", "±")
         .replace(r"$^{\dagger}$", "†")
+        .replace(r"$^{\ddagger}$", "‡")
         .replace(r"$-$", "-")
         .replace("--", "–")
         .replace(r"\%", "%")

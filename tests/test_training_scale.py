@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,20 +181,30 @@ def uninterrupted(data, tmp_path_factory) -> Path:
 
 
 def start_and_stop(cmd: list, wait_for: str, sig: int) -> subprocess.CompletedProcess:
-    """Start training, send ``sig`` once ``wait_for`` appears in its log, wait for it to end."""
+    """Start training, send ``sig`` once ``wait_for`` appears in its log, wait for it to end.
+
+    The log is read on a thread, so a child that stalls without writing fails the test at the
+    deadline instead of blocking it.
+    """
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-    lines = []
-    try:
-        deadline = time.time() + STEP_TIMEOUT
+    lines: list = []
+    signalled = threading.Event()
+
+    def read_log() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if wait_for in line:
+            if not signalled.is_set() and wait_for in line:
+                signalled.set()
                 proc.send_signal(sig)
-                break
-            assert time.time() < deadline, "training never reached " + wait_for
-        else:
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        reader.join(timeout=STEP_TIMEOUT)  # the log ends when the process does
+        if reader.is_alive():
+            pytest.fail(f"training neither reached {wait_for!r} nor ended in {STEP_TIMEOUT} s")
+        if not signalled.is_set():
             pytest.fail("training ended before " + wait_for + ":\n" + "".join(lines[-30:]))
-        lines.extend(proc.stderr)
         proc.wait(timeout=STEP_TIMEOUT)
     finally:
         if proc.poll() is None:
@@ -288,16 +298,24 @@ def test_sigterm_writes_a_checkpoint_and_the_rerun_finishes_identically(data, un
 
 
 def test_resume_from_an_old_epoch_checkpoint_without_pointer(data, uninterrupted, tmp_path):
-    """Runs checkpointed before step checkpoints existed have epoch-N.pt files only."""
+    """Runs checkpointed before step checkpoints existed have epoch-N.pt files only: they resume
+    from the newest one and end where the uninterrupted run ended."""
     from streamkd.training.trainer import latest_checkpoint
 
     out = tmp_path / "run"
-    shutil.copytree(uninterrupted / "checkpoints", out / "checkpoints")
+    shutil.copytree(uninterrupted, out)
+    for finished in ("model.pt", "train_summary.json"):
+        (out / finished).unlink()
     (out / "checkpoints" / "latest").unlink()
     for step_ckpt in (out / "checkpoints").glob("step-*.pt"):
         step_ckpt.unlink()
     (out / "checkpoints" / "epoch-3.pt").unlink()
     assert latest_checkpoint(out / "checkpoints").name == "epoch-2.pt"
+
+    resumed = run(train_command(data, out, RESUME_OPTIMISATION, dropout=0.1, role="student"))
+    assert "resumed from" in resumed.stderr and "epoch-2.pt" in resumed.stderr
+    assert "epoch 3/3 batch" in resumed.stderr and "epoch 1/3 batch" not in resumed.stderr
+    assert_same_run(out, uninterrupted)
 
 
 def test_finished_run_is_not_trained_again(data, uninterrupted, tmp_path):

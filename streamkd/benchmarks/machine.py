@@ -107,40 +107,42 @@ def _synthetic_batch(batch_seconds: float, utterance_seconds: float, vocab: int,
 def training_step_seconds(
     config: Mapping[str, Any], method: str, steps: int = 8, warmup: int = 2, vocab: int = 100
 ) -> float:
-    """Median wall seconds of one optimiser step of the default student (one thread).
+    """Median wall seconds of one optimiser step (one thread) of a run of the config.
 
-    ``aux`` reads its teacher's layer outputs as a prepared batch field, as the default run does
-    from the teacher cache, so the step holds exactly what a cached aux step computes.
+    ``method`` is ``teacher`` (the full-context teacher's own training) or a student's KD
+    method. KD students read their teacher's outputs as a prepared batch field, as they do
+    from the teacher cache, so the step holds exactly what a cached KD step computes.
     """
     from streamkd.distill.config import KdConfig
     from streamkd.distill.teacher import FrozenTeacher
-    from streamkd.distill.teacher_cache import layer_field
+    from streamkd.distill.teacher_cache import POSTERIOR_FIELD, layer_field
     from streamkd.model.asr import build_asr_model
     from streamkd.training.objectives import DistillationObjective, asr_objective
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model_cfg, grid, opt = config["model"], config["grid"], config["training"]["student"]
-    student = build_asr_model(
-        {**model_cfg["student"], "causal": True, "chunk_size": grid["chunk_sizes"][0], "left_chunks": -1},
-        vocab,
-        model_cfg.get("head"),
-    )
-    feats, feat_lens, targets = _synthetic_batch(opt["max_duration"], 3.0, vocab)
+    model_cfg, grid = config["model"], config["grid"]
+    role = "teacher" if method == "teacher" else "student"
+    head = model_cfg.get("head")
+    teacher_model = build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, head)
+    feats, feat_lens, targets = _synthetic_batch(config["training"][role]["max_duration"], 3.0, vocab)
     teacher_targets = None
-    if method == "none":
-        objective = asr_objective(student)
+    if method == "teacher":
+        objective = asr_objective(teacher_model)
     else:
-        teacher = FrozenTeacher(
-            build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, model_cfg.get("head"))
-        )
-        kd_options = {k: v for k, v in config["kd"].items() if k not in ("teacher_targets", "weight")}
-        kd = KdConfig.from_dict(
-            {**kd_options, "method": method, "student_layers": tuple(grid["kd_layers"][0]), "apc_shift": 0}
-        )
-        objective = DistillationObjective(student, teacher, kd, spec_augment=False)
-        _, lengths, hidden = teacher(feats, feat_lens)
-        teacher_targets = {"lengths": lengths, **{layer_field(m): hidden[m - 1] for _, m in objective.pairs}}
+        streaming = {"causal": True, "chunk_size": grid["chunk_sizes"][0], "left_chunks": model_cfg["left_chunks"]}
+        student = build_asr_model({**model_cfg["student"], **streaming}, vocab, head)
+        if method == "none":
+            objective = asr_objective(student)
+        else:
+            kd_options = {k: v for k, v in config["kd"].items() if k not in ("teacher_targets", "weight")}
+            layers = {"student_layers": tuple(grid["kd_layers"][0]), "apc_shift": 0} if method != "token" else {}
+            kd = KdConfig.from_dict({**kd_options, "method": method, **layers})
+            teacher = FrozenTeacher(teacher_model)
+            objective = DistillationObjective(student, teacher, kd, spec_augment=False)
+            log_probs, lengths, hidden = teacher(feats, feat_lens)
+            teacher_targets = {"lengths": lengths, POSTERIOR_FIELD: log_probs}
+            teacher_targets.update({layer_field(m): hidden[m - 1] for m in range(1, len(hidden) + 1)})
     objective.train()
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)

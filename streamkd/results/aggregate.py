@@ -12,8 +12,14 @@ The numbers of a table are computed here, as a tidy pandas frame with one row pe
   recognised tokens against the teacher's reference times (:mod:`streamkd.decode.emission`),
   averaged over seeds; ``delay_decoding`` names the decode it was measured on (a student's
   chunk-by-chunk twin of the table's method; the teacher's own offline decode).
-- ``delta_wer``, ``ci_low``, ``ci_high``, ``prob_improvement``, ``significant``: the paired
-  bootstrap of :mod:`streamkd.results.significance` against the same baseline.
+- ``delta_wer``, ``ci_low``, ``ci_high``, ``prob_improvement``, ``p_value``, ``significant``:
+  the utterance-level paired bootstrap of :mod:`streamkd.results.significance` (seeds
+  averaged, models treated as fixed) against the same baseline, uncorrected.
+- ``seed_ci_low``, ``seed_ci_high``, ``seed_p_value``, ``seed_p_holm``, ``seed_significant``:
+  the two-level (seeds, then utterances) bootstrap against the same baseline, seeds paired by
+  index, where both sides have at least ``MIN_SEEDS`` seeds and the same number of them;
+  ``seed_p_holm`` is Holm-adjusted over every seed-level comparison of the table (its family),
+  and ``seed_significant`` means ``seed_p_holm < 1 - confidence``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from streamkd.results.load import (
     load_records,
     system_sort_key,
 )
-from streamkd.results.significance import ErrorsFileError, compare
+from streamkd.results.significance import MIN_SEEDS, ErrorsFileError, compare, compare_seeds, holm
 from streamkd.utils import write_text
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,13 @@ SUMMARY_COLUMNS = [
     "ci_low",
     "ci_high",
     "prob_improvement",
+    "p_value",
     "significant",
+    "seed_ci_low",
+    "seed_ci_high",
+    "seed_p_value",
+    "seed_p_holm",
+    "seed_significant",
     "num_utterances",
     "num_params",
     "num_params_training",
@@ -263,8 +275,7 @@ def _significance(
     notes: List[str],
 ) -> pd.DataFrame:
     sig = config.significance
-    cols = {c: np.nan for c in ("ci_low", "ci_high", "prob_improvement", "num_utterances")}
-    stats = stats.assign(**cols, significant=pd.Series([pd.NA] * len(stats), dtype="boolean"))
+    stats = _no_significance(stats)
     for i, row in stats.iterrows():
         if row["method"] == TEACHER or row["model"] == baseline_model or pd.isna(row["chunk_size"]):
             continue
@@ -295,13 +306,26 @@ def _significance(
         except (ErrorsFileError, ValueError) as e:
             notes.append(f"{what}: not tested ({e})")
             continue
-        stats.loc[i, ["ci_low", "ci_high", "prob_improvement", "num_utterances"]] = [
+        stats.loc[i, ["ci_low", "ci_high", "prob_improvement", "p_value", "num_utterances"]] = [
             result.ci_low,
             result.ci_high,
             result.prob_improvement,
+            result.p_value,
             result.num_utterances,
         ]
         stats.loc[i, "significant"] = result.significant
+        # Seed level: the i-th seed of each side paired, where both have enough and the same number.
+        mine_paths = list(mine.sort_values("seed")["errors_path"])
+        theirs_paths = list(theirs.sort_values("seed")["errors_path"])
+        if min(len(mine_paths), len(theirs_paths)) >= MIN_SEEDS and len(mine_paths) == len(theirs_paths):
+            by_seed = compare_seeds(
+                mine_paths, theirs_paths, num_resamples=sig.num_resamples, confidence=sig.confidence, seed=sig.seed
+            )
+            stats.loc[i, ["seed_ci_low", "seed_ci_high", "seed_p_value"]] = [
+                by_seed.ci_low,
+                by_seed.ci_high,
+                by_seed.p_value,
+            ]
         if not np.isclose(result.delta, row["delta_wer"], atol=1e-3):  # records round WER to 1e-4
             # The per-utterance errors and the WER in the records disagree: say so, loudly.
             notes.append(
@@ -309,7 +333,22 @@ def _significance(
                 f"{row['delta_wer']:.4f}; are the errors files those of these runs?"
             )
     stats["num_utterances"] = stats["num_utterances"].astype("Int64")
+    # Holm over the table's seed-level comparisons: one family per table.
+    stats["seed_p_holm"] = holm(stats["seed_p_value"].to_numpy(dtype=float))
+    tested = stats["seed_p_holm"].notna()
+    stats.loc[tested, "seed_significant"] = stats.loc[tested, "seed_p_holm"] < 1.0 - sig.confidence
     return stats
+
+
+def _no_significance(stats: pd.DataFrame) -> pd.DataFrame:
+    """The significance columns, all empty."""
+    numbers = ("ci_low", "ci_high", "prob_improvement", "p_value", "seed_ci_low", "seed_ci_high", "seed_p_value")
+    return stats.assign(
+        **{c: np.nan for c in numbers + ("seed_p_holm",)},
+        num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
+        significant=pd.array([pd.NA] * len(stats), dtype="boolean"),
+        seed_significant=pd.array([pd.NA] * len(stats), dtype="boolean"),
+    )
 
 
 def _row_order(stats: pd.DataFrame, spec: TableSpec) -> List[str]:
@@ -341,13 +380,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
     if spec.significance:
         stats = _significance(stats, selected, base_runs, config, baseline, baseline_model, notes)
     else:
-        stats = stats.assign(
-            ci_low=np.nan,
-            ci_high=np.nan,
-            prob_improvement=np.nan,
-            num_utterances=pd.array([pd.NA] * len(stats), dtype="Int64"),
-            significant=pd.array([pd.NA] * len(stats), dtype="boolean"),
-        )
+        stats = _no_significance(stats)
     chunk_sizes = sorted(int(c) for c in stats["chunk_size"].dropna().unique())
     for chunk in chunk_sizes:
         for test_set in test_sets:

@@ -22,9 +22,11 @@ import pandas as pd
 from streamkd.results.aggregate import TEACHER, TableData, relative_reduction
 from streamkd.results.kd_settings import SETTING_FIELDS
 from streamkd.results.load import FRAME_MS, varying_fields
+from streamkd.results.significance import MIN_SEEDS
 
 DASH = "–"
-DAGGER = "†"
+DAGGER = "†"  # the seed-level test (two-level bootstrap, Holm over the table)
+DOUBLE_DAGGER = "‡"  # the utterance-level test (seeds averaged, models fixed), uncorrected
 LABEL_COLUMNS = (
     ("method", "Method"),
     ("kd_layers", "KD layers"),
@@ -58,7 +60,8 @@ class Cell:
     value: Optional[str] = None  # None: nothing to show
     std: Optional[str] = None
     bold: bool = False
-    mark: bool = False  # significantly different from the baseline
+    mark: bool = False  # significantly different from the baseline at the seed level (†)
+    utterance_mark: bool = False  # ... at the utterance level only (‡)
     seeds: Optional[int] = None  # shown where the table's cells rest on different numbers of seeds
 
 
@@ -178,9 +181,12 @@ def layout(table: TableData) -> Layout:
                 row_cells.append(Cell())
             elif col.stat == "wer":
                 std = None if (not spec.std or pd.isna(r["wer_std"])) else _fmt(r["wer_std"], p)
-                mark = bool(spec.significance and not pd.isna(r["significant"]) and bool(r["significant"]))
+                mark = bool(spec.significance and _true(r["seed_significant"]))
+                utterance_mark = bool(spec.significance and _true(r["significant"]))
                 seeds = int(r["num_seeds"]) if show_seeds and method != TEACHER else None
-                row_cells.append(Cell(_fmt(r["wer_mean"], p), std, mark=mark, seeds=seeds))
+                row_cells.append(
+                    Cell(_fmt(r["wer_mean"], p), std, mark=mark, utterance_mark=utterance_mark, seeds=seeds)
+                )
             elif col.stat == "gap":
                 gap = float("nan") if method == TEACHER or model == table.baseline_model else r["gap_recovered"]
                 row_cells.append(Cell(None if pd.isna(gap) else _fmt(gap, 0)))
@@ -235,6 +241,35 @@ def layout(table: TableData) -> Layout:
     return out
 
 
+def _true(value) -> bool:
+    return not pd.isna(value) and bool(value)
+
+
+def _significance_legend(table: TableData) -> List[str]:
+    """What † and ‡ mean in this table, and the family Holm's correction ran over."""
+    level = f"{table.confidence * 100:g}%"
+    summary = table.summary
+    tested = int(summary["seed_p_holm"].notna().sum())
+    if tested:
+        seed_line = (
+            f"{DAGGER}: seed-level test, a two-level paired bootstrap (training seeds, then test utterances within "
+            f"them; seeds paired by index) of the WER difference to the baseline at the same chunk size; "
+            f"Holm-adjusted p < {1 - table.confidence:g} over the family of this table's {tested} seed-level "
+            f"comparisons (every student against {_baseline_label(table)} in every column)."
+        )
+    else:
+        seed_line = (
+            f"No seed-level test ({DAGGER}) was possible: it needs at least {MIN_SEEDS} seeds per student and "
+            "baseline, with the same number on both sides."
+        )
+    return [
+        seed_line,
+        f"{DOUBLE_DAGGER}: utterance-level test, the {level} paired-bootstrap interval over test utterances (seeds "
+        "averaged, trained models treated as fixed) excludes zero; uncorrected. It says the checkpoints differ on "
+        "this test set, not that the method does.",
+    ]
+
+
 def _student_seed_counts(table: TableData) -> pd.Series:
     return table.summary.loc[table.summary["model"] != TEACHER, "num_seeds"]
 
@@ -279,10 +314,7 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
             f"100 x (baseline - student) / (baseline - teacher)."
         )
     if spec.significance:
-        legend.append(
-            f"{DAGGER}: the {table.confidence * 100:g}% paired-bootstrap confidence interval of the WER difference "
-            f"to the baseline at the same chunk size excludes zero."
-        )
+        legend.extend(_significance_legend(table))
     legend.append(
         "Bold: the best student in each column. The full-context teacher is a reference, repeated in every chunk column."
     )
@@ -307,7 +339,11 @@ def _md_cell(cell: Cell) -> str:
     text = cell.value + (f" ± {cell.std}" if cell.std else "")
     if cell.bold:
         text = f"**{text}**"
-    return text + (DAGGER if cell.mark else "") + _seeds_suffix(cell)
+    return text + _marks(cell) + _seeds_suffix(cell)
+
+
+def _marks(cell: Cell) -> str:
+    return (DAGGER if cell.mark else "") + (DOUBLE_DAGGER if cell.utterance_mark else "")
 
 
 def markdown_header(col: ValueColumn) -> str:
@@ -348,6 +384,7 @@ _LATEX_SPECIAL = {
     DASH: "--",
     "±": r"$\pm$",
     DAGGER: r"$^{\dagger}$",
+    DOUBLE_DAGGER: r"$^{\ddagger}$",
     "'": "'",
 }
 
@@ -366,7 +403,7 @@ def _tex_cell(cell: Cell) -> str:
     text = _latex_number(cell.value) + (rf" $\pm$ {cell.std}" if cell.std else "")
     if cell.bold:
         text = rf"\textbf{{{text}}}"
-    return text + (r"$^{\dagger}$" if cell.mark else "") + _seeds_suffix(cell)
+    return text + "".join(_LATEX_SPECIAL[m] for m in _marks(cell)) + _seeds_suffix(cell)
 
 
 def _column_tuples(
@@ -478,7 +515,8 @@ def _html_cell(cell: Cell) -> str:
     text = html.escape(cell.value) + (f" ± {html.escape(cell.std)}" if cell.std else "")
     if cell.bold:
         text = f"<b>{text}</b>"
-    return text + (f"<sup>{DAGGER}</sup>" if cell.mark else "") + _seeds_suffix(cell)
+    marks = _marks(cell)
+    return text + (f"<sup>{marks}</sup>" if marks else "") + _seeds_suffix(cell)
 
 
 def html_fragment(table: TableData) -> str:
