@@ -163,3 +163,166 @@ def test_optimisation_settings_from_python_name_missing_keys_too():
 
     with pytest.raises(ValueError, match="missing optimisation option\\(s\\): max_duration, peak_lr, warmup_steps"):
         OptimisationConfig.from_dict({"num_epochs": 1})
+
+
+# -- error paths of the deploy, decode, graph, training and analysis commands -----------------
+
+
+@pytest.fixture(scope="module")
+def student(files):
+    """A streaming (causal, chunked) student of the module's BPE, as the export needs."""
+    d, bpe, _ = files
+    from streamkd.data.tokenizer import Tokenizer
+
+    torch.manual_seed(1)
+    model = build_asr_model(
+        dict(TINY_ENCODER, feat_dim=80, causal=True, chunk_size=2), Tokenizer(bpe).vocab_size, {"type": "ctc"}
+    )
+    path = d / "student.pt"
+    save_model(path, model, meta={"role": "student", "method": "none"})
+    return path
+
+
+def test_exporting_a_full_context_model_is_refused(files, tmp_path):
+    d, bpe, _ = files
+    line = error_line(
+        streamkd("export", "--checkpoint", d / "model.pt", "--bpe-model", bpe, "--out-dir", tmp_path / "x")
+    )
+    assert "only a causal, chunked student can be exported for streaming" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_exporting_with_an_impossible_left_context_names_it(files, student, tmp_path):
+    _, bpe, _ = files
+    args = ("export", "--checkpoint", student, "--bpe-model", bpe, "--out-dir", tmp_path / "x", "--left-chunks", "-2")
+    assert "left_chunks must be >= -1 (-1 = unlimited), got -2" in error_line(streamkd(*args, "--no-torchscript"))
+
+
+def test_transcribing_with_a_missing_model_folder_names_it(tmp_path):
+    wav = tmp_path / "a.wav"
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(wav, np.zeros(1600, dtype=np.float32), 16000)
+    missing = tmp_path / "no-such-model"
+    line = error_line(streamkd("transcribe", "--model-dir", missing, wav))
+    assert str(missing) in line
+
+
+def test_transcribing_onnx_without_a_model_folder_is_refused(files, student, tmp_path):
+    _, bpe, _ = files
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"")
+    line = error_line(
+        streamkd("transcribe", "--checkpoint", student, "--bpe-model", bpe, "--method", "ctc-greedy", "--onnx", wav)
+    )
+    assert "--onnx needs --model-dir" in line
+
+
+def test_transcribing_a_folder_without_audio_names_it(files, student, tmp_path):
+    _, bpe, _ = files
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = error_line(
+        streamkd("transcribe", "--checkpoint", student, "--bpe-model", bpe, "--method", "ctc-greedy", empty)
+    )
+    assert f"no audio files in {empty}" in line
+
+
+def test_decoding_with_another_bpe_vocabulary_than_the_model_is_refused(files, tmp_path):
+    d, _, cuts = files
+    other_bpe = train_tiny_bpe(tmp_path, ["SOME OTHER WORDS ENTIRELY", "AND MORE OF THEM"] * 10, vocab_size=30)
+    line = error_line(streamkd(*decode_args(d, other_bpe, cuts, d / "model.pt")))
+    assert str(d / "model.pt") in line and "vocab" in line.lower()
+
+
+@pytest.mark.k2
+def test_decoding_without_the_graph_a_method_needs_names_the_option(files):
+    d, bpe, cuts = files
+    args = list(decode_args(d, bpe, cuts, d / "model.pt"))
+    args[args.index("ctc-greedy")] = "ctc-1best"
+    assert "decoding method 'ctc-1best' needs --graph (ctc_topo)" in error_line(streamkd(*args))
+
+
+@pytest.mark.k2
+def test_decoding_with_a_graph_of_another_bpe_model_is_refused(files, tmp_path):
+    d, bpe, cuts = files
+    other_bpe = train_tiny_bpe(tmp_path, ["SOME OTHER WORDS ENTIRELY", "AND MORE OF THEM"] * 10, vocab_size=30)
+    graph = tmp_path / "ctc_topo.pt"
+    assert streamkd("compile-ctc-topo", "--bpe-model", other_bpe, "--out", graph).returncode == 0
+    args = list(decode_args(d, bpe, cuts, d / "model.pt"))
+    args[args.index("ctc-greedy")] = "ctc-1best"
+    line = error_line(streamkd(*args, "--graph", graph))
+    assert f"{graph}: the CTC topology covers tokens up to 29" in line and "a different BPE model?" in line
+
+
+@pytest.mark.k2
+@pytest.mark.parametrize(
+    "arpa_text, message",
+    [
+        ("just some text\n", "is not an ARPA file (no \\data\\ section)"),
+        ("\\data\\\nngram 1=1\n\n\\1-grams:\nlonely\n\n\\end\\\n", ":5: malformed unigram line 'lonely'"),
+        ("\\data\\\nngram 1=0\n\n\\1-grams:\n\n\\end\\\n", "the ARPA file has no unigrams"),
+    ],
+    ids=["not-arpa", "malformed-unigram", "no-unigrams"],
+)
+def test_a_bad_arpa_file_is_named_with_what_is_wrong(files, tmp_path, arpa_text, message):
+    _, bpe, _ = files
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text(arpa_text)
+    line = error_line(streamkd("compile-hlg", "--bpe-model", bpe, "--arpa", arpa, "--out", tmp_path / "HLG.pt"))
+    assert str(arpa) in line and message in line
+    assert not (tmp_path / "HLG.pt").exists()
+
+
+def test_training_on_a_set_left_empty_by_the_length_filter_names_the_file(files, tmp_path):
+    d, bpe, cuts = files
+    opt = dict(OPTIMISATION, max_utterance_seconds=0.01)  # every cut is longer: none is left
+    line = error_line(
+        streamkd(
+            "train",
+            "--role",
+            "teacher",
+            "--train-cuts",
+            cuts,
+            "--dev-cuts",
+            cuts,
+            "--bpe-model",
+            bpe,
+            "--out-dir",
+            tmp_path / "run",
+            "--encoder",
+            json.dumps(TINY_ENCODER),
+            "--optimisation",
+            json.dumps(opt),
+            "--seed",
+            "1",
+        )
+    )
+    assert f"{cuts}: no training cut left at most 0.01 s long (training.max_utterance_seconds)" in line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_analysing_branches_of_a_run_without_them_is_refused(files, tmp_path):
+    d, _, cuts = files
+    run = tmp_path / "none-chunk2-seed1"
+    run.mkdir()
+    save_model(run / "model.pt", build_asr_model(dict(TINY_ENCODER, feat_dim=80), 24, {"type": "ctc"}))
+    (run / "train_summary.json").write_text(json.dumps({"method": "none", "role": "student"}))
+    line = error_line(
+        streamkd(
+            "analyse-aux", "--run-dir", run, "--teacher", d / "model.pt", "--cuts", cuts, "--out", tmp_path / "a.json"
+        )
+    )
+    assert f"{run} is a 'none' run: only aux and layer runs have branches" in line
+
+
+def test_archiving_a_record_whose_files_are_missing_names_them(tmp_path):
+    from results_factory import utterance_errors, write_run
+
+    exp = tmp_path / "exp"
+    record = write_run(exp, "none-chunk4-seed1", errors={"test": utterance_errors(3)})
+    errors_file = next((exp / "none-chunk4-seed1").rglob("errors.jsonl"))
+    errors_file.unlink()
+    line = error_line(streamkd("archive-records", "--exp-dir", exp, "--out-dir", tmp_path / "archive"))
+    assert str(record) in line and "does not exist" in line

@@ -233,3 +233,89 @@ def test_stereo_and_other_sample_rates_are_mixed_down_and_resampled(exported, tm
         tmp_path / "second_channel.wav", "--channel", "1", "--model-dir", models["both"], "--method", "rnnt-greedy"
     )
     assert chosen[str(tmp_path / "second_channel.wav")] == lines[str(tmp_path / "mono.wav")]
+
+
+# -- the deploy path through the command line ----------------------------------------------------
+
+
+def cli(*args):
+    result = CliRunner(mix_stderr=False).invoke(main, [*map(str, args)])
+    assert result.exit_code == 0, (result.stderr or "") + repr(result.exception)
+    return result
+
+
+@pytest.mark.parametrize(
+    "options, present, absent",
+    [
+        (["--chunk-size", "2", "--left-chunks", "3", "--no-torchscript"], ["encoder.onnx"], ["encoder.torchscript.pt"]),
+        (["--no-onnx"], ["encoder.torchscript.pt"], ["encoder.onnx", "decoder.onnx", "joiner.onnx"]),
+    ],
+    ids=["chunk-left-onnx-only", "torchscript-only"],
+)
+def test_export_command_writes_what_its_options_ask_for(exported, tmp_path, options, present, absent):
+    d, _, models = exported
+    out = tmp_path / "model"
+    cli("export", "--checkpoint", d / "both.pt", "--bpe-model", d / "bpe.model", "--out-dir", out, *options)
+    summary = json.loads((out / "export.json").read_text())
+    for name in present:
+        assert name in summary["files"] and (out / name).is_file()
+    for name in absent:
+        assert name not in summary["files"] and not (out / name).exists()
+    meta = summary["metadata"]
+    if "--chunk-size" in options:
+        assert (meta["chunk_size"], meta["left_chunks"]) == ("2", "3")
+        model = onnx.load(str(out / "encoder.onnx"))
+        assert {p.key: p.value for p in model.metadata_props}["chunk_size"] == "2"
+    else:  # the model's own: chunk 3, one chunk of left context
+        assert (meta["chunk_size"], meta["left_chunks"]) == ("3", "1")
+
+
+def _cuts_of_audio(d, audio, on_the_fly: bool):
+    """The audio folder as a lhotse cut manifest: fbank computed when read, or stored with lilcom."""
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    from streamkd.data.features import compute_fbank
+
+    recordings = [Recording.from_file(p, recording_id=p.stem) for p in sorted(audio.glob("*.wav"))]
+    supervisions = [
+        SupervisionSegment(id=r.id, recording_id=r.id, start=0.0, duration=r.duration, text="THE CAT")
+        for r in recordings
+    ]
+    RecordingSet.from_recordings(recordings).to_file(d / "rec.jsonl.gz")
+    SupervisionSet.from_segments(supervisions).to_file(d / "sup.jsonl.gz")
+    cuts = d / ("cuts_float.jsonl.gz" if on_the_fly else "cuts_lilcom.jsonl.gz")
+    compute_fbank(d / "rec.jsonl.gz", d / "sup.jsonl.gz", cuts, d / "fbank", on_the_fly=on_the_fly)
+    return cuts
+
+
+@pytest.mark.parametrize("method", ["ctc-1best-streaming", "rnnt-greedy-streaming"])
+def test_transcribe_agrees_with_decode_on_the_same_audio(exported, tmp_path, method):
+    """Same float features: every hypothesis equal. Lilcom-stored features (what the pipeline
+    decodes) differ from float ones by the quantisation, which may flip a token or two."""
+    d, audio, models = exported
+    _, transcribed = transcribe(audio, "--model-dir", models["both"], "--method", method)
+    graph = ["--graph", models["both"] / "ctc_topo.pt"] if method.startswith("ctc") else []
+    decoded = {}
+    for on_the_fly in (True, False):
+        cuts = _cuts_of_audio(tmp_path, audio, on_the_fly)
+        hyps = tmp_path / f"hyps-{on_the_fly}.jsonl"
+        cli(
+            "decode",
+            "--checkpoint",
+            models["both"] / "model.pt",
+            "--cuts",
+            cuts,
+            "--bpe-model",
+            d / "bpe.model",
+            "--method",
+            method,
+            "--hyps",
+            hyps,
+            *graph,
+        )
+        decoded[on_the_fly] = {r["id"]: r["hyp"] for r in map(json.loads, hyps.read_text().splitlines())}
+    by_id = {p.split("/")[-1].removesuffix(".wav"): text for p, text in transcribed.items()}
+    assert any(by_id.values()), "the test model should emit something"
+    assert decoded[True] == by_id
+    differing = sum(decoded[False][k] != by_id[k] for k in by_id)
+    assert differing <= 1, (decoded[False], by_id)

@@ -82,7 +82,7 @@ def train(tones, objective, out_dir: Path, num_epochs: int) -> None:
 
 
 @torch.no_grad()
-def test_wer(tones, model) -> float:
+def heldout_wer(tones, model) -> float:
     model.eval()
     pairs = []
     for raw in eval_dataloader(tones["test"], max_duration=30.0):
@@ -170,7 +170,7 @@ def test_a_streaming_student_learns_the_task_and_each_sabotage_fails(tones, case
             if ASR_CASES[case] is not None:
                 ASR_CASES[case](monkeypatch)
             train(tones, asr_objective(model), tmp_path, STUDENT_EPOCHS)
-    wer = test_wer(tones, model)
+    wer = heldout_wer(tones, model)
     print(f"{case}: test WER {wer:.1f} %")
     if case == "healthy":
         assert wer < LEARNED_WER
@@ -179,7 +179,7 @@ def test_a_streaming_student_learns_the_task_and_each_sabotage_fails(tones, case
 
 
 def test_the_teacher_learns_the_task(tones, teacher):
-    wer = test_wer(tones, teacher)
+    wer = heldout_wer(tones, teacher)
     print(f"teacher: test WER {wer:.1f} %")
     assert wer < LEARNED_WER / 2
 
@@ -197,7 +197,7 @@ def test_an_aux_student_learns_from_its_teacher_and_each_sabotage_fails(tones, t
         if KD_CASES[case] is not None:
             KD_CASES[case](monkeypatch)
         train(tones, objective, tmp_path, STUDENT_EPOCHS)
-    wer, distance = test_wer(tones, student), held_out_kd_distance(tones, objective)
+    wer, distance = heldout_wer(tones, student), held_out_kd_distance(tones, objective)
     print(f"{case}: test WER {wer:.1f} %, held-out KD distance {distance:.3f}")
     learned = wer < LEARNED_WER and distance < LEARNED_KD_DISTANCE
     assert learned == (case == "healthy"), (case, wer, distance)

@@ -143,6 +143,12 @@ def train_asr(
     tokenizer = Tokenizer(bpe_model)
     train = load_cuts(train_cuts, opt.max_utterance_seconds).to_eager()
     dev = load_cuts(dev_cuts, opt.max_utterance_seconds).to_eager()
+    for split, cuts, path in (("training", train, train_cuts), ("dev", dev, dev_cuts)):
+        if len(cuts) == 0:
+            raise ConfigError(
+                f"{path}: no {split} cut left at most {opt.max_utterance_seconds} s long "
+                "(training.max_utterance_seconds), or the manifest is empty"
+            )
     streaming = role == "student"
     if streaming:
         if chunk_size is None or chunk_size < 1:
