@@ -95,9 +95,6 @@ def heldout_wer(tones, model) -> float:
     return 100 * score(pairs).wer
 
 
-test_wer.__test__ = False  # a helper, not a test
-
-
 @torch.no_grad()
 def held_out_kd_distance(tones, objective: DistillationObjective) -> float:
     """The KD term on the test cuts against the frozen teacher's true targets, frame-weighted."""
