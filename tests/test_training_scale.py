@@ -399,3 +399,46 @@ def test_collective_timeout_comes_from_the_environment(monkeypatch):
             ValueError, match=f"STREAMKD_DIST_TIMEOUT must be a positive number of seconds, got '{bad}'"
         ):
             collective_timeout()
+
+
+def test_resuming_mid_epoch_with_another_number_of_data_slots_restarts_that_epoch(data, tmp_path):
+    """The sampler positions of one data slot cannot be split over two: the epoch restarts,
+    keeping weights, optimiser and step count, and the log says why."""
+    out = tmp_path / "run"
+    cmd = train_command(data, out, RESUME_OPTIMISATION, dropout=0.1, role="student")
+    stopped = start_and_stop(cmd, "epoch 1/3 batch 6", signal.SIGTERM)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    two_slots = train_command(data, out, {**RESUME_OPTIMISATION, "accum_grad": 2}, dropout=0.1, role="student")
+    resumed = run(two_slots)
+    assert "stopped mid-epoch with 1 data slot(s) and this run has 2: epoch 1 restarts from its first batch" in (
+        resumed.stderr
+    )
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["data_parallel"]["global_batch_slots"] == 2 and summary["num_epochs"] == 3
+
+
+def test_bench_kd_step_command_times_every_method_against_none(data, teacher, tmp_path):
+    import yaml
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["model"]["student"] = {**ENCODER, "dropout": 0.0}
+    config["model"]["teacher"] = {**ENCODER, "dropout": 0.0}
+    config["training"]["student"] = {"num_epochs": 1, "max_duration": 8, "peak_lr": 0.002, "warmup_steps": 2}
+    config["grid"] = {**config["grid"], "chunk_sizes": [4], "kd_layers": [[1, 2]]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "bench.json"
+    args = ["--config", path, "--teacher", teacher, "--train-cuts", data / "cuts_train.jsonl.gz"]
+    args += ["--bpe-model", data / "bpe.model", "--out", out, "--num-cuts", "12", "--steps", "2", "--rounds", "1"]
+    run([sys.executable, "-m", "streamkd.cli", "bench-kd-step", *map(str, args)])
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"none", "token", "layer", "aux"}
+    assert report["results"]["none"]["live"]["ratio"] == 1.0
+    for method in ("token", "layer", "aux"):
+        for mode in ("live", "cache"):
+            timing = report["results"][method][mode]
+            assert timing["seconds_per_step"] > 0
+            assert timing["ratio"] == pytest.approx(
+                timing["seconds_per_step"] / report["results"]["none"]["live"]["seconds_per_step"], rel=0.02
+            )
+    assert out.with_suffix(".md").read_text().startswith("KD cost per training step")
