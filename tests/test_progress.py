@@ -155,3 +155,43 @@ def test_expected_runs_follow_the_grid(repo):
     config = yaml.safe_load((repo / "config.yaml").read_text())
     config["grid"]["methods"] = ["none", "aux"]
     assert expected_runs(config) == ["teacher", "none-chunk4-seed1", "aux-chunk4-layers2_4-shift0-seed1"]
+
+
+def test_project_prints_the_whole_grids_training_time_from_measured_steps(tmp_path, monkeypatch):
+    """`progress --project`: batches per epoch from the sampler over the real cuts, seconds per
+    step measured now, per method; the total is runs x epochs x batches x seconds per step."""
+    import re
+
+    import torch
+    from click.testing import CliRunner
+
+    from streamkd.cli import main
+
+    from helpers import REPO, write_feature_cuts
+
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(int(n), 80, generator=gen) for n in torch.randint(150, 400, (30,), generator=gen)]
+    cuts = write_feature_cuts(tmp_path / "data", feats, ["A B C"] * len(feats))
+    tiny = {"d_model": 16, "num_layers": 2, "num_heads": 2, "ff_dim": 32, "conv_kernel": 3, "subsampling_channels": 4}
+    grid = {
+        "model": {"teacher": tiny, "student": tiny},
+        "training": {"teacher": {"num_epochs": 3, "max_duration": 8}, "student": {"num_epochs": 2, "max_duration": 8}},
+        "grid": {"chunk_sizes": [1, 4], "seeds": [1, 2], "methods": ["none", "layer", "aux"], "kd_layers": [[1, 2]]},
+    }
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(grid))
+    monkeypatch.chdir(REPO)  # --config merges over the repository's config.yaml
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    args = ["progress", str(exp), "--config", str(config), "--project", "--train-cuts", str(cuts)]
+    result = CliRunner(mix_stderr=False).invoke(main, args)
+    print(result.stdout)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:5]}
+    assert set(rows) == {"teacher", "none", "layer", "aux"}
+    assert [rows[m][1] for m in ("teacher", "none", "layer", "aux")] == ["1", "4", "4", "4"]  # runs
+    assert [rows[m][2] for m in ("teacher", "none")] == ["3", "2"]  # epochs
+    batches = int(rows["none"][3])
+    assert batches == int(rows["teacher"][3]) and 4 <= batches <= 30  # 30 cuts of 1.5-4 s in 8 s batches
+    assert all(float(rows[m][4]) > 0 for m in rows)
+    assert re.search(r"projected training on .+, one thread per run: \S+ of run time; about \S+ with 1", result.stdout)
