@@ -695,8 +695,8 @@ def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, re
 
     Also writes runs.csv (every record's WER, unaveraged) and prints the main table.
     """
-    from streamkd.results.aggregate import aggregate as run
     from streamkd.results.config import MAIN_TABLE
+    from streamkd.results.table_writer import aggregate as run
 
     run(records, out_dir, _results_config(results_json), skip_invalid=skip_invalid)
     click.echo((out_dir / f"{MAIN_TABLE}.md").read_text())

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from streamkd.results.aggregate import aggregate
 from streamkd.results.archive import archive_records
 from streamkd.results.load import find_records
+from streamkd.results.table_writer import aggregate
 
 from results_factory import utterance_errors as ue
 from results_factory import write_run

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from streamkd.cli import main as cli
-from streamkd.results.aggregate import aggregate
 from streamkd.results.config import ResultsConfig
 from streamkd.results.load import RecordError, find_records, load_records
 from streamkd.results.plots import plot_wer_vs_delay
 from streamkd.results.record import build_record
+from streamkd.results.table_writer import aggregate
 
 from results_factory import utterance_errors as ue
 from results_factory import write_run

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from streamkd.distill.config import KdConfig
-from streamkd.results.aggregate import aggregate
 from streamkd.results.kd_settings import SETTING_FIELDS
 from streamkd.results.load import RecordError, load_records
 from streamkd.results.record import build_record, write_record
+from streamkd.results.table_writer import aggregate
 from streamkd.results.tables import LABEL_COLUMNS
 from streamkd.training.run import kd_record_fields
 

@@ -15,12 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from streamkd.cli import main as cli
-from streamkd.results.aggregate import aggregate, build_table
+from streamkd.results.aggregate import build_table
 from streamkd.results.config import ResultsConfig, ResultsConfigError, TableSpec
 from streamkd.results.load import RecordError, find_records, load_loss_history, load_records, parse_train_log
 from streamkd.results.plots import build_plots
 from streamkd.results.record import build_record, resolve_record_path
 from streamkd.results.significance import ErrorsFileError, compare, paired_bootstrap
+from streamkd.results.table_writer import aggregate
 from streamkd.results.tables import latex_body_rows, latex_problems, layout, to_latex, to_markdown
 
 from results_factory import utterance_errors as ue

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamkd.results.aggregate import aggregate
 from streamkd.results.load import find_records
 from streamkd.results.significance import holm, paired_bootstrap, two_level_bootstrap
+from streamkd.results.table_writer import aggregate
 
 from results_factory import utterance_errors as ue
 from results_factory import write_run

@@ -19,6 +19,8 @@ from lhotse import CutSet, Fbank, FbankConfig, load_manifest_lazy
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from lhotse.dataset.input_strategies import BatchIO, OnTheFlyFeatures, PrecomputedFeatures
 
+from streamkd.data.cached_targets import WithTeacherTargets
+
 NUM_MEL_BINS = 80
 
 log = logging.getLogger(__name__)
@@ -142,8 +144,6 @@ def train_dataloader(
     the streams of all ranks together are the same for any split of ranks over processes.
     ``teacher_fields`` (cuts from a teacher cache) adds the cached targets to every batch.
     """
-    from streamkd.distill.teacher_cache import WithTeacherTargets
-
     transforms = [make_spec_augment()] if spec_augment else []
     dataset = K2SpeechRecognitionDataset(
         input_transforms=transforms, return_cuts=True, input_strategy=input_strategy(cuts)
@@ -170,8 +170,6 @@ def eval_dataloader(
     cuts: CutSet, max_duration: float, teacher_fields: Sequence[str] = ()
 ) -> torch.utils.data.DataLoader:
     """Deterministic, unshuffled batches for validation and decoding (``teacher_fields``: as for training)."""
-    from streamkd.distill.teacher_cache import WithTeacherTargets
-
     dataset = K2SpeechRecognitionDataset(return_cuts=True, input_strategy=input_strategy(cuts))
     if teacher_fields:
         dataset = WithTeacherTargets(dataset, teacher_fields)

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from lhotse import CutSet, LilcomChunkyWriter
 from lhotse.array import TemporalArray
 from torch import Tensor
 
+from streamkd.data.cached_targets import TeacherCacheError
 from streamkd.data.loaders import eval_dataloader, load_cuts, unpack_batch
 from streamkd.distill.teacher import FrozenTeacher
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
@@ -44,10 +44,6 @@ TICK_POWER = -10
 MAX_ABS_ERROR = 2.0 ** (TICK_POWER - 1)
 POSTERIOR_FIELD = "teacher_log_probs"
 ENCODER_FRAME_SHIFT = SUBSAMPLING_FACTOR * INPUT_FRAME_SHIFT_MS / 1000
-
-
-class TeacherCacheError(ValueError):
-    """The cache does not belong to this teacher, or lacks what this run needs."""
 
 
 def layer_field(layer: int) -> str:
@@ -225,47 +221,6 @@ def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, t
             f"{', '.join(missing_ids[:3])}: it was built from other training cuts; rebuild it"
         )
     return CutSet.from_cuts(cached[cut_id] for cut_id in train_cut_ids)
-
-
-def collate_teacher_targets(cuts: Sequence, fields: Sequence[str]) -> Dict[str, Tensor]:
-    """Load and right-pad each field of ``cuts`` (in batch order): ``{field: (B, T', D)}``
-    plus ``"lengths"`` (B,) from the first field."""
-    out: Dict[str, Tensor] = {}
-    for field in fields:
-        arrays = []
-        for cut in cuts:
-            value = cut.custom.get(field) if cut.custom else None
-            if value is None:
-                raise TeacherCacheError(f"cut {cut.id} carries no {field!r}: it does not come from a teacher cache")
-            arrays.append(torch.from_numpy(np.asarray(value.load(), dtype=np.float32)))
-        if "lengths" not in out:
-            out["lengths"] = torch.tensor([a.size(0) for a in arrays], dtype=torch.int64)
-        out[field] = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)
-    return out
-
-
-class _ShorterTargetsAreExpected(logging.Filter):
-    """lhotse's cut validation warns when a temporal array is shorter than its cut; the
-    encoder's subsampling drops the last few 10 ms frames, so every cached target is."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "in custom field 'teacher_" not in record.getMessage()
-
-
-class WithTeacherTargets(torch.utils.data.Dataset):
-    """A lhotse dataset whose batches also carry the cached teacher targets (``batch["teacher"]``)."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset, fields: Sequence[str]) -> None:
-        self.dataset = dataset
-        self.fields = list(fields)
-        root = logging.getLogger()
-        if not any(isinstance(f, _ShorterTargetsAreExpected) for f in root.filters):
-            root.addFilter(_ShorterTargetsAreExpected())
-
-    def __getitem__(self, cuts: CutSet) -> dict:
-        batch = self.dataset[cuts]
-        batch["teacher"] = collate_teacher_targets(batch["supervisions"]["cut"], self.fields)
-        return batch
 
 
 def targets_for_objective(

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -37,13 +36,10 @@ from streamkd.results.load import (
     DELAY_COLUMNS,
     FRAME_MS,
     SYSTEM_FIELDS,
-    LoadedRecords,
     RecordError,
-    load_records,
     system_sort_key,
 )
 from streamkd.results.significance import MIN_SEEDS, ErrorsFileError, compare, compare_seeds, holm
-from streamkd.utils import write_text
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +107,7 @@ def _is_teacher(runs: pd.DataFrame) -> pd.Series:
     return runs["method"] == TEACHER
 
 
-def _ordered_unique(values: Iterable) -> List:
+def ordered_unique(values: Iterable) -> List:
     return list(dict.fromkeys(values))
 
 
@@ -396,7 +392,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
         .drop(columns="_row")
         .reset_index(drop=True)
     )
-    for note in _ordered_unique(notes):
+    for note in ordered_unique(notes):
         log.warning("table %s: %s", name, note)
     return TableData(
         name=name,
@@ -412,7 +408,7 @@ def build_table(runs: pd.DataFrame, name: str, spec: TableSpec, config: ResultsC
         baseline_model=baseline_model,
         confidence=config.significance.confidence,
         precision=config.precision,
-        notes=_ordered_unique(notes),
+        notes=ordered_unique(notes),
         scored=scored_sentences(selected, test_sets),
     )
 
@@ -441,83 +437,11 @@ def scored_sentences(selected: pd.DataFrame, test_sets: List[str]) -> List[str]:
     return sentences
 
 
-def table_files(out_dir: Path, name: str) -> Dict[str, Path]:
-    out_dir = Path(out_dir)
-    return {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex", "html")}
-
-
-def write_table(table: TableData, out_dir: Path) -> Dict[str, Path]:
-    """``{name}.csv`` (the tidy numbers), ``.md``, ``.tex`` (booktabs) and ``.html``."""
-    from streamkd.results.tables import to_html, to_latex, to_markdown
-
-    files = table_files(out_dir, table.name)
-    write_text(files["csv"], table.summary.to_csv(index=False, float_format="%.6g"))
-    write_text(files["md"], to_markdown(table))
-    write_text(files["tex"], to_latex(table))
-    write_text(files["html"], to_html(table))
-    return files
-
-
-def aggregate(
-    record_paths: Iterable[Path],
-    out_dir: Path,
-    config: Optional[ResultsConfig] = None,
-    skip_invalid: bool = False,
-) -> Dict[str, TableData]:
-    """Load the records and write every configured table (and ``runs.csv``) to ``out_dir``.
-
-    Raises :class:`RecordError` naming every unusable record unless ``skip_invalid``.
-    """
-    return write_tables(load_records(record_paths, skip_invalid=skip_invalid), out_dir, config, skip_invalid)
-
-
-def write_tables(
-    loaded: LoadedRecords,
-    out_dir: Path,
-    config: Optional[ResultsConfig] = None,
-    skip_invalid: bool = False,
-) -> Dict[str, TableData]:
-    """Every configured table of already loaded records, plus ``runs.csv``.
-
-    ``runs.csv`` lists every record's WER per test set and decoding method, unaveraged. A
-    record that lacks a cell a table needs is an error, or with ``skip_invalid`` is left
-    out of that table (named in a warning and in the table's notes).
-    """
-    config = config or ResultsConfig()
-    runs = loaded.runs
-    tables: Dict[str, TableData] = {}
-    for name, spec in config.tables.items():
-        skipped = list(loaded.skipped)
-        try:
-            tables[name] = build_table(runs, name, spec, config)
-        except RecordError as e:
-            if not skip_invalid or all(p.startswith("<") for p, _ in e.problems):
-                raise
-            bad = {p for p, _ in e.problems}
-            for path, message in e.problems:
-                log.warning("table %s: left out run record %s: %s", name, path, message)
-            skipped.extend(e.problems)
-            tables[name] = build_table(runs[~runs["record"].isin(bad)], name, spec, config)
-        if skipped:
-            tables[name].notes = _ordered_unique(tables[name].notes + [f"left out {p}: {m}" for p, m in skipped])
-    out_dir = Path(out_dir)
-    write_text(
-        out_dir / "runs.csv",
-        runs.drop(columns=["errors_path", "train_summary"]).to_csv(index=False, float_format="%.6g"),
-    )
-    for table in tables.values():
-        write_table(table, out_dir)
-    log.info("wrote %s to %s", ", ".join(f"{n}.{{csv,md,tex,html}}" for n in tables), out_dir)
-    return tables
-
-
 __all__ = [
     "MAIN_TABLE",
     "TableData",
-    "aggregate",
     "build_table",
     "relative_reduction",
     "seed_statistics",
     "select_runs",
-    "write_tables",
 ]

@@ -21,9 +21,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
-from streamkd.results.aggregate import TableData, write_tables
+from streamkd.results.aggregate import TableData
 from streamkd.results.config import ResultsConfig, ResultsConfigError
 from streamkd.results.load import find_records, load_records
+from streamkd.results.table_writer import write_tables
 
 log = logging.getLogger(__name__)
 
