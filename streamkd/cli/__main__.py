@@ -1,0 +1,5 @@
+"""`python -m streamkd.cli`."""
+
+from streamkd.cli import main
+
+main()
