@@ -14,7 +14,12 @@ a parametrized case that must FAIL the threshold the healthy run passes:
   close to its teacher's true targets on held-out audio (the mean KD distance), which is what
   distillation is for: a student that ignores its teacher can still learn from CTC.
 
-Thresholds and the values reached (AMD EPYC, 2 cores, torch 1.13.1) are stated beside them.
+Thresholds, and the values reached on a 2-core AMD EPYC with torch 1.13.1 (the whole module
+takes about 80 s there): test WER below 40 % for a model that learned. The streaming student
+reaches 4.2 %; untrained 100.5 %, learning rate 0 after warm-up 100 %, rotated transcripts
+100 %. The teacher reaches 0.0 %. The aux student reaches 17.6 % with a held-out KD distance of
+0.69 (threshold 0.9); with the KD sign flipped 93.5 % and 46.7, with the teacher's targets
+shuffled in time 1.9 % but 1.25: it learnt the task from CTC and nothing from its teacher.
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def heldout_wer(tones, model) -> float:
         search.advance(log_probs, lengths)
         hyps = tones["tokenizer"].decode(search.finish())
         pairs += zip(batch.cut_ids, batch.texts, hyps)
-    return 100 * score(pairs).wer
+    return score(pairs).wer  # percent
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ case "$STACK" in
     *) echo "[setup] unknown STREAMKD_STACK '$STACK': use k2 or torch2" >&2; exit 1 ;;
 esac
 VENV="${STREAMKD_VENV:-$REPO/$DEFAULT_VENV}"
-DEBIAN_PACKAGES=(espeak-ng flite fortunes fortunes-min)
+DEBIAN_PACKAGES=(espeak-ng flite fortunes fortunes-min chromium)  # chromium: tests/test_docs.py renders the docs site
 
 say() { echo "[setup] $*" >&2; }
 
