@@ -319,3 +319,21 @@ def test_transcribe_agrees_with_decode_on_the_same_audio(exported, tmp_path, met
     assert decoded[True] == by_id
     differing = sum(decoded[False][k] != by_id[k] for k in by_id)
     assert differing <= 1, (decoded[False], by_id)
+
+
+def test_deploy_fbank_matches_the_features_the_pipeline_trains_on(exported, tmp_path):
+    """transcribe's fbank (float, from the audio file) against compute-fbank's stored features
+    (lilcom) of the same files: same frame count, and equal within lilcom's quantisation."""
+    from lhotse import load_manifest
+
+    _, audio, _ = exported
+    cuts = load_manifest(_cuts_of_audio(tmp_path, audio, on_the_fly=False))
+    assert len(cuts) == 4
+    for cut in cuts:
+        stored = torch.from_numpy(cut.load_features())
+        deployed = fbank(load_audio(audio / f"{cut.recording_id}.wav"))
+        assert deployed.shape == stored.shape
+        difference = (deployed - stored).abs()
+        # lilcom stores these log-mel energies in steps of 2**-6: half a step on average, one at most.
+        assert float(difference.max()) <= 2**-6 + 1e-5, float(difference.max())
+        assert float(difference.mean()) < 0.6 * 2**-6, float(difference.mean())
