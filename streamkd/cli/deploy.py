@@ -23,13 +23,34 @@ log = logging.getLogger("streamkd")
 @click.option("--left-chunks", type=int, default=None, help="Export with another left context (-1 = all).")
 @click.option("--onnx/--no-onnx", default=True, show_default=True)
 @click.option("--torchscript/--no-torchscript", default=True, show_default=True)
-def export(checkpoint, bpe_model, out_dir, hlg, chunk_size, left_chunks, onnx, torchscript) -> None:
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["streamkd", "sherpa-onnx"]),
+    default="streamkd",
+    show_default=True,
+    help="streamkd: the folder `streamkd transcribe` runs; sherpa-onnx: the files sherpa-onnx's "
+    "OnlineRecognizer loads (needs a fixed --left-chunks).",
+)
+def export(checkpoint, bpe_model, out_dir, hlg, chunk_size, left_chunks, onnx, torchscript, export_format) -> None:
     """Write a model folder: model.pt, bpe.model, graphs, and the streaming encoder as ONNX and TorchScript.
 
     The encoder takes one chunk of fbank frames plus its states and returns the chunk's frames
     plus new states; chunk size, left context, lookahead, vocabulary and feature settings are
     embedded as metadata. `streamkd transcribe --model-dir OUT_DIR` decodes with the folder.
+    With --format sherpa-onnx the folder holds tokens.txt and model.onnx (CTC head, sherpa-onnx's
+    zipformer2-CTC contract) and/or encoder.onnx, decoder.onnx, joiner.onnx (transducer head,
+    its ebranchformer contract).
     """
+    if export_format == "sherpa-onnx":
+        from streamkd.deploy.sherpa import export_sherpa_onnx
+
+        if hlg is not None:
+            raise click.UsageError("--hlg ships a k2 graph for streamkd's own runtime; sherpa-onnx cannot read it")
+        sherpa = export_sherpa_onnx(checkpoint, bpe_model, out_dir, chunk_size=chunk_size, left_chunks=left_chunks)
+        for name in sherpa["files"]:
+            click.echo(f"{out_dir / name}\t{(out_dir / name).stat().st_size} bytes")
+        return
     from streamkd.deploy.export import export_model_dir
 
     summary = export_model_dir(

@@ -90,6 +90,20 @@ def _dynamic_axes(chunk: ChunkEncoder) -> Dict[str, Dict[int, str]]:
     return axes
 
 
+def onnx_export(module: nn.Module, args: Tuple[Tensor, ...], path: str, **options) -> None:
+    """``torch.onnx.export`` with the TorchScript-based exporter on every torch version: from
+    torch 2.9 on the default is the torch.export-based one, which needs onnxscript and traces
+    the cached-attention code differently; the graphs here are checked against PyTorch with the
+    TorchScript-based one."""
+    import inspect
+
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        options["dynamo"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, args, path, **options)
+
+
 def _add_onnx_metadata(path: Path, metadata: Dict[str, str]) -> None:
     import onnx
 
@@ -104,7 +118,7 @@ def export_encoder_onnx(chunk: ChunkEncoder, path: Path, metadata: Dict[str, str
     outputs = chunk.output_names()
     axes = {k: v for k, v in _dynamic_axes(chunk).items() if k in INPUT_NAMES or k in outputs}
     with atomic_path(path) as tmp:
-        torch.onnx.export(
+        onnx_export(
             chunk,
             _example_inputs(chunk),
             str(tmp),
@@ -130,7 +144,7 @@ def export_transducer_onnx(chunk: ChunkEncoder, out_dir: Path, metadata: Dict[st
     joiner_dim = head.joiner.output.in_features
     frames = torch.randn(1, joiner_dim)
     with atomic_path(out_dir / DECODER_ONNX) as tmp:
-        torch.onnx.export(
+        onnx_export(
             _Predictor(head),
             (contexts,),
             str(tmp),
@@ -141,7 +155,7 @@ def export_transducer_onnx(chunk: ChunkEncoder, out_dir: Path, metadata: Dict[st
         )
         _add_onnx_metadata(tmp, {"context_size": str(head.context_size), "vocab_size": metadata["vocab_size"]})
     with atomic_path(out_dir / JOINER_ONNX) as tmp:
-        torch.onnx.export(
+        onnx_export(
             _Joiner(head),
             (frames, frames),
             str(tmp),
