@@ -195,3 +195,92 @@ def test_kaldi_native_fbank_with_sherpas_settings_matches_lhotse(setup):
         ours = fbank(samples).numpy()
         assert theirs.shape == ours.shape
         assert float(np.abs(theirs - ours).max()) < 1e-3
+
+
+# -- a trained student with a word LM: HLG decoding in sherpa-onnx -------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small streaming CTC student trained on the tone corpus (left context 2 chunks of 2),
+    its word LM and HLG, the test audio padded by the sherpa-onnx rule, and both exports."""
+    from lhotse import load_manifest, load_manifest_lazy
+
+    from streamkd.data.features import compute_fbank
+    from streamkd.data.loaders import load_cuts
+    from streamkd.data.tokenizer import train_bpe
+    from streamkd.lang.hlg import compile_hlg
+    from streamkd.lang.ngram import train_ngram_lm
+    from streamkd.training.config import OptimisationConfig
+    from streamkd.training.objectives import asr_objective
+    from streamkd.training.trainer import Trainer
+
+    from fakes import write_tone_corpus
+
+    d = tmp_path_factory.mktemp("sherpa-trained")
+    manifests = write_tone_corpus(d, {"train": 200, "test": 30})
+    compute_fbank(*manifests["train"], d / "cuts_train.jsonl.gz", d / "fbank")
+    texts = [s.text for c in load_manifest_lazy(d / "cuts_train.jsonl.gz") for s in c.supervisions]
+    train_bpe(texts, d / "bpe.model", vocab_size=60)
+    tokenizer = Tokenizer(d / "bpe.model")
+    torch.manual_seed(0)
+    encoder = dict(TINY, d_model=32, num_heads=4, ff_dim=64, causal=True, chunk_size=2, left_chunks=2)
+    model = build_asr_model(encoder, tokenizer.vocab_size, {"type": "ctc"})
+    cuts = load_cuts(d / "cuts_train.jsonl.gz").to_eager()
+    opt = OptimisationConfig(num_epochs=6, max_duration=10.0, peak_lr=3e-3, warmup_steps=20, spec_augment=False)
+    Trainer(asr_objective(model), tokenizer, cuts, cuts, d / "run", opt, seed=1).run()
+    train_ngram_lm(texts, d / "lm.arpa", order=2)
+    compile_hlg(d / "bpe.model", d / "lm.arpa", order=2).save(d / "HLG.pt")
+    # The test audio, padded so that both decoders see the same windows; float features.
+    audio = d / "padded"
+    audio.mkdir()
+    recordings = load_manifest(manifests["test"][0])
+    for recording in recordings:
+        samples = recording.load_audio()[0].astype(np.float32)
+        padded = np.concatenate([samples, np.zeros(padded_length(len(samples), 2) - len(samples), np.float32)])
+        sf.write(audio / f"{recording.id}.wav", padded, SAMPLE_RATE, subtype="FLOAT")
+    from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+
+    padded_recordings = [Recording.from_file(p, recording_id=p.stem) for p in sorted(audio.glob("*.wav"))]
+    texts_by_id = {s.recording_id: s.text for s in load_manifest(manifests["test"][1])}
+    sups = [SupervisionSegment(r.id, r.id, 0.0, r.duration, text=texts_by_id[r.id]) for r in padded_recordings]
+    RecordingSet.from_recordings(padded_recordings).to_file(d / "rec.jsonl.gz")
+    SupervisionSet.from_segments(sups).to_file(d / "sup.jsonl.gz")
+    compute_fbank(d / "rec.jsonl.gz", d / "sup.jsonl.gz", d / "cuts_test.jsonl.gz", d / "fbank", on_the_fly=True)
+    result = streamkd(
+        "export", "--checkpoint", d / "run" / "model.pt", "--bpe-model", d / "bpe.model", "--out-dir", d / "sherpa",
+        "--format", "sherpa-onnx", "--hlg", d / "HLG.pt",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return d, audio
+
+
+@pytest.mark.k2
+@pytest.mark.parametrize("ours", ["ctc-greedy-streaming", "ctc-hlg-streaming"])
+def test_a_trained_student_decodes_alike_in_sherpa_onnx_greedy_and_with_hlg(trained, ours):
+    d, audio = trained
+    hyps = d / f"hyps-{ours}.jsonl"
+    graph = ["--graph", d / "HLG.pt"] if "hlg" in ours else []
+    args = ["decode", "--checkpoint", d / "run/model.pt", "--cuts", d / "cuts_test.jsonl.gz"]
+    result = streamkd(*args, "--bpe-model", d / "bpe.model", "--method", ours, "--hyps", hyps, *graph)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in hyps.read_text().splitlines()]
+    expected = {r["id"]: r["hyp"] for r in rows}
+    assert sum(r["hyp"] == r["ref"] for r in rows) >= len(rows) // 2, "the student should have learnt the task"
+    folder = d / "sherpa"
+    recognizer = sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(
+        tokens=str(folder / "tokens.txt"),
+        model=str(folder / "model.onnx"),
+        num_threads=1,
+        ctc_graph=str(folder / "HLG.fst") if "hlg" in ours else "",
+    )
+    got = {}
+    for path in sorted(audio.glob("*.wav")):
+        samples, rate = sf.read(path, dtype="float32")
+        stream = recognizer.create_stream()
+        stream.accept_waveform(rate, samples)
+        stream.input_finished()
+        while recognizer.is_ready(stream):
+            recognizer.decode_stream(stream)
+        got[path.stem] = recognizer.get_result(stream).strip()
+    assert got == expected

@@ -18,7 +18,12 @@ log = logging.getLogger("streamkd")
 @click.option("--checkpoint", required=True, type=ExistingPath, help="A streaming student's model.pt.")
 @click.option("--bpe-model", required=True, type=ExistingPath)
 @click.option("--out-dir", required=True, type=PathType, help="The model folder to write.")
-@click.option("--hlg", type=ExistingPath, default=None, help="HLG.pt to ship beside the model (ctc-hlg).")
+@click.option(
+    "--hlg",
+    type=ExistingPath,
+    default=None,
+    help="HLG.pt to ship beside the model (ctc-hlg); with --format sherpa-onnx it is written as HLG.fst.",
+)
 @click.option("--chunk-size", type=int, default=None, help="Export with another chunk size than the model's.")
 @click.option("--left-chunks", type=int, default=None, help="Export with another left context (-1 = all).")
 @click.option("--onnx/--no-onnx", default=True, show_default=True)
@@ -45,9 +50,9 @@ def export(checkpoint, bpe_model, out_dir, hlg, chunk_size, left_chunks, onnx, t
     if export_format == "sherpa-onnx":
         from streamkd.deploy.sherpa import export_sherpa_onnx
 
-        if hlg is not None:
-            raise click.UsageError("--hlg ships a k2 graph for streamkd's own runtime; sherpa-onnx cannot read it")
-        sherpa = export_sherpa_onnx(checkpoint, bpe_model, out_dir, chunk_size=chunk_size, left_chunks=left_chunks)
+        sherpa = export_sherpa_onnx(
+            checkpoint, bpe_model, out_dir, chunk_size=chunk_size, left_chunks=left_chunks, hlg=hlg
+        )
         for name in sherpa["files"]:
             click.echo(f"{out_dir / name}\t{(out_dir / name).stat().st_size} bytes")
         return

@@ -57,6 +57,7 @@ from streamkd.utils import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 CTC_MODEL_ONNX = "model.onnx"
+HLG_FST = "HLG.fst"
 SHERPA_JSON = "sherpa-onnx.json"
 EMBED_STATES_SHAPE = (128, 3, 19)  # zipformer2's front-end cache: a filler here
 # Zeros after the audio so that sherpa-onnx decodes the last real frames: it never decodes a
@@ -254,8 +255,12 @@ def export_sherpa_onnx(
     out_dir: Path,
     chunk_size: Optional[int] = None,
     left_chunks: Optional[int] = None,
+    hlg: Optional[Path] = None,
 ) -> Dict[str, object]:
-    """Write the files sherpa-onnx's OnlineRecognizer loads; returns what was written."""
+    """Write the files sherpa-onnx's OnlineRecognizer loads; returns what was written.
+
+    With ``hlg`` (a CTC head only) ``HLG.fst`` is written too, for sherpa-onnx's ``ctc_graph``.
+    """
     tokenizer = Tokenizer(bpe_model)
     model, _ = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
     model.eval()
@@ -271,9 +276,14 @@ def export_sherpa_onnx(
     _write_tokens(tokenizer, out_dir / TOKENS_FILE)
     files = [TOKENS_FILE]
     extra = {"vocab_size": str(tokenizer.vocab_size), "source": "streamkd", "chunk_size": str(chunk.chunk_size)}
+    if hlg is not None and model.ctc is None:
+        raise SherpaExportError(f"{checkpoint}: HLG decoding needs a CTC head; the model's head is {model.head.type!r}")
     if model.ctc is not None:
         _export(Zipformer2CtcWrapper(chunk), out_dir / CTC_MODEL_ONNX, extra)
         files.append(CTC_MODEL_ONNX)
+        if hlg is not None:
+            export_hlg_fst(hlg, out_dir / HLG_FST, tokenizer.vocab_size)
+            files.append(HLG_FST)
     if model.transducer is not None:
         _export(EbranchformerEncoderWrapper(chunk), out_dir / ENCODER_ONNX, extra)
         export_transducer_onnx(chunk, out_dir, {"vocab_size": str(tokenizer.vocab_size)})
@@ -290,3 +300,44 @@ def export_sherpa_onnx(
     write_json(out_dir / SHERPA_JSON, summary)
     log.info("exported %s for sherpa-onnx -> %s (%s)", checkpoint, out_dir, ", ".join(files))
     return summary
+
+
+def hlg_to_openfst_text(fsa) -> str:
+    """A k2 HLG (token ids in, ragged word ids out) in OpenFst's text format, as sherpa-onnx's CTC
+    FST decoder reads it: input label = token id + 1 (OpenFst keeps 0 for epsilon, so the blank
+    is 1), output label = word id, weight = -score; k2's final arcs (label -1) become final
+    weights of their source states."""
+    import k2
+
+    fsa = fsa.clone()
+    labels = fsa.labels.clone()
+    labels[labels >= 0] += 1
+    fsa.labels = labels
+    fsa = k2.expand_ragged_attributes(fsa)  # one word id per arc; added arcs read epsilon (0)
+    arcs = fsa.arcs.values()[:, :3].tolist()
+    scores = fsa.scores.tolist()
+    words = fsa.aux_labels.tolist()
+    lines, finals = [], {}
+    for (src, dst, label), score, word in sorted(zip(arcs, scores, words), key=lambda arc: arc[0][0]):
+        if label == -1:
+            finals[src] = min(finals.get(src, float("inf")), -score)
+            continue
+        lines.append(f"{src} {dst} {label} {max(word, 0)} {-score:.6g}")
+    lines += [f"{state} {weight:.6g}" for state, weight in sorted(finals.items())]
+    return "\n".join(lines) + "\n"
+
+
+def export_hlg_fst(hlg: Path, out: Path, vocab_size: int) -> Path:
+    """``HLG.pt`` (``streamkd compile-hlg``) as ``HLG.fst`` for sherpa-onnx's ``ctc_graph``."""
+    import kaldifst
+
+    from streamkd.lang.hlg import WordGraph
+
+    graph = WordGraph.load(hlg)
+    if graph.vocab_size != vocab_size:
+        raise SherpaExportError(f"{hlg}: HLG was built for {graph.vocab_size} BPE tokens, the model has {vocab_size}")
+    fst = kaldifst.compile(hlg_to_openfst_text(graph.fsa), acceptor=False)
+    kaldifst.arcsort(fst, sort_type="ilabel")
+    with atomic_path(out) as tmp:
+        fst.write(str(tmp))
+    return Path(out)
