@@ -112,8 +112,10 @@ class Decoder:
         if m.head == "ctc":
             if m.search == "greedy":
                 return _IncrementalCtc(self.model, CtcGreedySearch(batch_size))
-            from streamkd.decode.ctc import CtcOneBestDecoder, StreamingCtcSearch
+            from streamkd.decode.ctc import CtcOneBestDecoder, PrefixCtcSearch, StreamingCtcSearch
 
+            if m.streaming and m.search == "hlg":  # see PrefixCtcSearch: k2's online search drifts over HLG
+                return _IncrementalCtc(self.model, PrefixCtcSearch(self.fsa, batch_size, o.search_beam, o.output_beam))
             if m.streaming:
                 return _IncrementalCtc(
                     self.model, StreamingCtcSearch(self.fsa_vec, batch_size, o.search_beam, o.output_beam)
