@@ -105,6 +105,11 @@ def sherpa_hypotheses(folder, audio, head: str, method: str = "greedy_search") -
             decoding_method=method,
             max_active_paths=4,
         )
+    return decode_files(recognizer, audio)
+
+
+def decode_files(recognizer, audio) -> dict:
+    """sherpa-onnx's hypothesis of every WAV of ``audio``, by file stem."""
     hyps = {}
     for path in sorted(audio.glob("*.wav")):
         samples, rate = sf.read(path, dtype="float32")
@@ -291,13 +296,4 @@ def test_a_trained_student_decodes_alike_in_sherpa_onnx_greedy_and_with_hlg(trai
         num_threads=1,
         ctc_graph=str(folder / "HLG.fst") if "hlg" in ours else "",
     )
-    got = {}
-    for path in sorted(audio.glob("*.wav")):
-        samples, rate = sf.read(path, dtype="float32")
-        stream = recognizer.create_stream()
-        stream.accept_waveform(rate, samples)
-        stream.input_finished()
-        while recognizer.is_ready(stream):
-            recognizer.decode_stream(stream)
-        got[path.stem] = recognizer.get_result(stream).strip()
-    assert got == expected
+    assert decode_files(recognizer, audio) == expected

@@ -123,6 +123,27 @@ def seed_averaged_errors(paths: Sequence[Path]) -> pd.DataFrame:
     return pd.DataFrame({"errors": errors, "ref_words": first["ref_words"].to_numpy()}, index=first.index)
 
 
+def _check_words_and_confidence(ref_words: np.ndarray, confidence: float) -> None:
+    if ref_words.sum() <= 0:
+        raise ValueError("the test utterances contain no reference words")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+
+
+def _check_paired(system: pd.DataFrame, baseline: pd.DataFrame, system_paths, baseline_paths) -> None:
+    """Both sides score the same utterances with the same reference word counts."""
+    if not system.index.equals(baseline.index):
+        only_sys = system.index.difference(baseline.index)
+        only_base = baseline.index.difference(system.index)
+        example = (list(only_sys) + list(only_base))[0]
+        raise ErrorsFileError(
+            f"cannot pair utterances of {system_paths[0]} and {baseline_paths[0]}: {len(only_sys)} only in the "
+            f"first, {len(only_base)} only in the second (e.g. {example!r})"
+        )
+    if not np.array_equal(system["ref_words"].to_numpy(), baseline["ref_words"].to_numpy()):
+        raise ErrorsFileError(f"{system_paths[0]} and {baseline_paths[0]} disagree on reference word counts")
+
+
 def paired_bootstrap(
     system_errors: np.ndarray,
     baseline_errors: np.ndarray,
@@ -138,10 +159,7 @@ def paired_bootstrap(
     n = len(ref_words)
     if not (len(system_errors) == len(baseline_errors) == n) or n == 0:
         raise ValueError("paired bootstrap needs equally long, non-empty per-utterance arrays")
-    if ref_words.sum() <= 0:
-        raise ValueError("the test utterances contain no reference words")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    _check_words_and_confidence(ref_words, confidence)
     diff = system_errors - baseline_errors
     delta = 100.0 * diff.sum() / ref_words.sum()
     rng = np.random.default_rng(seed)
@@ -199,10 +217,7 @@ def two_level_bootstrap(
     k, n = system_errors.shape
     if k < MIN_SEEDS or n == 0 or len(ref_words) != n:
         raise ValueError(f"two-level bootstrap needs at least {MIN_SEEDS} seeds and {n or 1}+ aligned utterances")
-    if ref_words.sum() <= 0:
-        raise ValueError("the test utterances contain no reference words")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+    _check_words_and_confidence(ref_words, confidence)
     diff = system_errors - baseline_errors
     delta = 100.0 * diff.sum() / (k * ref_words.sum())
     rng = np.random.default_rng(seed)
@@ -248,16 +263,7 @@ def compare(
     """
     system = seed_averaged_errors(list(system_paths))
     baseline = seed_averaged_errors(list(baseline_paths))
-    if not system.index.equals(baseline.index):
-        only_sys = system.index.difference(baseline.index)
-        only_base = baseline.index.difference(system.index)
-        example = (list(only_sys) + list(only_base))[0]
-        raise ErrorsFileError(
-            f"cannot pair utterances of {system_paths[0]} and {baseline_paths[0]}: {len(only_sys)} only in the "
-            f"first, {len(only_base)} only in the second (e.g. {example!r})"
-        )
-    if not np.array_equal(system["ref_words"].to_numpy(), baseline["ref_words"].to_numpy()):
-        raise ErrorsFileError(f"{system_paths[0]} and {baseline_paths[0]} disagree on reference word counts")
+    _check_paired(system, baseline, system_paths, baseline_paths)
     return paired_bootstrap(
         system["errors"].to_numpy(),
         baseline["errors"].to_numpy(),
@@ -290,10 +296,7 @@ def compare_seeds(
         )
     system = seed_error_matrix(system_paths)
     baseline = seed_error_matrix(baseline_paths)
-    if not system.index.equals(baseline.index):
-        raise ErrorsFileError(f"cannot pair utterances of {system_paths[0]} and {baseline_paths[0]}")
-    if not np.array_equal(system["ref_words"].to_numpy(), baseline["ref_words"].to_numpy()):
-        raise ErrorsFileError(f"{system_paths[0]} and {baseline_paths[0]} disagree on reference word counts")
+    _check_paired(system, baseline, system_paths, baseline_paths)
     seeds = [c for c in system.columns if c != "ref_words"]
     return two_level_bootstrap(
         system[seeds].to_numpy().T,
