@@ -15,7 +15,7 @@ for stack in ${STREAMKD_STACKS:-k2 torch2}; do
     echo "[test] $stack stack: $("$venv/bin/python" -c 'import sys, torch; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')"
     if [ "$stack" = k2 ]; then
         # The k2 leg fails at once if k2 cannot be imported, instead of leaving its tests uncollected.
-        STREAMKD_REQUIRE_K2=1 PATH="$venv/bin:$PATH" python -m pytest -q "$@"
+        STREAMKD_REQUIRE_K2=1 PATH="$venv/bin:$PATH" python -m pytest -q --durations=12 "$@"
     else
         PATH="$venv/bin:$PATH" python -m pytest -q -m "not slow and not k2" "$@"
         PATH="$venv/bin:$PATH" python -m pytest -q -m slow "$@" tests/test_without_k2.py tests/test_slurm_profile.py
