@@ -55,11 +55,14 @@ def summary(values: List[float]) -> Dict[str, float]:
     }
 
 
-def sherpa_decode(folder: Path, wavs: List[Path]) -> Dict[str, object]:
+def sherpa_decode(folder: Path, wavs: List[Path], hlg: bool = False) -> Dict[str, object]:
     import sherpa_onnx
 
     recognizer = sherpa_onnx.OnlineRecognizer.from_zipformer2_ctc(
-        tokens=str(folder / "tokens.txt"), model=str(folder / "model.onnx"), num_threads=1
+        tokens=str(folder / "tokens.txt"),
+        model=str(folder / "model.onnx"),
+        num_threads=1,
+        ctc_graph=str(folder / "HLG.fst") if hlg else "",
     )
     hyps, chunk_ms, compute, audio = {}, [], 0.0, 0.0
     for path in wavs:
@@ -82,9 +85,9 @@ def sherpa_decode(folder: Path, wavs: List[Path]) -> Dict[str, object]:
     return {"hyps": hyps, "rtf": compute / audio, "chunk_ms": summary(chunk_ms), "chunks": len(chunk_ms)}
 
 
-def streamkd_decode(model_dir: Path, wavs: List[Path]) -> Dict[str, object]:
-    method = "ctc-greedy-streaming"
-    paths = ModelPaths.resolve(parse_method(method), model_dir, None, None, None)
+def streamkd_decode(model_dir: Path, wavs: List[Path], hlg: Path = None) -> Dict[str, object]:
+    method = "ctc-hlg-streaming" if hlg else "ctc-greedy-streaming"
+    paths = ModelPaths.resolve(parse_method(method), model_dir, None, None, hlg)
     transcriber = Transcriber(paths, method, onnx=True, stream=True, threads=1, piece_ms=40.0)
     hyps, chunk_ms, compute, audio = {}, [], 0.0, 0.0
     for path in wavs:
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--audio", type=Path, required=True, help="a folder of 16 kHz WAV files")
     parser.add_argument("--left-chunks", type=int, default=None, help="default: the model's own")
     parser.add_argument("--limit", type=int, default=None, help="only the first N files")
+    parser.add_argument("--hlg", type=Path, default=None, help="HLG.pt: also compare HLG decoding")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -111,7 +115,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="sherpa-speed-"))
     sherpa_dir, own_dir, padded = work / "sherpa", work / "streamkd", work / "audio"
-    export_sherpa_onnx(args.checkpoint, args.bpe_model, sherpa_dir, left_chunks=args.left_chunks)
+    export_sherpa_onnx(args.checkpoint, args.bpe_model, sherpa_dir, left_chunks=args.left_chunks, hlg=args.hlg)
     export_model_dir(args.checkpoint, args.bpe_model, own_dir, left_chunks=args.left_chunks, torchscript=False)
     chunk = json.loads((sherpa_dir / "sherpa-onnx.json").read_text())["chunk_size"]
     padded.mkdir()
@@ -124,6 +128,10 @@ def main() -> None:
 
     ours, theirs = streamkd_decode(own_dir, wavs), sherpa_decode(sherpa_dir, wavs)
     same = sum(ours["hyps"][k] == theirs["hyps"][k] for k in ours["hyps"])
+    same_hlg = None
+    if args.hlg is not None:
+        ours_hlg, theirs_hlg = streamkd_decode(own_dir, wavs, args.hlg), sherpa_decode(sherpa_dir, wavs, hlg=True)
+        same_hlg = sum(ours_hlg["hyps"][k] == theirs_hlg["hyps"][k] for k in ours_hlg["hyps"])
     report = {
         "machine": cpu_model(),
         "threads": 1,
@@ -132,6 +140,7 @@ def main() -> None:
         "chunk_size": chunk,
         "left_chunks": json.loads((sherpa_dir / "sherpa-onnx.json").read_text())["left_chunks"],
         "identical_hypotheses": same,
+        "identical_hypotheses_hlg": same_hlg,
         "sherpa_onnx": {k: v for k, v in theirs.items() if k != "hyps"},
         "streamkd_onnx_stream": {k: v for k, v in ours.items() if k != "hyps"},
     }
@@ -151,7 +160,8 @@ def main() -> None:
     text = "\n".join(
         [
             f"{len(wavs)} files, chunk {chunk}, left chunks {report['left_chunks']}, 1 thread, {report['machine']}: "
-            f"{same} of {len(wavs)} hypotheses identical (CTC greedy).",
+            f"{same} of {len(wavs)} hypotheses identical (CTC greedy)"
+            + (f", {same_hlg} of {len(wavs)} with HLG (ctc-hlg-streaming)." if same_hlg is not None else "."),
             "",
             *rows,
             "",
