@@ -163,11 +163,8 @@ def test_project_prints_the_whole_grids_training_time_from_measured_steps(tmp_pa
     import re
 
     import torch
-    from click.testing import CliRunner
 
-    from streamkd.cli import main
-
-    from helpers import REPO, write_feature_cuts
+    from helpers import streamkd_cli, write_feature_cuts
 
     gen = torch.Generator().manual_seed(0)
     feats = [torch.randn(int(n), 80, generator=gen) for n in torch.randint(150, 400, (30,), generator=gen)]
@@ -180,13 +177,12 @@ def test_project_prints_the_whole_grids_training_time_from_measured_steps(tmp_pa
     }
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump(grid))
-    monkeypatch.chdir(REPO)  # --config merges over the repository's config.yaml
     exp = tmp_path / "exp"
     exp.mkdir()
-    args = ["progress", str(exp), "--config", str(config), "--project", "--train-cuts", str(cuts)]
-    result = CliRunner(mix_stderr=False).invoke(main, args)
-    print(result.stdout)
-    assert result.exit_code == 0, (result.stderr, result.exception)
+    # Run from elsewhere: --config merges over the config.yaml beside the package.
+    monkeypatch.chdir(tmp_path)
+    result = streamkd_cli("progress", exp, "--config", config, "--project", "--train-cuts", cuts)
+    assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:5]}
     assert set(rows) == {"teacher", "none", "layer", "aux"}
     assert [rows[m][1] for m in ("teacher", "none", "layer", "aux")] == ["1", "4", "4", "4"]  # runs

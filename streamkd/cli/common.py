@@ -75,7 +75,7 @@ def merged_config(config_files: Tuple[Path, ...]) -> dict:
     from streamkd.config import validate_config
 
     # The workflow's default config: in the folder Snakemake runs in, or beside the package in a checkout.
-    candidates = [Path.cwd() / "config.yaml", Path(__file__).resolve().parents[1] / "config.yaml"]
+    candidates = [Path.cwd() / "config.yaml", Path(__file__).resolve().parents[2] / "config.yaml"]
     base = next((c for c in candidates if c.is_file()), None)
     if base is None:
         raise click.UsageError(
