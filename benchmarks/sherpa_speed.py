@@ -35,12 +35,13 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from streamkd.cpu import cpu_model  # noqa: E402
 from streamkd.decode.methods import parse_method  # noqa: E402
 from streamkd.deploy.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from streamkd.deploy.export import export_model_dir  # noqa: E402
 from streamkd.deploy.sherpa import export_sherpa_onnx, padded_length  # noqa: E402
 from streamkd.deploy.transcribe import ModelPaths, Transcriber  # noqa: E402
-from streamkd.utils import cpu_model, write_json, write_text  # noqa: E402
+from streamkd.utils import write_json, write_text  # noqa: E402
 
 PIECE_SAMPLES = 640  # 40 ms
 

@@ -39,6 +39,14 @@ def cpuinfo(path: Path = Path("/proc/cpuinfo")) -> Dict[str, str]:
     return fields
 
 
+def cpu_model(info: Optional[Dict[str, str]] = None) -> str:
+    """The processor's model name (Linux), else what the platform module knows."""
+    import platform
+
+    info = cpuinfo() if info is None else info
+    return info.get("model name") or platform.processor() or platform.machine()
+
+
 def cpu_vendor(info: Optional[Dict[str, str]] = None) -> str:
     """``GenuineIntel``, ``AuthenticAMD``, ...; ``unknown`` where /proc/cpuinfo says nothing."""
     info = cpuinfo() if info is None else info

@@ -101,19 +101,6 @@ def load_tagged_payload(path: str | Path, fmt: str, what: str, expected: str) ->
     return payload
 
 
-def cpu_model() -> str:
-    """The processor's model name (Linux), else what the platform module knows."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def source_commit(package: Optional[Path] = None) -> Optional[str]:
     """The git commit of the streamkd checkout that runs, ``+dirty`` when the package has edits.
 

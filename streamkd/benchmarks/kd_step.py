@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
+from streamkd.cpu import cpu_model
 from streamkd.data.loaders import cut_features, load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
@@ -34,7 +35,7 @@ from streamkd.model.asr import build_asr_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer
-from streamkd.utils import cpu_model, write_json, write_text
+from streamkd.utils import write_json, write_text
 
 log = logging.getLogger(__name__)
 

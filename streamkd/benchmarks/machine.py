@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from streamkd.cpu import MKL_CPU_TYPE_VARIABLE, cpu_vendor, cpuinfo
+from streamkd.cpu import MKL_CPU_TYPE_VARIABLE, cpu_model, cpu_vendor, cpuinfo
 
 # (M, K, N): a large square product, then the default model's own products for a batch of
 # 512 encoder frames of width 96 (attention projections, the FFN's 96 -> 384 and 384 -> 96).
@@ -124,11 +124,10 @@ def training_step_seconds(
     model_cfg, grid = config["model"], config["grid"]
     role = "teacher" if method == "teacher" else "student"
     head = model_cfg.get("head")
-    teacher_model = build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, head)
     feats, feat_lens, targets = _synthetic_batch(config["training"][role]["max_duration"], 3.0, vocab)
     teacher_targets = None
     if method == "teacher":
-        objective = asr_objective(teacher_model)
+        objective = asr_objective(build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, head))
     else:
         streaming = {"causal": True, "chunk_size": grid["chunk_sizes"][0], "left_chunks": model_cfg["left_chunks"]}
         student = build_asr_model({**model_cfg["student"], **streaming}, vocab, head)
@@ -138,7 +137,7 @@ def training_step_seconds(
             kd_options = {k: v for k, v in config["kd"].items() if k not in ("teacher_targets", "weight")}
             layers = {"student_layers": tuple(grid["kd_layers"][0]), "apc_shift": 0} if method != "token" else {}
             kd = KdConfig.from_dict({**kd_options, "method": method, **layers})
-            teacher = FrozenTeacher(teacher_model)
+            teacher = FrozenTeacher(build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, head))
             objective = DistillationObjective(student, teacher, kd, spec_augment=False)
             log_probs, lengths, hidden = teacher(feats, feat_lens)
             teacher_targets = {"lengths": lengths, POSTERIOR_FIELD: log_probs}
@@ -168,7 +167,7 @@ def benchmark_machine(config: Mapping[str, Any], compare_vendor_path: bool = Tru
     report: Dict[str, Any] = {
         "machine": {
             "vendor": cpu_vendor(info),
-            "model": info.get("model name", platform.processor() or platform.machine()),
+            "model": cpu_model(info),
             "cores": cores,
             "flags": sorted(f for f in info.get("flags", "").split() if re.match(r"avx|amx|fma", f)),
         },

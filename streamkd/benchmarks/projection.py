@@ -37,19 +37,10 @@ class MethodCost:
 
 def batches_per_epoch(train_cuts: Path, optimisation: Mapping[str, Any], seed: int = 1) -> int:
     """Batches the trainer's sampler draws from ``train_cuts`` in one epoch (no audio is read)."""
-    from lhotse.dataset import DynamicBucketingSampler
-
-    from streamkd.data.loaders import buckets_for, load_cuts
+    from streamkd.data.loaders import load_cuts, train_sampler
 
     cuts = load_cuts(train_cuts, optimisation["max_utterance_seconds"])
-    sampler = DynamicBucketingSampler(
-        cuts,
-        max_duration=optimisation["max_duration"],
-        shuffle=True,
-        num_buckets=buckets_for(cuts, optimisation.get("num_buckets", 10)),
-        seed=seed,
-        drop_last=False,
-    )
+    sampler = train_sampler(cuts, optimisation["max_duration"], seed, optimisation.get("num_buckets", 10))
     return sum(1 for _ in sampler)
 
 

@@ -295,7 +295,7 @@ def progress(
         if config is None:
             raise click.UsageError("--project needs the grid's --config file(s)")
         from streamkd.benchmarks.projection import project_grid, render_projection
-        from streamkd.utils import cpu_model
+        from streamkd.cpu import cpu_model
 
         cuts = train_cuts or Path(config["data_dir"]) / "fbank" / "cuts_train.checked.jsonl.gz"
         click.echo(render_projection(project_grid(config, cuts), parallel, cpu_model()))

@@ -127,6 +127,27 @@ def buckets_for(cuts: CutSet, num_buckets: int) -> int:
     return max(min(num_buckets, num_cuts), 1)
 
 
+def train_sampler(
+    cuts: CutSet,
+    max_duration: float,
+    seed: int,
+    num_buckets: int = 10,
+    world_size: Optional[int] = None,
+    rank: Optional[int] = None,
+) -> DynamicBucketingSampler:
+    """The training batches' sampler: duration buckets, shuffled per epoch (cut metadata only)."""
+    return DynamicBucketingSampler(
+        cuts,
+        max_duration=max_duration,
+        shuffle=True,
+        num_buckets=buckets_for(cuts, num_buckets),
+        seed=seed,
+        drop_last=False,
+        world_size=world_size if world_size is not None else 1,
+        rank=rank if rank is not None else 0,
+    )
+
+
 def train_dataloader(
     cuts: CutSet,
     max_duration: float,
@@ -150,16 +171,7 @@ def train_dataloader(
     )
     if teacher_fields:
         dataset = WithTeacherTargets(dataset, teacher_fields)
-    sampler = DynamicBucketingSampler(
-        cuts,
-        max_duration=max_duration,
-        shuffle=True,
-        num_buckets=buckets_for(cuts, num_buckets),
-        seed=seed,
-        drop_last=False,
-        world_size=world_size if world_size is not None else 1,
-        rank=rank if rank is not None else 0,
-    )
+    sampler = train_sampler(cuts, max_duration, seed, num_buckets, world_size, rank)
     # Workers would compete with the model for the few cores of a laptop; loading is cheap.
     # Without workers nothing is prefetched, so the sampler's state_dict() describes exactly
     # the batches the trainer has consumed, which exact mid-epoch resumption relies on.

@@ -185,12 +185,7 @@ def load_decoding_graph(
     from streamkd.lang.hlg import WordGraph
 
     if method.graph == "hlg":
-        graph = WordGraph.load(graph_path)
-        if graph.vocab_size != vocab_size:
-            raise ValueError(
-                f"{graph_path}: HLG was built for {graph.vocab_size} BPE tokens, the model has {vocab_size}"
-            )
-        return graph
+        return WordGraph.load(graph_path, expected_vocab_size=vocab_size)
     fsa = load_graph(graph_path)
     max_label = int(fsa.labels.max())
     if max_label != vocab_size - 1:

@@ -172,6 +172,12 @@ def _write_tokens(tokenizer: Tokenizer, path: Path) -> None:
     write_text(path, "".join(f"{sp.id_to_piece(i)} {i}\n" for i in range(sp.get_piece_size())))
 
 
+def check_hlg_head(model, checkpoint: Path, hlg: Optional[Path]) -> None:
+    """An HLG graph is only of use to a model with a CTC head: refuse it before writing anything."""
+    if hlg is not None and model.ctc is None:
+        raise ValueError(f"{checkpoint}: HLG decoding needs a CTC head; the model's head is {model.head.type!r}")
+
+
 def export_model_dir(
     checkpoint: Path,
     bpe_model: Path,
@@ -186,6 +192,7 @@ def export_model_dir(
     tokenizer = Tokenizer(bpe_model)
     model, meta = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
     model.eval()
+    check_hlg_head(model, checkpoint, hlg)
     chunk = ChunkEncoder(model, chunk_size, left_chunks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,16 +211,10 @@ def export_model_dir(
         save_graph(build_ctc_topo(tokenizer.vocab_size), out_dir / CTC_TOPO_FILE)
         files.append(CTC_TOPO_FILE)
         if hlg is not None:
-            graph = WordGraph.load(hlg)  # checked before it is shipped beside the model
-            if graph.vocab_size != tokenizer.vocab_size:
-                raise ValueError(
-                    f"{hlg}: HLG was built for {graph.vocab_size} BPE tokens, the model has {tokenizer.vocab_size}"
-                )
+            WordGraph.load(hlg, expected_vocab_size=tokenizer.vocab_size)  # checked before it is shipped
             with atomic_path(out_dir / HLG_FILE) as tmp:
                 shutil.copyfile(hlg, tmp)
             files.append(HLG_FILE)
-    elif hlg is not None:
-        raise ValueError(f"{checkpoint}: HLG decoding needs a CTC head; the model's head is {model.head.type!r}")
 
     metadata = chunk.metadata(
         tokenizer.vocab_size, {"source_checkpoint": Path(checkpoint).name, "role": str(meta.get("role", ""))}

@@ -48,6 +48,7 @@ from streamkd.deploy.export import (
     TOKENS_FILE,
     _add_onnx_metadata,
     _write_tokens,
+    check_hlg_head,
     export_transducer_onnx,
     onnx_export,
 )
@@ -265,19 +266,17 @@ def export_sherpa_onnx(
     model, _ = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
     model.eval()
     encoder = model.encoder
+    check_hlg_head(model, checkpoint, hlg)
     chunk = ChunkEncoder(model, chunk_size, left_chunks)
     for note in check_exportable(
         encoder.chunk_size, encoder.left_chunks, chunk.chunk_size, chunk.left_chunks, str(checkpoint)
     ):
         log.warning("%s: %s", checkpoint, note)
-        warnings.warn(note, stacklevel=2)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_tokens(tokenizer, out_dir / TOKENS_FILE)
     files = [TOKENS_FILE]
     extra = {"vocab_size": str(tokenizer.vocab_size), "source": "streamkd", "chunk_size": str(chunk.chunk_size)}
-    if hlg is not None and model.ctc is None:
-        raise SherpaExportError(f"{checkpoint}: HLG decoding needs a CTC head; the model's head is {model.head.type!r}")
     if model.ctc is not None:
         _export(Zipformer2CtcWrapper(chunk), out_dir / CTC_MODEL_ONNX, extra)
         files.append(CTC_MODEL_ONNX)
@@ -333,9 +332,7 @@ def export_hlg_fst(hlg: Path, out: Path, vocab_size: int) -> Path:
 
     from streamkd.lang.hlg import WordGraph
 
-    graph = WordGraph.load(hlg)
-    if graph.vocab_size != vocab_size:
-        raise SherpaExportError(f"{hlg}: HLG was built for {graph.vocab_size} BPE tokens, the model has {vocab_size}")
+    graph = WordGraph.load(hlg, expected_vocab_size=vocab_size)
     fst = kaldifst.compile(hlg_to_openfst_text(graph.fsa), acceptor=False)
     kaldifst.arcsort(fst, sort_type="ilabel")
     with atomic_path(out) as tmp:

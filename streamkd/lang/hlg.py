@@ -12,7 +12,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import k2
 import torch
@@ -105,11 +105,17 @@ class WordGraph:
             torch.save(payload, tmp)
 
     @classmethod
-    def load(cls, path: Path) -> "WordGraph":
+    def load(cls, path: Path, expected_vocab_size: Optional[int] = None) -> "WordGraph":
+        """The graph of ``path``; with ``expected_vocab_size``, refused unless built for that many tokens."""
         payload = load_tagged_payload(
             path, FORMAT, "HLG graph", f"an HLG graph written by 'streamkd compile-hlg' (format {FORMAT!r})"
         )
-        return cls(k2.Fsa.from_dict(payload["fsa"]), list(payload["words"]), int(payload["vocab_size"]))
+        graph = cls(k2.Fsa.from_dict(payload["fsa"]), list(payload["words"]), int(payload["vocab_size"]))
+        if expected_vocab_size is not None and graph.vocab_size != expected_vocab_size:
+            raise ValueError(
+                f"{path}: HLG was built for {graph.vocab_size} BPE tokens, the model has {expected_vocab_size}"
+            )
+        return graph
 
 
 def compile_hlg(bpe_model: Path, arpa_path: Path, order: int = 3) -> WordGraph:

@@ -46,6 +46,7 @@ import torch
 from lhotse import CutSet
 from torch.nn.parallel import DistributedDataParallel
 
+from streamkd.cpu import cpu_model
 from streamkd.data.loaders import Batch, eval_dataloader, train_dataloader, unpack_batch
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.model.checkpoint import save_model
@@ -53,7 +54,7 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.monitor import TrainingMonitor
 from streamkd.training.precision import autocast, check_precision, make_grad_scaler
-from streamkd.utils import atomic_path, cpu_model, file_digest, format_seconds, source_commit, write_json
+from streamkd.utils import atomic_path, file_digest, format_seconds, source_commit, write_json
 
 log = logging.getLogger(__name__)
 
