@@ -70,6 +70,22 @@ def write_tone_corpus(out_dir: Path, splits: Dict[str, int]) -> Dict[str, Tuple[
     return manifests
 
 
+def tone_corpus_with_features(out_dir: Path, splits: Dict[str, int], vocab_size: int) -> Dict[str, Tuple[Path, Path]]:
+    """The tone corpus with fbank cuts (``cuts_{split}.jsonl.gz``) and a BPE model (``bpe.model``)
+    trained on the ``train`` split's texts; returns the recording and supervision manifests."""
+    from lhotse import load_manifest_lazy
+
+    from streamkd.data.features import compute_fbank
+    from streamkd.data.tokenizer import train_bpe
+
+    manifests = write_tone_corpus(out_dir, splits)
+    for split, (recordings, supervisions) in manifests.items():
+        compute_fbank(recordings, supervisions, out_dir / f"cuts_{split}.jsonl.gz", out_dir / "fbank")
+    texts = [s.text for c in load_manifest_lazy(out_dir / "cuts_train.jsonl.gz") for s in c.supervisions]
+    train_bpe(texts, out_dir / "bpe.model", vocab_size=vocab_size)
+    return manifests
+
+
 def make_fake_librispeech(
     root: Path,
     parts: Iterable[str],

@@ -40,7 +40,7 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer
 
-from fakes import write_tone_corpus
+from fakes import tone_corpus_with_features
 
 pytestmark = pytest.mark.slow
 
@@ -62,16 +62,8 @@ def optimisation(num_epochs: int) -> OptimisationConfig:
 
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory) -> dict:
-    from lhotse import load_manifest_lazy
-
-    from streamkd.data.features import compute_fbank
-    from streamkd.data.tokenizer import train_bpe
-
     out = tmp_path_factory.mktemp("tones")
-    for split, (recordings, supervisions) in write_tone_corpus(out, {"train": 240, "test": 40}).items():
-        compute_fbank(recordings, supervisions, out / f"cuts_{split}.jsonl.gz", out / "fbank")
-    texts = [s.text for c in load_manifest_lazy(out / "cuts_train.jsonl.gz") for s in c.supervisions]
-    train_bpe(texts, out / "bpe.model", vocab_size=60)
+    tone_corpus_with_features(out, {"train": 240, "test": 40}, vocab_size=60)
     return {
         "train": load_cuts(out / "cuts_train.jsonl.gz").to_eager(),
         "test": load_cuts(out / "cuts_test.jsonl.gz").to_eager(),

@@ -209,29 +209,26 @@ def test_kaldi_native_fbank_with_sherpas_settings_matches_lhotse(setup):
 def trained(tmp_path_factory):
     """A small streaming CTC student trained on the tone corpus (left context 2 chunks of 2),
     its word LM and HLG, the test audio padded by the sherpa-onnx rule, and both exports."""
-    from lhotse import load_manifest, load_manifest_lazy
+    from lhotse import load_manifest
 
     from streamkd.data.features import compute_fbank
     from streamkd.data.loaders import load_cuts
-    from streamkd.data.tokenizer import train_bpe
     from streamkd.lang.hlg import compile_hlg
     from streamkd.lang.ngram import train_ngram_lm
     from streamkd.training.config import OptimisationConfig
     from streamkd.training.objectives import asr_objective
     from streamkd.training.trainer import Trainer
 
-    from fakes import write_tone_corpus
+    from fakes import tone_corpus_with_features
 
     d = tmp_path_factory.mktemp("sherpa-trained")
-    manifests = write_tone_corpus(d, {"train": 240, "test": 30})
-    compute_fbank(*manifests["train"], d / "cuts_train.jsonl.gz", d / "fbank")
-    texts = [s.text for c in load_manifest_lazy(d / "cuts_train.jsonl.gz") for s in c.supervisions]
-    train_bpe(texts, d / "bpe.model", vocab_size=60)
+    manifests = tone_corpus_with_features(d, {"train": 240, "test": 30}, vocab_size=60)
+    cuts = load_cuts(d / "cuts_train.jsonl.gz").to_eager()
+    texts = [s.text for c in cuts for s in c.supervisions]
     tokenizer = Tokenizer(d / "bpe.model")
     torch.manual_seed(0)
     encoder = dict(TINY, d_model=48, num_heads=4, ff_dim=96, conv_kernel=5, causal=True, chunk_size=2, left_chunks=2)
     model = build_asr_model(encoder, tokenizer.vocab_size, {"type": "ctc"})
-    cuts = load_cuts(d / "cuts_train.jsonl.gz").to_eager()
     opt = OptimisationConfig(num_epochs=8, max_duration=10.0, peak_lr=3e-3, warmup_steps=20, spec_augment=False)
     Trainer(asr_objective(model), tokenizer, cuts, cuts, d / "run", opt, seed=1).run()
     train_ngram_lm(texts, d / "lm.arpa", order=2)
@@ -251,7 +248,7 @@ def trained(tmp_path_factory):
     sups = [SupervisionSegment(r.id, r.id, 0.0, r.duration, text=texts_by_id[r.id]) for r in padded_recordings]
     RecordingSet.from_recordings(padded_recordings).to_file(d / "rec.jsonl.gz")
     SupervisionSet.from_segments(sups).to_file(d / "sup.jsonl.gz")
-    compute_fbank(d / "rec.jsonl.gz", d / "sup.jsonl.gz", d / "cuts_test.jsonl.gz", d / "fbank", on_the_fly=True)
+    compute_fbank(d / "rec.jsonl.gz", d / "sup.jsonl.gz", d / "cuts_padded.jsonl.gz", d / "fbank", on_the_fly=True)
     result = streamkd(
         "export", "--checkpoint", d / "run" / "model.pt", "--bpe-model", d / "bpe.model", "--out-dir", d / "sherpa",
         "--format", "sherpa-onnx", "--hlg", d / "HLG.pt",
@@ -263,7 +260,7 @@ def trained(tmp_path_factory):
 def decode_hypotheses(d, method: str) -> list:
     hyps = d / f"hyps-{method}.jsonl"
     graph = ["--graph", d / "HLG.pt"] if "hlg" in method else []
-    args = ["decode", "--checkpoint", d / "run/model.pt", "--cuts", d / "cuts_test.jsonl.gz"]
+    args = ["decode", "--checkpoint", d / "run/model.pt", "--cuts", d / "cuts_padded.jsonl.gz"]
     result = streamkd(*args, "--bpe-model", d / "bpe.model", "--method", method, "--hyps", hyps, *graph)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads(line) for line in hyps.read_text().splitlines()]

@@ -28,7 +28,7 @@ import torch
 
 from streamkd.utils import file_digest, source_commit
 
-from fakes import write_tone_corpus
+from fakes import tone_corpus_with_features
 from helpers import REPO
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -39,16 +39,8 @@ STEP_TIMEOUT = 600  # seconds for one training command, generous for a loaded CI
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """32 training and 6 dev utterances of synthetic tones with transcripts, fbank, BPE."""
-    from lhotse import load_manifest_lazy
-
-    from streamkd.data.features import compute_fbank
-    from streamkd.data.tokenizer import train_bpe
-
     out = tmp_path_factory.mktemp("tones")
-    for split, (recordings, supervisions) in write_tone_corpus(out, {"train": 32, "dev": 6}).items():
-        compute_fbank(recordings, supervisions, out / f"cuts_{split}.jsonl.gz", out / "fbank")
-    texts = [s.text for c in load_manifest_lazy(out / "cuts_train.jsonl.gz") for s in c.supervisions]
-    train_bpe(texts, out / "bpe.model", vocab_size=40)
+    tone_corpus_with_features(out, {"train": 32, "dev": 6}, vocab_size=40)
     return out
 
 
