@@ -278,27 +278,7 @@ def test_a_bad_arpa_file_is_named_with_what_is_wrong(files, tmp_path, arpa_text,
 def test_training_on_a_set_left_empty_by_the_length_filter_names_the_file(files, tmp_path):
     d, bpe, cuts = files
     opt = dict(OPTIMISATION, max_utterance_seconds=0.01)  # every cut is longer: none is left
-    line = error_line(
-        streamkd(
-            "train",
-            "--role",
-            "teacher",
-            "--train-cuts",
-            cuts,
-            "--dev-cuts",
-            cuts,
-            "--bpe-model",
-            bpe,
-            "--out-dir",
-            tmp_path / "run",
-            "--encoder",
-            json.dumps(TINY_ENCODER),
-            "--optimisation",
-            json.dumps(opt),
-            "--seed",
-            "1",
-        )
-    )
+    line = error_line(streamkd(*train_args(tmp_path / "run", bpe, cuts, TINY_ENCODER, opt)))
     assert f"{cuts}: no training cut left at most 0.01 s long (training.max_utterance_seconds)" in line
     assert not (tmp_path / "run" / "model.pt").exists()
 
