@@ -299,7 +299,7 @@ def test_stored_audio_is_clean_speech_plus_requested_noise(corpus_dir):
             snr_db=custom["snr_db"],
             noise_seed=0,
         )
-        clean = synthesise_clean(plan, 16000).astype(np.float64)
+        clean = synthesise_clean(plan, 16000)[0].astype(np.float64)
         stored = recordings[supervision.recording_id].load_audio()[0].astype(np.float64)
         assert stored.shape == clean.shape
         # The writer may scale the mixture down to avoid clipping; undo that gain.
@@ -410,3 +410,29 @@ def test_supervision_problem_names_empty_transcripts():
     symbols = SupervisionSegment("symbols-only", "r3", 0.0, 1.0, text="... ?!")
     assert supervision_problem(good) == ""
     assert "no words" in supervision_problem(empty) and "no words" in supervision_problem(symbols)
+
+
+def test_every_supervision_carries_the_synthesisers_word_times(corpus_dir):
+    engines = set()
+    for split in ("train", "dev", "test"):
+        recordings, supervisions = load_split(corpus_dir, split)
+        for supervision in supervisions:
+            words = supervision.alignment["word"]
+            assert [w.symbol for w in words] == supervision.text.split(), supervision.id
+            starts = [w.start for w in words]
+            assert starts == sorted(starts) and all(w.duration > 0 for w in words), supervision.id
+            assert words[-1].end <= recordings[supervision.recording_id].duration + 1e-6
+            engines.add(supervision.custom["word_time_source"])
+    assert engines == {"espeak-ng word events", "flite segment durations"}
+
+
+def test_a_wav_without_its_word_times_is_rendered_again_identically(corpus_dir, tmp_path):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, copy)
+    first = sorted((copy / "wav" / "dev").glob("*.words.json"))[0]
+    wav = first.with_name(first.name.replace(".words.json", ".wav"))
+    before = wav.read_bytes()
+    first.unlink()
+    prepare_embedded_corpus(tiny_config(), copy, num_jobs=1)
+    assert first.is_file() and wav.read_bytes() == before
+    assert manifest_lines(copy) == manifest_lines(corpus_dir)

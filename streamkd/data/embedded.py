@@ -52,9 +52,11 @@ import numpy as np
 import soundfile as sf
 from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
 from lhotse.qa import fix_manifests, validate_recordings_and_supervisions
+from lhotse.supervision import AlignmentItem
 from tqdm import tqdm
 
 from streamkd.data.text import DEFAULT_FORTUNES_DIR, load_sentences
+from streamkd.data.word_times import espeak_times_for, flite_times_for
 from streamkd.schema import pattern
 from streamkd.utils import atomic_path, write_json
 
@@ -62,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 SPLITS: Tuple[str, ...] = ("train", "dev", "test")
 ENGINES: Tuple[str, ...] = ("espeak-ng", "flite")
+# How each engine's word times were obtained (see streamkd.data.word_times).
+WORD_TIME_SOURCES = {"espeak-ng": "espeak-ng word events", "flite": "flite segment durations"}
 SYNTHESISERS_HINT = "apt-get install espeak-ng flite"
 
 ESPEAK_BASE_WPM = 165
@@ -393,16 +397,31 @@ def spoken_text(transcript: str) -> str:
     return " ".join(words) + "."
 
 
+def espeak_wpm(plan: UtterancePlan) -> int:
+    return int(round(ESPEAK_BASE_WPM * plan.speed))
+
+
 def engine_command(plan: UtterancePlan, out_wav: Path) -> List[str]:
     """The command line that renders ``plan`` (clean speech) into ``out_wav``."""
     voice = plan.voice
     text = spoken_text(plan.text)
     if voice.engine == "espeak-ng":
-        wpm = int(round(ESPEAK_BASE_WPM * plan.speed))
-        return ["espeak-ng", "-v", voice.voice, "-s", str(wpm), "-p", str(plan.pitch), "-w", str(out_wav), text]
+        return [
+            "espeak-ng",
+            "-v",
+            voice.voice,
+            "-s",
+            str(espeak_wpm(plan)),
+            "-p",
+            str(plan.pitch),
+            "-w",
+            str(out_wav),
+            text,
+        ]
     return [
         "flite",
         "-voice", voice.voice,
+        "-psdur",  # segment end times on stdout: the word times
         "--setf", f"duration_stretch={1.0 / plan.speed:.6f}",
         "--setf", f"f0_shift={flite_f0_factor(plan.pitch):.6f}",
         "-t", text,
@@ -410,8 +429,9 @@ def engine_command(plan: UtterancePlan, out_wav: Path) -> List[str]:
     ]  # fmt: skip
 
 
-def synthesise_clean(plan: UtterancePlan, sampling_rate: int) -> np.ndarray:
-    """Run the engine for ``plan``; mono float32 samples at ``sampling_rate``."""
+def synthesise_clean(plan: UtterancePlan, sampling_rate: int) -> Tuple[np.ndarray, Optional[List[Tuple[float, float]]]]:
+    """Run the engine for ``plan``: mono float32 samples at ``sampling_rate`` and each word's
+    (start, end) in seconds as the engine placed it (None where it could not tell)."""
     with tempfile.TemporaryDirectory(prefix="streamkd-tts-") as tmp:
         raw = Path(tmp) / "raw.wav"
         result = _run_engine(engine_command(plan, raw))
@@ -421,12 +441,18 @@ def synthesise_clean(plan: UtterancePlan, sampling_rate: int) -> np.ndarray:
                 f"(voice {plan.voice.name}: {plan.voice.engine} {plan.voice.voice}), "
                 f"exit code {result.returncode}: {result.stderr.strip() or '(no stderr)'}"
             )
-        samples, rate = sf.read(str(raw), dtype="float32", always_2d=True)
-    if samples.shape[0] == 0:
+        pcm, rate = sf.read(str(raw), dtype="int16", always_2d=True)
+    if pcm.shape[0] == 0:
         raise RuntimeError(
             f"{plan.voice.engine} produced no audio for utterance {plan.utt_id} (voice {plan.voice.name})"
         )
-    return resample(samples.mean(axis=1), rate, sampling_rate)
+    text = spoken_text(plan.text)
+    if plan.voice.engine == "espeak-ng":
+        times = espeak_times_for(plan.voice.voice, espeak_wpm(plan), plan.pitch, text, pcm[:, 0], rate)
+    else:
+        times = flite_times_for(plan.voice.voice, text, result.stdout)
+    samples = pcm.astype(np.float32).mean(axis=1) / 32768.0  # what soundfile reads as float
+    return resample(samples, rate, sampling_rate), times
 
 
 def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -482,14 +508,21 @@ def write_wav_atomic(path: Path, pcm: np.ndarray, sampling_rate: int) -> None:
         sf.write(str(tmp), pcm, sampling_rate, subtype="PCM_16", format="WAV")
 
 
+def words_path(wav_path: Path) -> Path:
+    """Where the word times of ``wav_path`` are kept until the manifests are written."""
+    return wav_path.with_suffix(".words.json")
+
+
 def render_utterance(plan: UtterancePlan, wav_path: Path, sampling_rate: int) -> None:
-    """Synthesise, add noise and write one utterance; no-op if the WAV exists."""
-    if wav_path.is_file():
+    """Synthesise, add noise and write one utterance and its word times; no-op if both exist."""
+    if wav_path.is_file() and words_path(wav_path).is_file():
         return
-    clean = synthesise_clean(plan, sampling_rate)
+    clean, times = synthesise_clean(plan, sampling_rate)
     if not np.any(clean):
         raise RuntimeError(f"{plan.voice.engine} produced silence for utterance {plan.utt_id}")
     noisy = add_noise(clean, plan.snr_db, np.random.default_rng(plan.noise_seed))
+    # The times first: a WAV without them is rendered again (same bytes) on the next run.
+    write_json(words_path(wav_path), {"source": WORD_TIME_SOURCES[plan.voice.engine], "times": times})
     write_wav_atomic(wav_path, to_pcm16(noisy), sampling_rate)
 
 
@@ -508,7 +541,7 @@ def _init_worker() -> None:
 
 def render_all(jobs: Sequence[Tuple[UtterancePlan, str, int]], num_jobs: int) -> None:
     """Render every job, in a process pool when ``num_jobs > 1``."""
-    todo = [job for job in jobs if not Path(job[1]).is_file()]
+    todo = [job for job in jobs if not (Path(job[1]).is_file() and words_path(Path(job[1])).is_file())]
     progress = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="synthesising", unit="utt", disable=None)
     with progress:
         if num_jobs <= 1 or len(todo) <= 1:
@@ -536,8 +569,11 @@ def build_manifests(plans: Sequence[UtterancePlan], wav_dir: Path) -> Tuple[Reco
     """Lhotse manifests for rendered utterances, checked with lhotse's own QA."""
     recordings, supervisions = [], []
     for plan in plans:
-        recording = Recording.from_file(wav_dir / f"{plan.utt_id}.wav", recording_id=plan.utt_id)
+        wav_path = wav_dir / f"{plan.utt_id}.wav"
+        recording = Recording.from_file(wav_path, recording_id=plan.utt_id)
         recordings.append(recording)
+        words = json.loads(words_path(wav_path).read_text(encoding="utf-8"))
+        alignment = word_alignment(plan.text, words["times"], recording.duration)
         supervisions.append(
             SupervisionSegment(
                 id=plan.utt_id,
@@ -554,7 +590,9 @@ def build_manifests(plans: Sequence[UtterancePlan], wav_dir: Path) -> Tuple[Reco
                     "speed": plan.speed,
                     "pitch": plan.pitch,
                     "snr_db": plan.snr_db,
+                    "word_time_source": words["source"] if alignment else None,
                 },
+                alignment=alignment,
             )
         )
     recording_set, supervision_set = fix_manifests(
@@ -567,6 +605,22 @@ def build_manifests(plans: Sequence[UtterancePlan], wav_dir: Path) -> Tuple[Reco
         )
     validate_recordings_and_supervisions(recording_set, supervision_set)
     return recording_set, supervision_set
+
+
+def word_alignment(
+    transcript: str, times: Optional[Sequence[Sequence[float]]], duration: float
+) -> Optional[Dict[str, List[AlignmentItem]]]:
+    """lhotse's word alignment of a supervision from the engine's (start, end) per word."""
+    if times is None:
+        return None
+    words = transcript.split()
+    if len(words) != len(times):
+        raise ValueError(f"{len(words)} words in {transcript!r} but {len(times)} word times")
+    items = []
+    for word, (start, end) in zip(words, times):
+        start, end = min(float(start), duration), min(float(end), duration)
+        items.append(AlignmentItem(symbol=word, start=round(start, 5), duration=round(max(end - start, 0.0), 5)))
+    return {"word": items}
 
 
 def write_manifest_atomic(manifest: Union[RecordingSet, SupervisionSet], path: Path) -> None:
