@@ -112,6 +112,12 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
     show_default=True,
     help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).",
 )
+@click.option(
+    "--test-cuts",
+    "cuts_items",
+    multiple=True,
+    help="TEST_SET=PATH of the scored test set's cut manifest (the record keeps its SHA-256).",
+)
 @click.option("--out", required=True, type=PathType)
 def record(
     run_name: str,
@@ -124,6 +130,7 @@ def record(
     delay_items: Tuple[str, ...] = (),
     check_items: Tuple[str, ...] = (),
     decoded_model: str = "final",
+    cuts_items: Tuple[str, ...] = (),
 ) -> None:
     """Write the run record that the tables are built from.
 
@@ -156,6 +163,7 @@ def record(
             delay_stats=keyed(delay_items, "--delay"),
             data_checks=_test_set_paths(check_items, "--data-check"),
             decoded_model=decoded_model,
+            test_cuts=_test_set_paths(cuts_items, "--test-cuts"),
         ),
     )
 
