@@ -4,15 +4,21 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from streamkd.distill.config import KdConfig
+from streamkd.provenance import PROVENANCE_FIELDS, combined_digest
 from streamkd.results.kd_settings import SETTING_FIELDS
 from streamkd.results.load import RecordError, load_records
 from streamkd.results.record import build_record, write_record
 from streamkd.results.table_writer import aggregate
 from streamkd.results.tables import LABEL_COLUMNS
 from streamkd.training.run import kd_record_fields
+from streamkd.utils import file_digest
 
+from helpers import write_feature_cuts
+
+TEACHER_SHA256 = "7e" * 32  # the one teacher every KD student here learnt from
 KD = {"kd_loss": "l1_cos", "kd_weight": 1.0, "kd_layers": "3,6", "kd_teacher_layers": "3,6"}
 RUNS = {
     # run: (summary fields, WER)
@@ -37,6 +43,9 @@ def write_run(tmp_path, run, fields, wer):
         "num_params": 1000,
         "num_params_training": 1500 if fields["method"] == "aux" else 1000,
         "train_seconds": 1.0,
+        # A teacher names its own checkpoint; a KD student the teacher it learnt from.
+        "checkpoint_sha256": TEACHER_SHA256 if not student else f"{run}-sha256",
+        "teacher_sha256": TEACHER_SHA256 if fields["method"] != "none" else None,
         **fields,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary))
@@ -172,3 +181,39 @@ def test_bad_setting_values_are_named(tmp_path):
     with pytest.raises(RecordError, match="kd_token_delay is 'two'") as e:
         load_records([path])
     assert "left_chunks is 1.5" in str(e.value)
+
+
+def test_a_record_carries_the_runs_provenance_and_the_digests_of_its_test_sets(tmp_path):
+    provenance = {key: f"{key}-value" for key in PROVENANCE_FIELDS}
+    test = write_feature_cuts(tmp_path / "test", [torch.randn(20, 4)], ["A"], name="test")
+    run_dir = tmp_path / "run"
+    _, path = write_run(tmp_path, "run", {"method": "token", "seed": 1, "provenance": provenance}, 9.0)
+    record = build_record(
+        "run", path.parent / "train_summary.json", {"test": run_dir / "wer.json"}, "ctc-1best", test_cuts={"test": test}
+    )
+    assert record["provenance"] == {
+        **provenance,
+        "test_cuts_sha256": {"test": file_digest(test)},
+        "test_features_sha256": {"test": combined_digest([file_digest(tmp_path / "test/test_feats.lca")])},
+    }
+    assert record["teacher_sha256"] == TEACHER_SHA256 and record["checkpoint_sha256"] == "run-sha256"
+    with pytest.raises(ValueError, match="without a WER: dev"):
+        build_record(
+            "run", run_dir / "train_summary.json", {"test": run_dir / "wer.json"}, "x", test_cuts={"dev": test}
+        )
+
+
+def test_the_teachers_record_names_its_own_checkpoint_as_its_teacher(tmp_path):
+    record, _ = write_run(tmp_path, "teacher", {"method": "teacher", "seed": 42, "teacher_sha256": None}, 5.0)
+    assert record["teacher_sha256"] == record["checkpoint_sha256"] == TEACHER_SHA256
+
+
+def test_a_summary_from_before_provenance_gives_a_record_with_null_fields(tmp_path):
+    record, path = write_run(tmp_path, "none-seed1", {"method": "none", "seed": 1, "source_commit": "abc"}, 9.0)
+    assert record["provenance"] == {
+        **{key: None for key in PROVENANCE_FIELDS},
+        "source_commit": "abc",
+        "test_cuts_sha256": {},
+        "test_features_sha256": {},
+    }
+    assert len(load_records([path]).runs) == 1

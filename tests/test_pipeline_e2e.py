@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from streamkd.provenance import PROVENANCE_FIELDS
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
-from streamkd.utils import source_commit
+from streamkd.utils import file_digest, source_commit
 
 from helpers import REPO, job_counts, requires_tts, run_snakemake
 
@@ -139,6 +140,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     # The aux student read its targets from the teacher cache, built once for the grid.
     cache = json.loads((tmp_path / "exp/teacher/targets/layers1_2/summary.json").read_text())
     assert cache["fields"] == ["teacher_layer1", "teacher_layer2"] and cache["num_cuts"] > 0
+    assert cache["cuts_sha256"] == file_digest(tmp_path / "data/fbank/cuts_train.checked.jsonl.gz")
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "from the teacher cache" in aux_log
 
@@ -162,6 +164,13 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
         assert resolve_record_path(run_dir / "record.json", record["train_summary"]).is_file()
         assert record["head"] == "ctc"
         assert record["source_commit"] == source_commit()  # the code that trained it
+        # What it was made from, by content; the teacher is its own teacher.
+        assert all(record["provenance"][key] for key in PROVENANCE_FIELDS), record["provenance"]
+        assert record["provenance"]["test_cuts_sha256"] == {
+            "test": file_digest(tmp_path / "data/fbank/cuts_test.checked.jsonl.gz")
+        }
+        teacher_digest = file_digest(tmp_path / "exp/teacher/model.pt")
+        assert record["teacher_sha256"] == (None if run == "none-chunk4-seed1" else teacher_digest)
         methods = {"ctc-1best", "ctc-hlg"} | ({"ctc-1best-streaming"} if run != "teacher" else set())
         assert set(record["wer"]["test"]) == set(record["decoding"]["test"]) == set(record["errors"]["test"]) == methods
         for method in methods:

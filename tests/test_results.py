@@ -23,6 +23,7 @@ from streamkd.results.record import build_record, resolve_record_path
 from streamkd.results.significance import ErrorsFileError, compare, paired_bootstrap
 from streamkd.results.table_writer import aggregate
 from streamkd.results.tables import latex_body_rows, latex_problems, layout, to_latex, to_markdown
+from streamkd.results.teachers import MixedTeachersError
 
 from results_factory import utterance_errors as ue
 from results_factory import write_run
@@ -688,3 +689,38 @@ def test_parameter_counts_keep_three_significant_digits():
 
     assert [_params(n) for n in (1_000_412, 942_884, 30_219_000, 118_650_000)] == ["1.00", "0.943", "30.2", "119"]
     assert _params(float("nan")) == "–"
+
+
+def test_report_refuses_students_of_different_teachers_unless_allowed(grid, tmp_path):
+    # A student of a retrained teacher, and an older KD record that names no teacher at all.
+    write_run(grid, "token-chunk4-seed2", method="token", seed=2, errors={"test": ue(12)}, teacher_sha256="ab" * 32)
+    write_run(grid, "layer-chunk4-seed1", method="layer", kd_layers="3,6", errors={"test": ue(11)}, teacher_sha256=None)
+    command = ["report", "--exp-dir", str(grid), "--out-dir", str(tmp_path / "out")]
+    refused = CliRunner().invoke(cli, command)
+    assert refused.exit_code != 0
+    assert "different teachers" in refused.output and "ab" * 32 in refused.output
+    assert "token-chunk4-seed2" in refused.output and "7e" * 32 in refused.output
+    assert "name no teacher digest: layer-chunk4-seed1" in refused.output
+    assert "--allow-mixed-teachers" in refused.output and not (tmp_path / "out").exists()
+
+    allowed = CliRunner().invoke(cli, [*command, "--allow-mixed-teachers"])
+    assert allowed.exit_code == 0, allowed.output
+    runs = pd.read_csv(tmp_path / "out/tables/runs.csv")
+    assert {"token-chunk4-seed2", "layer-chunk4-seed1"} <= set(runs["run"])
+
+
+def test_older_records_name_their_teacher_through_the_training_summary(grid):
+    # Records from before teacher_sha256 was copied into them: the summary they name has it.
+    for path in find_records(grid):
+        record = json.loads(path.read_text())
+        digest = record.pop("teacher_sha256", None)
+        summary = resolve_record_path(path, record["train_summary"])
+        role_digest = {"checkpoint_sha256": digest} if record["role"] == "teacher" else {"teacher_sha256": digest}
+        summary.write_text(json.dumps({**json.loads(summary.read_text()), **role_digest}))
+        path.write_text(json.dumps(record))
+    assert len(load_records(find_records(grid)).runs) > 0
+    aux = grid / "aux-chunk8-seed1"
+    summary = json.loads((aux / "train_summary.json").read_text())
+    (aux / "train_summary.json").write_text(json.dumps({**summary, "teacher_sha256": "cd" * 32}))
+    with pytest.raises(MixedTeachersError, match=f"teacher sha256 {'cd' * 32}: aux-chunk8-seed1"):
+        load_records(find_records(grid))

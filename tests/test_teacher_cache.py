@@ -26,6 +26,7 @@ from streamkd.distill.teacher_cache import (
 from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
 from streamkd.training.objectives import DistillationObjective
+from streamkd.utils import file_digest
 
 from helpers import write_feature_cuts
 
@@ -219,6 +220,36 @@ def test_a_cache_from_another_teacher_or_other_cuts_or_without_a_field_is_refuse
         open_teacher_cache(cache["cached"], cache["root"] / "teacher.pt", TargetSpec(layers=(4,)), ids)
     with pytest.raises(TeacherCacheError, match="teacher cache not found"):
         open_teacher_cache(tmp_path / "none.jsonl.gz", cache["root"] / "teacher.pt", TargetSpec(layers=(1,)), ids)
+
+
+def test_a_cache_from_another_training_manifest_or_features_is_refused(cache, tmp_path):
+    ids = [c.id for c in CutSet.from_file(cache["cuts"])]
+    teacher = cache["root"] / "teacher.pt"
+    assert cache["summary"]["cuts_sha256"] == file_digest(cache["cuts"])
+    assert open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, cache["cuts"])
+
+    # The same cut ids, one cut shorter: a changed training manifest.
+    changed = tmp_path / "cuts.jsonl.gz"
+    cuts = list(CutSet.from_file(cache["cuts"]))
+    CutSet.from_cuts([cuts[0].truncate(duration=cuts[0].duration / 2), *cuts[1:]]).to_file(changed)
+    with pytest.raises(TeacherCacheError) as refused:
+        open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, changed)
+    message = str(refused.value)
+    assert "another training cuts manifest" in message and str(changed) in message
+    assert cache["summary"]["cuts_sha256"] in message and file_digest(changed) in message
+
+    # The same manifest over rewritten features.
+    copy = tmp_path / "features"
+    feats = [torch.randn(n, FEAT_DIM) for n in LENGTHS]
+    moved = write_feature_cuts(copy, feats, ["A"] * len(LENGTHS))
+    summary_path = cache["cached"].parent / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    try:
+        summary_path.write_text(json.dumps({**summary, "cuts_sha256": file_digest(moved)}))
+        with pytest.raises(TeacherCacheError, match="another feature archive"):
+            open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, moved)
+    finally:
+        summary_path.write_text(json.dumps(summary))
 
 
 def test_the_cache_is_refused_where_its_targets_would_be_stale(repo):

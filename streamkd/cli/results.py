@@ -34,10 +34,11 @@ def _fail_on_record_errors(func):
     def wrapper(*args, **kwargs):
         from streamkd.results.load import RecordError
         from streamkd.results.significance import ErrorsFileError
+        from streamkd.results.teachers import MixedTeachersError
 
         try:
             return func(*args, **kwargs)
-        except (RecordError, ErrorsFileError, FileNotFoundError) as e:
+        except (RecordError, ErrorsFileError, MixedTeachersError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
 
     return wrapper
@@ -46,6 +47,7 @@ def _fail_on_record_errors(func):
 SKIP_INVALID_HELP = (
     "Leave out unusable run records (each is named in a warning and under the table) instead of failing."
 )
+ALLOW_MIXED_HELP = "Report runs from different teachers (or KD students naming none) in one table instead of failing."
 RESULTS_CONFIG_HELP = (
     "JSON object: the config's results section (tables, significance, plots). Default: the standard wer table."
 )
@@ -112,6 +114,12 @@ def _test_set_paths(items: Tuple[str, ...], option: str) -> Dict[str, Path]:
     show_default=True,
     help="Which weights were decoded: final (model.pt) or avg-last-N (streamkd average-checkpoints).",
 )
+@click.option(
+    "--test-cuts",
+    "cuts_items",
+    multiple=True,
+    help="TEST_SET=PATH of the scored test set's cut manifest (the record keeps its SHA-256).",
+)
 @click.option("--out", required=True, type=PathType)
 def record(
     run_name: str,
@@ -124,6 +132,7 @@ def record(
     delay_items: Tuple[str, ...] = (),
     check_items: Tuple[str, ...] = (),
     decoded_model: str = "final",
+    cuts_items: Tuple[str, ...] = (),
 ) -> None:
     """Write the run record that the tables are built from.
 
@@ -156,6 +165,7 @@ def record(
             delay_stats=keyed(delay_items, "--delay"),
             data_checks=_test_set_paths(check_items, "--data-check"),
             decoded_model=decoded_model,
+            test_cuts=_test_set_paths(cuts_items, "--test-cuts"),
         ),
     )
 
@@ -164,9 +174,16 @@ def record(
 @click.option("--out-dir", required=True, type=PathType, help="Folder for the tables (e.g. results/tables).")
 @click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
 @click.argument("records", nargs=-1, required=True, type=ExistingPath)
 @_fail_on_record_errors
-def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+def aggregate(
+    out_dir: Path,
+    results_json: Optional[str],
+    skip_invalid: bool,
+    records: Tuple[Path, ...],
+    allow_mixed_teachers: bool = False,
+) -> None:
     """Aggregate run records into tables: NAME.csv (tidy numbers), .md, .tex (booktabs), .html.
 
     Also writes runs.csv (every record's WER, unaveraged) and prints the main table.
@@ -174,7 +191,13 @@ def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, re
     from streamkd.results.config import MAIN_TABLE
     from streamkd.results.table_writer import aggregate as run
 
-    run(records, out_dir, _results_config(results_json), skip_invalid=skip_invalid)
+    run(
+        records,
+        out_dir,
+        _results_config(results_json),
+        skip_invalid=skip_invalid,
+        allow_mixed_teachers=allow_mixed_teachers,
+    )
     click.echo((out_dir / f"{MAIN_TABLE}.md").read_text())
 
 
@@ -182,14 +205,21 @@ def aggregate(out_dir: Path, results_json: Optional[str], skip_invalid: bool, re
 @click.option("--out-dir", required=True, type=PathType, help="Folder for the figures (e.g. results/plots).")
 @click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
 @click.argument("records", nargs=-1, required=True, type=ExistingPath)
 @_fail_on_record_errors
-def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records: Tuple[Path, ...]) -> None:
+def plot(
+    out_dir: Path,
+    results_json: Optional[str],
+    skip_invalid: bool,
+    records: Tuple[Path, ...],
+    allow_mixed_teachers: bool = False,
+) -> None:
     """Plot WER vs chunk size, WER vs APC shift and the loss curves (PNG and PDF)."""
     from streamkd.results.load import load_records
     from streamkd.results.plots import build_plots
 
-    runs = load_records(records, skip_invalid=skip_invalid).runs
+    runs = load_records(records, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers).runs
     for paths in build_plots(runs, out_dir, _results_config(results_json)).values():
         for path in paths:
             click.echo(str(path))
@@ -213,8 +243,15 @@ def plot(out_dir: Path, results_json: Optional[str], skip_invalid: bool, records
     help="Experiment config (its results section is used) or a YAML file with only the results section.",
 )
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
+@click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
 @_fail_on_record_errors
-def report(exp_dirs: Tuple[Path, ...], out_dir: Path, config_file: Optional[Path], skip_invalid: bool) -> None:
+def report(
+    exp_dirs: Tuple[Path, ...],
+    out_dir: Path,
+    config_file: Optional[Path],
+    skip_invalid: bool,
+    allow_mixed_teachers: bool = False,
+) -> None:
     """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
 
     report.html is one self-contained page (no scripts, nothing fetched) with every table,
@@ -223,7 +260,13 @@ def report(exp_dirs: Tuple[Path, ...], out_dir: Path, config_file: Optional[Path
     from streamkd.results.config import MAIN_TABLE
     from streamkd.results.report import report_from_exp_dir
 
-    outputs = report_from_exp_dir(exp_dirs, out_dir, _results_config(None, config_file), skip_invalid=skip_invalid)
+    outputs = report_from_exp_dir(
+        exp_dirs,
+        out_dir,
+        _results_config(None, config_file),
+        skip_invalid=skip_invalid,
+        allow_mixed_teachers=allow_mixed_teachers,
+    )
     click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
     click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")
     click.echo(f"plots:  {out_dir / 'plots'}/{{{','.join(outputs.plots)}}}.{{png,pdf}}")

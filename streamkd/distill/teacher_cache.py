@@ -13,8 +13,10 @@ Precision: lilcom stores multiples of ``2**TICK_POWER``; every stored value is w
 ``MAX_ABS_ERROR = 2**(TICK_POWER - 1)`` (about 4.9e-4) of the teacher's float32 output.
 
 ``summary.json`` beside the manifest names the teacher (checkpoint digest and config hash),
-the stored fields and the size; :func:`open_teacher_cache` refuses a cache made by another
-teacher, one that lacks a field the student needs, or one that misses a training cut.
+the training cuts (digests of their manifest and feature archives), the stored fields and
+the size; :func:`open_teacher_cache` refuses a cache made by another teacher or from other
+training cuts or features, one that lacks a field the student needs, or one that misses a
+training cut.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from streamkd.data.cached_targets import TeacherCacheError
 from streamkd.data.loaders import eval_dataloader, load_cuts, unpack_batch
 from streamkd.distill.teacher import FrozenTeacher
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
+from streamkd.provenance import cached_file_digest, features_digest
 from streamkd.utils import atomic_path, file_digest, format_seconds, write_json
 
 log = logging.getLogger(__name__)
@@ -153,6 +156,8 @@ def build_teacher_cache(
         "teacher_sha256": file_digest(teacher_path),
         "teacher_config_hash": teacher.meta.get("config_hash"),
         "cuts": str(cuts_path),
+        "cuts_sha256": cached_file_digest(cuts_path),
+        "features_sha256": features_digest(cuts_path),
         "num_cuts": len(stored),
         "hours": round(hours, 4),
         "layers": list(spec.layers),
@@ -184,12 +189,33 @@ def _rename_storage(cut, fields: Iterable[str], storage_path: str):
     return cut
 
 
-def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, train_cut_ids: Sequence[str]) -> CutSet:
+def _check_training_cuts(summary: dict, summary_path: Path, train_cuts: Path) -> None:
+    """Refuse a cache built from another training-cuts manifest or other feature archives."""
+    for key, what, digest in (
+        ("cuts_sha256", f"training cuts manifest {train_cuts}", lambda: cached_file_digest(train_cuts)),
+        ("features_sha256", f"feature archive(s) of {train_cuts}", lambda: features_digest(train_cuts)),
+    ):
+        have, want = summary.get(key), digest()
+        if have != want:
+            raise TeacherCacheError(
+                f"teacher cache {summary_path} was built from another {what} than this run's "
+                f"({key} {have} in the cache, {want} now): rebuild it (`streamkd cache-teacher`)"
+            )
+
+
+def open_teacher_cache(
+    cache_cuts: Path,
+    teacher_path: Path,
+    spec: TargetSpec,
+    train_cut_ids: Sequence[str],
+    train_cuts: Optional[Path] = None,
+) -> CutSet:
     """The cached cuts for ``train_cut_ids``, after checking that the cache fits this run.
 
     Refused, naming the cache: a summary that is missing or of another format, another
-    teacher checkpoint (SHA-256), fields the student needs but the cache lacks, and training
-    cuts without targets. Never trains on stale targets.
+    teacher checkpoint (SHA-256), another training-cuts manifest or feature archive than
+    ``train_cuts`` (SHA-256, checked when given), fields the student needs but the cache
+    lacks, and training cuts without targets. Never trains on stale targets.
     """
     cache_cuts = Path(cache_cuts)
     summary_path = cache_cuts.parent / "summary.json"
@@ -207,6 +233,8 @@ def open_teacher_cache(cache_cuts: Path, teacher_path: Path, spec: TargetSpec, t
             f"teacher cache {cache_cuts} was built from another teacher checkpoint than {teacher_path} "
             f"(sha256 {str(summary.get('teacher_sha256'))[:12]} vs {digest[:12]}): rebuild it"
         )
+    if train_cuts is not None:
+        _check_training_cuts(summary, summary_path, Path(train_cuts))
     have = TargetSpec(summary.get("layers", []), bool(summary.get("posteriors")))
     if not have.covers(spec):
         missing = sorted(set(spec.fields) - set(have.fields))

@@ -22,6 +22,7 @@ import pandas as pd
 from streamkd.results.config import TEACHER_METHOD, normalise_layers
 from streamkd.results.kd_settings import SETTING_FIELDS, describe_setting, kd_settings, left_chunks_of
 from streamkd.results.record import REQUIRED_FIELDS, resolve_record_path
+from streamkd.results.teachers import check_one_teacher
 
 log = logging.getLogger(__name__)
 
@@ -265,14 +266,19 @@ class LoadedRecords:
     skipped: List[Tuple[str, str]]  # (file, problem) of records left out with skip_invalid
 
 
-def load_records(paths: Iterable[Path], skip_invalid: bool = False) -> LoadedRecords:
+def load_records(
+    paths: Iterable[Path], skip_invalid: bool = False, allow_mixed_teachers: bool = False
+) -> LoadedRecords:
     """One row per (run, test set, decoding method), with a ``model`` (system label) column.
 
     Every problem with every record is collected first and raised together, each naming its
     file; with ``skip_invalid`` the broken records are left out instead, each with a warning,
-    and listed in ``skipped``.
+    and listed in ``skipped``. Runs from different teachers, or KD students that name none,
+    raise :class:`~streamkd.results.teachers.MixedTeachersError` unless
+    ``allow_mixed_teachers``.
     """
     rows: List[Dict[str, Any]] = []
+    usable: List[Tuple[Path, dict]] = []
     problems: List[Tuple[str, str]] = []
     for path in map(Path, paths):
         try:
@@ -285,6 +291,7 @@ def load_records(paths: Iterable[Path], skip_invalid: bool = False) -> LoadedRec
             problems.extend((str(path), p) for p in found)
             continue
         rows.extend(_rows(path, record))
+        usable.append((path, record))
     runs = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c != "model"])
     problems.extend(_duplicates(runs))
     if problems and not skip_invalid:
@@ -295,6 +302,7 @@ def load_records(paths: Iterable[Path], skip_invalid: bool = False) -> LoadedRec
     runs = runs[~runs["record"].isin(bad_files)].reset_index(drop=True)
     if runs.empty:
         raise RecordError(problems or [("<records>", "no run records to aggregate")])
+    check_one_teacher([(p, r) for p, r in usable if str(p) not in bad_files], allow_mixed_teachers)
     return LoadedRecords(runs=assign_systems(runs), skipped=problems)
 
 

@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from streamkd.provenance import PROVENANCE_FIELDS, scored_set_digests
 from streamkd.results.kd_settings import kd_settings, left_chunks_of
 from streamkd.results.wer import WerSummary, per_utterance_rows, score
 from streamkd.utils import atomic_path, write_json
@@ -129,6 +130,21 @@ def _excluded_count(report_path: Path) -> int:
         raise ValueError(f"cannot read the data-check report {report_path}: {e}") from e
 
 
+def teacher_digest(train: Mapping[str, Any]) -> Optional[str]:
+    """The teacher a run's model came from, by checkpoint digest: the teacher's is its own."""
+    if train.get("role") == "teacher":
+        return train.get("checkpoint_sha256")
+    return train.get("teacher_sha256")
+
+
+def provenance(train: Mapping[str, Any], test_cuts: Mapping[str, Path]) -> Dict[str, Any]:
+    """The training summary's provenance (None where an older summary has none) and the test sets'."""
+    kept = train.get("provenance") or {}
+    fields: Dict[str, Any] = {key: kept.get(key) for key in PROVENANCE_FIELDS}
+    fields["source_commit"] = fields["source_commit"] or train.get("source_commit")
+    return {**fields, **scored_set_digests(test_cuts)}
+
+
 def build_record(
     run: str,
     train_summary_path: Path,
@@ -140,6 +156,7 @@ def build_record(
     delay_stats: Optional[Mapping[WerKey, Path]] = None,
     data_checks: Optional[Mapping[str, Path]] = None,
     decoded_model: str = "final",
+    test_cuts: Optional[Mapping[str, Path]] = None,
 ) -> dict:
     """Combine the training summary and the WER of every test set and decoding method into one record.
 
@@ -156,6 +173,8 @@ def build_record(
     each WER was computed over (``scored_utterances``).
     ``decoded_model`` says which weights were
     decoded: ``final`` (``model.pt``) or ``avg-last-N`` (averaged over the last N epochs).
+    ``test_cuts`` point at each scored test set's cut manifest: ``record["provenance"]`` adds
+    their digests (and their feature archives') to the training summary's provenance.
     """
     train = json.loads(Path(train_summary_path).read_text())
     wer: Dict[str, Dict[str, float]] = {}
@@ -183,6 +202,9 @@ def build_record(
     for key, path in (delay_stats or {}).items():
         test_set, method = _split_key(key, decoding_method)
         delay.setdefault(test_set, {})[method] = _delay_info(path)
+    unscored = sorted(set(test_cuts or {}) - set(wer))
+    if unscored:
+        raise ValueError(f"test cuts given for test set(s) without a WER: {', '.join(unscored)}")
     return {
         "run": run,
         "role": train["role"],
@@ -209,6 +231,9 @@ def build_record(
         "hardware": train.get("hardware"),
         # The code the run trained with (None for runs from before it was recorded).
         "source_commit": train.get("source_commit"),
+        "checkpoint_sha256": train.get("checkpoint_sha256"),
+        "teacher_sha256": teacher_digest(train),
+        "provenance": provenance(train, test_cuts or {}),
         "decoded_model": decoded_model,
         "train_hours_of_audio": train.get("train_hours_of_audio"),
         "wer": wer,

@@ -68,6 +68,7 @@ def build_report(
     out_dir: Path,
     config: Optional[ResultsConfig] = None,
     skip_invalid: bool = False,
+    allow_mixed_teachers: bool = False,
 ) -> ReportOutputs:
     """Tables to ``out_dir/tables`` and plots to ``out_dir/plots``."""
     from streamkd.results.plots import build_plots
@@ -75,7 +76,7 @@ def build_report(
     config = config or ResultsConfig()
     records = [Path(r) for r in records]
     out_dir = Path(out_dir)
-    loaded = load_records(records, skip_invalid=skip_invalid)
+    loaded = load_records(records, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers)
     tables = write_tables(loaded, out_dir / "tables", config, skip_invalid=skip_invalid)
     plots = build_plots(loaded.runs, out_dir / "plots", config)
     outputs = ReportOutputs(tables=tables, table_dir=out_dir / "tables", plots=plots, records=records)
@@ -157,6 +158,7 @@ def report_from_exp_dir(
     out_dir: Path,
     config: Optional[ResultsConfig] = None,
     skip_invalid: bool = False,
+    allow_mixed_teachers: bool = False,
 ) -> ReportOutputs:
     """The report of every record under one or more folders (a variant's records with the grid's)."""
     exp_dirs = [Path(exp_dirs)] if isinstance(exp_dirs, (str, Path)) else [Path(d) for d in exp_dirs]
@@ -166,4 +168,4 @@ def report_from_exp_dir(
     if not records:
         raise FileNotFoundError(f"no record.json under {where}: run the workflow (or `streamkd record`) first")
     log.info("found %d run record(s) under %s", len(records), where)
-    return build_report(records, out_dir, config, skip_invalid=skip_invalid)
+    return build_report(records, out_dir, config, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers)

@@ -39,12 +39,15 @@ def aggregate(
     out_dir: Path,
     config: Optional[ResultsConfig] = None,
     skip_invalid: bool = False,
+    allow_mixed_teachers: bool = False,
 ) -> Dict[str, TableData]:
     """Load the records and write every configured table (and ``runs.csv``) to ``out_dir``.
 
-    Raises :class:`RecordError` naming every unusable record unless ``skip_invalid``.
+    Raises :class:`RecordError` naming every unusable record unless ``skip_invalid``, and
+    :class:`~streamkd.results.teachers.MixedTeachersError` unless ``allow_mixed_teachers``.
     """
-    return write_tables(load_records(record_paths, skip_invalid=skip_invalid), out_dir, config, skip_invalid)
+    loaded = load_records(record_paths, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers)
+    return write_tables(loaded, out_dir, config, skip_invalid)
 
 
 def write_tables(

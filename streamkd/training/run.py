@@ -17,7 +17,9 @@ from streamkd.distill.teacher_cache import open_teacher_cache
 from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
+from streamkd.provenance import training_provenance
 from streamkd.training.config import OptimisationConfig
+from streamkd.training.distributed import env_rank
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
 from streamkd.utils import file_digest
@@ -81,7 +83,12 @@ def build_objective(
 
 
 def use_teacher_cache(
-    objective, kd: KdConfig, train, teacher_targets: Optional[Path], teacher_checkpoint: Optional[Path]
+    objective,
+    kd: KdConfig,
+    train,
+    teacher_targets: Optional[Path],
+    teacher_checkpoint: Optional[Path],
+    train_cuts: Optional[Path] = None,
 ):
     """The training cuts and the cached fields to read: the cache's cuts when ``kd.teacher_targets`` is ``cache``."""
     cached = kd.method != "none" and kd.teacher_targets == "cache"
@@ -95,7 +102,7 @@ def use_teacher_cache(
     if teacher_targets is None:
         raise ConfigError("kd.teacher_targets is 'cache' but no teacher cache manifest (--teacher-targets) was given")
     spec = objective.target_spec
-    cuts = open_teacher_cache(teacher_targets, teacher_checkpoint, spec, [c.id for c in train])
+    cuts = open_teacher_cache(teacher_targets, teacher_checkpoint, spec, [c.id for c in train], train_cuts)
     log.info(
         "KD targets %s from the teacher cache %s: the teacher runs on the dev set only", spec.fields, teacher_targets
     )
@@ -165,7 +172,9 @@ def train_asr(
     model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
     model.encoder.cmvn.fit(cut_features(c) for c in train.subset(first=CMVN_CUTS))
     objective = build_objective(model, kd_config, opt, teacher_checkpoint, teacher_encoder)
-    train, teacher_fields = use_teacher_cache(objective, kd_config, train, teacher_targets, teacher_checkpoint)
+    train, teacher_fields = use_teacher_cache(
+        objective, kd_config, train, teacher_targets, teacher_checkpoint, train_cuts
+    )
     pairs = getattr(objective, "pairs", [])
     hashed = [dict(encoder_config), opt.to_dict(), {"seed": seed, "vocab": tokenizer.vocab_size}]
     if head_config.type != "ctc":
@@ -189,6 +198,16 @@ def train_asr(
     }
     if role == "teacher":
         meta["method"] = "teacher"
+    if env_rank() == 0:  # only the main process writes the summary: the others skip the hashing
+        settings = {
+            "role": role,
+            "encoder": encoder_config,
+            "optimisation": opt.to_dict(),
+            "head": head_config.to_dict(),
+            "kd": {**kd_config.to_dict(), "pairs": pairs},
+            "seed": seed,
+        }
+        meta["provenance"] = training_provenance(train_cuts, dev_cuts, bpe_model, settings)
     log.info(
         "training %s (method %s, %s head): %s, %d parameters deployed, %d trained",
         meta["role"],

@@ -600,6 +600,9 @@ class Trainer:
             save_model(self.out_dir / "model.pt", model, meta=summary)
             # Beside the checkpoint, not in it: a KD student's summary names its teacher by this digest.
             summary["checkpoint_sha256"] = file_digest(self.out_dir / "model.pt")
+            if summary.get("role") == "teacher":
+                # The teacher is its own teacher: its runs group with the students that learnt from it.
+                summary["teacher_sha256"] = summary["checkpoint_sha256"]
             write_json(self.out_dir / "train_summary.json", summary)
             log.info("wrote %s (%d parameters)", self.out_dir / "model.pt", summary["num_params"])
         self.dist.barrier()

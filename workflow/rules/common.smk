@@ -261,6 +261,10 @@ def record_check_args(wildcards):
     return " ".join(f"--data-check {t}={DATA}/fbank/check_{t}.json" for t in TEST_SETS)
 
 
+def record_cuts_args(wildcards):
+    return " ".join(f"--test-cuts {t}={checked_cuts(t)}" for t in TEST_SETS)
+
+
 def delay_args(wildcards):
     return " ".join(
         f"--delay {t}/{m}={d}/delay.json"

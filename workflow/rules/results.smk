@@ -11,12 +11,14 @@ rule record:
         stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
         delays=lambda w: [f"{d}/delay.json" for _, m, d in decode_items(w.run) if m in emission_methods(w.run)],
         checks=[f"{DATA}/fbank/check_{t}.json" for t in TEST_SETS],
+        test_cuts=[checked_cuts(t) for t in TEST_SETS],
     output:
         record=f"{EXP}/{{run}}/record.json",
     params:
         decodes=decode_args,
         delays=delay_args,
         checks=record_check_args,
+        test_cuts=record_cuts_args,
         decoded_model=DECODED_MODEL,
     resources:
         **RESOURCES["default"],
@@ -26,7 +28,7 @@ rule record:
         CONDA_ENV
     shell:
         "streamkd record --run {wildcards.run} --train-summary {input.summary} --decoded-model {params.decoded_model}"
-        " {params.decodes} {params.delays} {params.checks} --out {output.record} > {log} 2>&1"
+        " {params.decodes} {params.delays} {params.checks} {params.test_cuts} --out {output.record} > {log} 2>&1"
 
 
 rule aggregate:
