@@ -53,6 +53,7 @@ class ChunkEncoder(nn.Module):
     def __init__(self, model: AsrModel, chunk_size: Optional[int] = None, left_chunks: Optional[int] = None) -> None:
         super().__init__()
         encoder = model.encoder
+        encoder.require_chunk_size(chunk_size, "export")
         chunk = encoder.chunk_size if chunk_size is None else chunk_size
         left = encoder.left_chunks if left_chunks is None else left_chunks
         if not encoder.config.causal or chunk is None or chunk < 1:
