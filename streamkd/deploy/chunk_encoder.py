@@ -166,6 +166,9 @@ class ChunkEncoder(nn.Module):
             "feature_extractor": "lhotse.Fbank (log-mel, 80 bins by default)",
             "context_size": self.model.head.context_size if self.model.transducer is not None else 0,
         }
+        if config.dynamic_chunk is not None:
+            # A dynamic-chunk student: exported at chunk_size, one of (or beside) the sizes it trained at.
+            meta["trained_chunk_sizes"] = ",".join(map(str, config.dynamic_chunk.chunk_sizes))
         meta.update(extra or {})
         return {key: str(value) for key, value in meta.items()}
 
