@@ -117,7 +117,7 @@ def test_dynamic_chunk_settings_must_come_together(config):
     with pytest.raises(ConfigError, match="there are none .*set decoding.chunk_sizes"):
         validate_config(config)
     config["grid"]["chunk_sizes"] = [4, "fast"]
-    with pytest.raises(ConfigError, match="grid.chunk_sizes.1: 'fast' is not valid"):
+    with pytest.raises(ConfigError, match="grid.chunk_sizes.1: 'fast' does not match"):
         validate_config(config)
     config["grid"]["chunk_sizes"] = ["dynamic"]
     config["decoding"]["chunk_sizes"] = [4]
