@@ -17,8 +17,8 @@ import yaml
 
 from streamkd.distill.config import LAYER_METHODS
 from streamkd.distill.grid import decode_chunk_sizes, fixed_chunk_sizes, layer_sets
-from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
 from streamkd.distill.mapping import layer_pairs
+from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
 from streamkd.schema import fill_defaults, load_schema
 
 __all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "config_hash"]
@@ -176,7 +176,10 @@ def check_dynamic_chunk(config: Mapping[str, Any], source: str = "config") -> No
     grid, decoding = config["grid"], config["decoding"]
     dynamic = DYNAMIC in grid["chunk_sizes"]
     if not dynamic:
-        for key, where in ((grid.get("dynamic_chunk"), "grid.dynamic_chunk"), (decoding.get("chunk_sizes"), "decoding.chunk_sizes")):
+        for key, where in (
+            (grid.get("dynamic_chunk"), "grid.dynamic_chunk"),
+            (decoding.get("chunk_sizes"), "decoding.chunk_sizes"),
+        ):
             if key is not None:
                 raise ConfigError(
                     f"{source}: {where} applies to dynamic-chunk students only, but grid.chunk_sizes "

@@ -69,7 +69,9 @@ class DynamicChunk:
             if not self.left_chunk_probabilities:
                 uniform = tuple(1 / len(self.left_chunks) for _ in self.left_chunks)
                 object.__setattr__(self, "left_chunk_probabilities", uniform)
-            _check_choices("left_chunks", self.left_chunks, -1, "left_chunk_probabilities", self.left_chunk_probabilities)
+            _check_choices(
+                "left_chunks", self.left_chunks, -1, "left_chunk_probabilities", self.left_chunk_probabilities
+            )
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> "DynamicChunk":

@@ -94,7 +94,11 @@ def config():
         ("chunk_sizes", [4, -2, 16], "grid.dynamic_chunk.chunk_sizes.1: -2 is less than the minimum of 1"),
         ("probabilities", [0.2, 0.5, 0.2], "grid.dynamic_chunk.probabilities: [0.2, 0.5, 0.2] sum to 0.9, not 1"),
         ("probabilities", [0.7, -0.2, 0.5], "grid.dynamic_chunk.probabilities.1: -0.2 is less than the minimum of 0"),
-        ("probabilities", [0.5, 0.5], "grid.dynamic_chunk.probabilities: [0.5, 0.5] has 2 entries but chunk_sizes has 3"),
+        (
+            "probabilities",
+            [0.5, 0.5],
+            "grid.dynamic_chunk.probabilities: [0.5, 0.5] has 2 entries but chunk_sizes has 3",
+        ),
         ("left_chunks", [-2, 4], "grid.dynamic_chunk.left_chunks.0: -2 is less than the minimum of -1"),
         ("left_chunk_probabilities", [1.0], "left_chunk_probabilities is given without dynamic_chunk.left_chunks"),
         ("sizes", [1, 2], "grid.dynamic_chunk: Additional properties are not allowed ('sizes' was unexpected)"),

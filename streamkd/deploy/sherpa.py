@@ -234,7 +234,9 @@ def _export(wrapper, path: Path, extra: Dict[str, str]) -> None:
             _add_onnx_metadata(tmp, {**wrapper.metadata(), **extra})
 
 
-def check_exportable(trained_chunk: Union[int, Tuple[int, ...], None], trained_left: int, chunk: int, left: int, where: str) -> List[str]:
+def check_exportable(
+    trained_chunk: Union[int, Tuple[int, ...], None], trained_left: int, chunk: int, left: int, where: str
+) -> List[str]:
     """Refuse unlimited left context; return warnings where the export differs from training."""
     if left < 0:
         raise SherpaExportError(
@@ -273,9 +275,7 @@ def export_sherpa_onnx(
     check_hlg_head(model, checkpoint, hlg)
     chunk = ChunkEncoder(model, chunk_size, left_chunks)
     trained = encoder.dynamic_chunk.chunk_sizes if encoder.dynamic_chunk is not None else encoder.chunk_size
-    for note in check_exportable(
-        trained, encoder.left_chunks, chunk.chunk_size, chunk.left_chunks, str(checkpoint)
-    ):
+    for note in check_exportable(trained, encoder.left_chunks, chunk.chunk_size, chunk.left_chunks, str(checkpoint)):
         log.warning("%s: %s", checkpoint, note)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

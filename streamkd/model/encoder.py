@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..dynamic_chunk import DynamicChunk
 from ..schema import config_default
 from . import subsampling
 from .conformer import ConformerBlock
-from ..dynamic_chunk import DynamicChunk
 from .masks import attention_mask, padding_mask
 from .normalization import GlobalCmvn
 from .subsampling import Conv2dSubsampling

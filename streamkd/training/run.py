@@ -14,8 +14,8 @@ from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import open_teacher_cache
-from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
+from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
 from streamkd.training.config import OptimisationConfig

@@ -277,7 +277,10 @@ def decode_items(run):
     """(test set, decode name, folder) of every decode of a run; the name is the method, or
     METHOD@chunkN for a dynamic-chunk student (the record's key)."""
     return [
-        (t, decode_key(m, c), decode_dir(run, t, m, c)) for t in TEST_SETS for m in run_methods(run) for c in run_chunks(run)
+        (t, decode_key(m, c), decode_dir(run, t, m, c))
+        for t in TEST_SETS
+        for m in run_methods(run)
+        for c in run_chunks(run)
     ]
 
 
