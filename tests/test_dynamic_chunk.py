@@ -268,3 +268,35 @@ def test_a_dynamic_record_must_say_each_decodes_chunk_size(tmp_path):
     path = _dynamic_record(tmp_path, "none-chunkdynamic-seed1", "none", 1, {"ctc-1best": 18.0}, chunk_size="dynamic")
     with pytest.raises(RecordError, match=r"test/ctc-1best of a dynamic-chunk student names no chunk size"):
         load_records([path])
+
+
+@pytest.mark.parametrize(
+    "method, shift", [("none", None), ("token", None), ("layer", None), ("layer", 1), ("aux", 0), ("aux", 2)]
+)
+def test_every_kd_method_trains_a_dynamic_student(method, shift):
+    """Each method's loss and gradients on a dynamic-chunk student, over steps that sample
+    different chunk sizes; the frozen teacher is the unchanged full-context one."""
+    from streamkd.distill.config import KdConfig
+    from streamkd.distill.teacher import FrozenTeacher
+    from streamkd.training.objectives import DistillationObjective, asr_objective
+
+    torch.manual_seed(0)
+    teacher = build_asr_model({**TINY, "feat_dim": 80, "num_layers": 4}, 10)
+    student = build_asr_model({**TINY, "feat_dim": 80, "causal": True, "dynamic_chunk": DYNAMIC}, 10)
+    if method == "none":
+        objective = asr_objective(student)
+    else:
+        layers = {} if method == "token" else {"student_layers": (1, 2)}
+        config = KdConfig(method=method, apc_shift=shift, **layers)
+        objective = DistillationObjective(student, FrozenTeacher(teacher), config, spec_augment=False)
+    objective.train()
+    feats, lens, targets = torch.randn(2, 120, 80), torch.tensor([120, 83]), [[1, 2, 3], [4, 5]]
+    losses = set()
+    for _ in range(4):
+        loss, stats, frames = objective(feats, lens, targets)
+        loss.backward()
+        assert torch.isfinite(loss) and frames > 0 and ("kd" in stats) == (method != "none")
+        losses.add(round(float(loss), 4))
+    assert len(losses) > 1  # the sampled chunk (and so the loss) changes between steps
+    assert all(p.grad is not None for p in student.encoder.blocks.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
