@@ -16,8 +16,9 @@ import jsonschema
 import yaml
 
 from streamkd.distill.config import LAYER_METHODS
-from streamkd.distill.grid import layer_sets
+from streamkd.distill.grid import decode_chunk_sizes, fixed_chunk_sizes, layer_sets
 from streamkd.distill.mapping import layer_pairs
+from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
 from streamkd.schema import fill_defaults, load_schema
 
 __all__ = ["ConfigError", "load_schema", "validate_config", "load_config", "config_hash"]
@@ -70,6 +71,7 @@ def check_semantics(config: Mapping[str, Any], source: str = "config") -> None:
     check_corpus_and_scale(config, source)
     check_average_last(config, source)
     check_distillation(config, source)
+    check_dynamic_chunk(config, source)
     check_results(config, source)
 
 
@@ -169,6 +171,37 @@ def check_distillation(config: Mapping[str, Any], source: str = "config") -> Non
         seen[pairs] = i
 
 
+def check_dynamic_chunk(config: Mapping[str, Any], source: str = "config") -> None:
+    """A dynamic-chunk student needs its distribution, and chunk sizes to be decoded at."""
+    grid, decoding = config["grid"], config["decoding"]
+    dynamic = DYNAMIC in grid["chunk_sizes"]
+    if not dynamic:
+        for key, where in (
+            (grid.get("dynamic_chunk"), "grid.dynamic_chunk"),
+            (decoding.get("chunk_sizes"), "decoding.chunk_sizes"),
+        ):
+            if key is not None:
+                raise ConfigError(
+                    f"{source}: {where} applies to dynamic-chunk students only, but grid.chunk_sizes "
+                    f"{list(grid['chunk_sizes'])} has no {DYNAMIC!r}"
+                )
+        return
+    if grid.get("dynamic_chunk") is None:
+        raise ConfigError(
+            f"{source}: grid.chunk_sizes lists {DYNAMIC!r} but grid.dynamic_chunk is not set "
+            "(e.g. {chunk_sizes: [1, 4, 16], probabilities: [0.25, 0.5, 0.25]})"
+        )
+    try:
+        DynamicChunk.from_dict(grid["dynamic_chunk"])
+    except ValueError as e:
+        raise ConfigError(f"{source}: grid.{e}") from e
+    if not decode_chunk_sizes(config):
+        raise ConfigError(
+            f"{source}: a dynamic-chunk student is decoded at decoding.chunk_sizes, else at the grid's integer "
+            f"chunk sizes, and there are none (grid.chunk_sizes: {list(grid['chunk_sizes'])}): set decoding.chunk_sizes"
+        )
+
+
 def check_results(config: Mapping[str, Any], source: str = "config") -> None:
     """A results table may only ask for test sets that are decoded and chunk sizes that are trained."""
     from streamkd.results.config import ResultsConfig, ResultsConfigError
@@ -178,7 +211,9 @@ def check_results(config: Mapping[str, Any], source: str = "config") -> None:
     except ResultsConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
     test_sets = set(config["decoding"]["test_sets"])
-    chunk_sizes = set(config["grid"]["chunk_sizes"])
+    chunk_sizes = set(fixed_chunk_sizes(config["grid"]))
+    if DYNAMIC in config["grid"]["chunk_sizes"]:
+        chunk_sizes |= set(decode_chunk_sizes(config))
     for name, spec in results.tables.items():
         for test_set in spec.test_sets or ():
             if test_sets and test_set not in test_sets:
@@ -190,7 +225,7 @@ def check_results(config: Mapping[str, Any], source: str = "config") -> None:
             if chunk_sizes and chunk not in chunk_sizes:
                 raise ConfigError(
                     f"{source}: results.tables.{name}.chunk_sizes: {chunk} is not trained "
-                    f"(grid.chunk_sizes: {sorted(chunk_sizes)})"
+                    f"(nor decoded by a dynamic-chunk student; chunk sizes: {sorted(chunk_sizes)})"
                 )
     for test_set in results.plots.test_sets or ():
         if test_sets and test_set not in test_sets:

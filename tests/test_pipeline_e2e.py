@@ -20,6 +20,7 @@ from helpers import REPO, job_counts, requires_tts, run_snakemake
 
 MICRO = REPO / "workflow/configs/micro.yaml"
 MICRO_TRANSDUCER = REPO / "workflow/configs/micro-transducer.yaml"
+MICRO_DYNAMIC = REPO / "workflow/configs/micro-dynamic.yaml"
 
 
 def word_errors(ref: str, hyp: str) -> int:
@@ -315,3 +316,57 @@ def test_micro_transducer_pipeline_decodes_with_every_search(micro_run):
     assert token["num_params_deployed"] == student["num_params_deployed"]
     token_log = (tmp_path / "exp-transducer/token-chunk4-seed1/log/train.log").read_text()
     assert "rnnt_pruned=" in token_log and "kd=" in token_log
+
+
+@requires_tts
+@pytest.mark.slow
+def test_micro_dynamic_chunk_students_decode_at_every_chunk_size(micro_run):
+    """One dynamic-chunk checkpoint per student, decoded (simulated and streaming) and timed at
+    chunk sizes 2 and 4; the table shows each student as one row across both chunk columns."""
+    tmp_path, first = micro_run
+    assert first.returncode == 0, "the CTC micro run failed; see the test above"
+    (tmp_path / "exp-dynamic").mkdir()
+    (tmp_path / "exp-dynamic/teacher").symlink_to("../exp/teacher")  # the teacher and its cache, shared
+    result = snakemake(tmp_path, MICRO, MICRO_DYNAMIC)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    planned = job_counts(result.stderr.split("Job stats:", 1)[1].split("\n\n", 1)[0])
+    assert (planned["train_teacher"], planned["cache_teacher"], planned["train_student"]) == (0, 0, 2), planned
+
+    exp = tmp_path / "exp-dynamic"
+    keys = {f"{m}@chunk{c}" for m in ("ctc-1best", "ctc-1best-streaming") for c in (2, 4)}
+    records = {}
+    for run in ("none-chunkdynamic-seed1", "aux-chunkdynamic-layers1_2-shift1-seed1"):
+        record = records[run] = json.loads((exp / run / "record.json").read_text())
+        assert record["chunk_size"] == "dynamic"
+        assert record["dynamic_chunk"] == {
+            "chunk_sizes": [2, 4, 8],
+            "probabilities": [0.25, 0.5, 0.25],
+            "left_chunks": [2, -1],
+            "left_chunk_probabilities": [0.5, 0.5],
+        }
+        assert set(record["wer"]["test"]) == set(record["decoding"]["test"]) == keys
+        for key, info in record["decoding"]["test"].items():
+            chunk = int(key.rsplit("@chunk", 1)[1])
+            assert info["chunk_size"] == chunk and info["latency_ms"] == chunk * 40 + 30
+        assert set(record["delay"]["test"]) == {"ctc-1best-streaming@chunk2", "ctc-1best-streaming@chunk4"}
+        for chunk in (2, 4):
+            decode = exp / run / "decode"
+            # Chunk-by-chunk streaming gives the masked whole-utterance forward's hypotheses at each size.
+            simulated = (decode / f"test-ctc-1best@chunk{chunk}/hyps.jsonl").read_text()
+            assert (decode / f"test-ctc-1best-streaming@chunk{chunk}/hyps.jsonl").read_text() == simulated
+            delay = json.loads((decode / f"test-ctc-1best-streaming@chunk{chunk}/delay.json").read_text())
+            assert delay["mode"] == "streaming" and delay["num_utterances"] == 8
+        train_log = (exp / run / "log/train.log").read_text()
+        assert "dynamic-chunk student: chunk sizes 2 (p=0.25), 4 (p=0.5), 8 (p=0.25)" in train_log
+    aux_log = (exp / "aux-chunkdynamic-layers1_2-shift1-seed1/log/train.log").read_text()
+    assert "from the teacher cache" in aux_log and "APC shift 1" in aux_log
+
+    table = pd.read_csv(tmp_path / "results-dynamic/tables/wer.csv")
+    students = table[table["method"] != "teacher"]
+    assert set(students["method"]) == {"none", "aux"}
+    assert students.groupby("method")["model"].nunique().eq(1).all()  # one row per student
+    assert sorted(students.groupby("method")["chunk_size"].apply(sorted).iloc[0]) == [2, 4]
+    assert set(students["delay_decoding"]) == {"ctc-1best-streaming@chunk2", "ctc-1best-streaming@chunk4"}
+    markdown = (tmp_path / "results-dynamic/tables/wer.md").read_text()
+    assert "test @ 80 ms" in markdown and "test @ 160 ms" in markdown
+    assert "| dynamic " in markdown

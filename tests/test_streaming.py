@@ -93,3 +93,47 @@ def test_streaming_refuses_training_mode() -> None:
     encoder = student(chunk_size=2, left_chunks=-1).train()
     with pytest.raises(ValueError, match="eval mode"):
         StreamingEncoder(encoder)
+
+
+DYNAMIC_CHUNK = {"chunk_sizes": [2, 5, 8], "probabilities": [0.25, 0.5, 0.25]}
+
+
+@pytest.mark.parametrize("chunk_size, piece", [(2, 7), (5, 20)])
+def test_dynamic_chunk_checkpoint_streams_at_every_chunk_size(tmp_path, chunk_size: int, piece: int) -> None:
+    """One dynamic-chunk checkpoint, two chunk sizes: chunk-by-chunk streaming equals the masked
+    whole-utterance forward at each."""
+    from streamkd.model import build_asr_model
+    from streamkd.model.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    trained = build_asr_model({**TINY, "causal": True, "left_chunks": 2, "dynamic_chunk": DYNAMIC_CHUNK}, 10)
+    trained.train()
+    trained(torch.randn(2, 90, FEAT_DIM), torch.tensor([90, 70]))  # a training forward samples its chunk
+    save_model(tmp_path / "model.pt", trained)
+    encoder = load_model(tmp_path / "model.pt")[0].eval().encoder
+    assert encoder.dynamic_chunk is not None and encoder.chunk_size is None
+    torch.manual_seed(1)
+    lens = torch.tensor([121, 98, 57])
+    feats = torch.randn(3, 121, FEAT_DIM)
+    with torch.no_grad():
+        masked = encoder(feats, lens, chunk_size=chunk_size)
+    stream = StreamingEncoder(encoder, chunk_size=chunk_size)
+    assert stream.algorithmic_latency_ms() == chunk_size * 40 + 30
+    streamed = stream_in_pieces(stream, feats, lens, piece)
+    for b in range(3):
+        n = int(subsampled_lengths(lens[b]))
+        torch.testing.assert_close(streamed[b], masked.out[b, :n], atol=1e-4, rtol=0)
+
+
+def test_dynamic_chunk_encoder_needs_an_explicit_chunk_size_outside_training() -> None:
+    torch.manual_seed(0)
+    encoder = ConformerEncoder(**TINY, causal=True, dynamic_chunk=DYNAMIC_CHUNK).eval()
+    feats, lens = torch.randn(1, 60, FEAT_DIM), torch.tensor([60])
+    for call in (
+        lambda: StreamingEncoder(encoder),
+        lambda: encoder(feats, lens),
+        lambda: encoder.algorithmic_latency_ms(),
+    ):
+        with pytest.raises(ValueError, match=r"dynamic-chunk student \(trained at chunk sizes 2, 5, 8\).*--chunk-size"):
+            call()
+    assert encoder(feats, lens, chunk_size=5).out.shape == (1, 14, TINY["d_model"])

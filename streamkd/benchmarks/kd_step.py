@@ -29,6 +29,7 @@ from streamkd.cpu import cpu_model
 from streamkd.data.loaders import cut_features, load_cuts
 from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
+from streamkd.distill.grid import representative_chunk_size
 from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import TargetSpec, build_teacher_cache, open_teacher_cache
 from streamkd.model.asr import build_asr_model
@@ -112,7 +113,7 @@ def benchmark_kd_step(
     opt = OptimisationConfig.from_dict({**config["training"]["student"], "log_interval": 10**9})
     cuts = load_cuts(train_cuts, opt.max_utterance_seconds).subset(first=num_cuts).to_eager()
     encoder = config["model"]["student"]
-    chunk_size = config["grid"]["chunk_sizes"][0]
+    chunk_size = representative_chunk_size(config["grid"])
     layers = tuple(config["grid"].get("kd_layers", [[1]])[0])
     kd_options = {k: v for k, v in config["kd"].items() if k != "teacher_targets"}
     work = Path(work_dir or tempfile.mkdtemp(prefix="kd-bench-"))

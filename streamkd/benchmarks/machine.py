@@ -114,6 +114,7 @@ def training_step_seconds(
     from the teacher cache, so the step holds exactly what a cached KD step computes.
     """
     from streamkd.distill.config import KdConfig
+    from streamkd.distill.grid import representative_chunk_size
     from streamkd.distill.teacher import FrozenTeacher
     from streamkd.distill.teacher_cache import POSTERIOR_FIELD, layer_field
     from streamkd.model.asr import build_asr_model
@@ -129,7 +130,11 @@ def training_step_seconds(
     if method == "teacher":
         objective = asr_objective(build_asr_model({**model_cfg["teacher"], "causal": False}, vocab, head))
     else:
-        streaming = {"causal": True, "chunk_size": grid["chunk_sizes"][0], "left_chunks": model_cfg["left_chunks"]}
+        streaming = {
+            "causal": True,
+            "chunk_size": representative_chunk_size(grid),
+            "left_chunks": model_cfg["left_chunks"],
+        }
         student = build_asr_model({**model_cfg["student"], **streaming}, vocab, head)
         if method == "none":
             objective = asr_objective(student)

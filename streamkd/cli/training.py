@@ -29,6 +29,12 @@ log = logging.getLogger("streamkd")
 @click.option("--chunk-size", type=int, default=None, help="Student chunk size in 40 ms encoder frames.")
 @click.option("--left-chunks", type=int, default=config_default("model.left_chunks"), show_default=True)
 @click.option(
+    "--dynamic-chunk",
+    "dynamic_chunk_json",
+    default=None,
+    help="JSON object: the config's grid.dynamic_chunk; trains a dynamic-chunk student (instead of --chunk-size).",
+)
+@click.option(
     "--threads",
     type=int,
     default=config_default("training.threads"),
@@ -83,6 +89,7 @@ def train(
     teacher_encoder_json,
     head_json,
     teacher_targets,
+    dynamic_chunk_json=None,
 ) -> None:
     """Train the teacher or a streaming student; resumes from the last checkpoint.
 
@@ -120,6 +127,7 @@ def train(
             teacher_encoder=json_option(teacher_encoder_json, "--teacher-encoder") if teacher_encoder_json else None,
             head=json_option(head_json, "--head") if head_json else None,
             teacher_targets=teacher_targets,
+            dynamic_chunk=json_option(dynamic_chunk_json, "--dynamic-chunk") if dynamic_chunk_json else None,
         )
     except TrainingInterrupted as stop:
         log.warning("%s", stop)

@@ -225,6 +225,7 @@ def load_decoder(
     model, _ = load_model(checkpoint, expected_vocab_size=tokenizer.vocab_size)
     model.eval().to(device)
     encoder = model.encoder
+    encoder.require_chunk_size(chunk_size, f"decoding {checkpoint}")
     effective_chunk = chunk_size if chunk_size is not None else encoder.chunk_size
     streams_by_design = bool(encoder.config.causal and effective_chunk is not None and effective_chunk > 0)
     check_method(decoding, model.head, streams_by_design, str(checkpoint))

@@ -53,6 +53,7 @@ class ChunkEncoder(nn.Module):
     def __init__(self, model: AsrModel, chunk_size: Optional[int] = None, left_chunks: Optional[int] = None) -> None:
         super().__init__()
         encoder = model.encoder
+        encoder.require_chunk_size(chunk_size, "export")
         chunk = encoder.chunk_size if chunk_size is None else chunk_size
         left = encoder.left_chunks if left_chunks is None else left_chunks
         if not encoder.config.causal or chunk is None or chunk < 1:
@@ -165,6 +166,9 @@ class ChunkEncoder(nn.Module):
             "feature_extractor": "lhotse.Fbank (log-mel, 80 bins by default)",
             "context_size": self.model.head.context_size if self.model.transducer is not None else 0,
         }
+        if config.dynamic_chunk is not None:
+            # A dynamic-chunk student: exported at chunk_size, one of (or beside) the sizes it trained at.
+            meta["trained_chunk_sizes"] = ",".join(map(str, config.dynamic_chunk.chunk_sizes))
         meta.update(extra or {})
         return {key: str(value) for key, value in meta.items()}
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -234,7 +234,9 @@ def _export(wrapper, path: Path, extra: Dict[str, str]) -> None:
             _add_onnx_metadata(tmp, {**wrapper.metadata(), **extra})
 
 
-def check_exportable(trained_chunk: Optional[int], trained_left: int, chunk: int, left: int, where: str) -> List[str]:
+def check_exportable(
+    trained_chunk: Union[int, Tuple[int, ...], None], trained_left: int, chunk: int, left: int, where: str
+) -> List[str]:
     """Refuse unlimited left context; return warnings where the export differs from training."""
     if left < 0:
         raise SherpaExportError(
@@ -242,7 +244,11 @@ def check_exportable(trained_chunk: Optional[int], trained_left: int, chunk: int
             f"(left_chunks={left}); give --left-chunks N (N chunks of {chunk} encoder frames are kept)"
         )
     notes = []
-    if trained_chunk is not None and chunk != trained_chunk:
+    if isinstance(trained_chunk, tuple):  # a dynamic-chunk student: the sizes it sampled
+        if chunk not in trained_chunk:
+            sizes = ", ".join(map(str, trained_chunk))
+            notes.append(f"the export's chunk size {chunk} is none of the sizes {sizes} the model was trained with")
+    elif trained_chunk is not None and chunk != trained_chunk:
         notes.append(f"the export's chunk size {chunk} differs from the {trained_chunk} the model was trained with")
     if left != trained_left:
         trained = "unlimited" if trained_left < 0 else str(trained_left)
@@ -268,9 +274,8 @@ def export_sherpa_onnx(
     encoder = model.encoder
     check_hlg_head(model, checkpoint, hlg)
     chunk = ChunkEncoder(model, chunk_size, left_chunks)
-    for note in check_exportable(
-        encoder.chunk_size, encoder.left_chunks, chunk.chunk_size, chunk.left_chunks, str(checkpoint)
-    ):
+    trained = encoder.dynamic_chunk.chunk_sizes if encoder.dynamic_chunk is not None else encoder.chunk_size
+    for note in check_exportable(trained, encoder.left_chunks, chunk.chunk_size, chunk.left_chunks, str(checkpoint)):
         log.warning("%s: %s", checkpoint, note)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -296,6 +301,8 @@ def export_sherpa_onnx(
         "algorithmic_latency_ms": encoder.algorithmic_latency_ms(chunk.chunk_size),
         "tail_padding_seconds": TAIL_PADDING_SECONDS,
     }
+    if encoder.dynamic_chunk is not None:
+        summary["trained_chunk_sizes"] = list(encoder.dynamic_chunk.chunk_sizes)
     write_json(out_dir / SHERPA_JSON, summary)
     log.info("exported %s for sherpa-onnx -> %s (%s)", checkpoint, out_dir, ", ".join(files))
     return summary

@@ -176,6 +176,7 @@ class Transcriber:
         model, _ = load_model(paths.checkpoint, expected_vocab_size=self.tokenizer.vocab_size)
         self.model = self.heads = model.eval()
         encoder = model.encoder
+        encoder.require_chunk_size(chunk_size, f"transcribing with {paths.checkpoint}")
         chunk = chunk_size if chunk_size is not None else encoder.chunk_size
         streams = encoder.config.causal and chunk is not None and chunk > 0
         check_method(decoding, model.head, streams, str(paths.checkpoint))

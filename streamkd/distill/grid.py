@@ -7,6 +7,11 @@ Cells (for every chunk size C and seed S):
   ``grid.shifted_methods`` lists it (``layer-chunk4-layers3_6-shift2-seed1``);
 - ``aux``: per layer set and APC shift (``aux-chunk4-layers3_6-shift2-seed1``).
 
+A ``dynamic`` entry of ``grid.chunk_sizes`` adds dynamic-chunk students, which sample their
+chunk size per batch from ``grid.dynamic_chunk`` and are named ``chunkdynamic``
+(``aux-chunkdynamic-layers3_6-shift2-seed1``); each is decoded at every chunk size of
+:func:`decode_chunk_sizes`.
+
 An explicit teacher mapping adds ``-teacher2_6`` after the student layers, and a KD weight from
 ``grid.kd_weights`` adds ``-kdw0_3`` (weight 0.3) before the seed. Names use only
 letters, digits, ``-`` and ``_``, so they are safe in paths, shells and Snakemake
@@ -16,9 +21,10 @@ wildcards, and every value of the cell can be read back from the run directory's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from streamkd.distill.config import LAYER_METHODS
+from streamkd.dynamic_chunk import DYNAMIC
 from streamkd.schema import fill_defaults
 
 
@@ -30,12 +36,17 @@ def _filled(grid: Mapping[str, Any]) -> Dict[str, Any]:
 @dataclass(frozen=True)
 class GridCell:
     method: str
-    chunk_size: int
+    chunk_size: Union[int, str]  # encoder frames, or "dynamic"
     seed: int
     student_layers: Tuple[int, ...] = ()
     teacher_layers: Optional[Tuple[int, ...]] = None  # None: proportional mapping
     apc_shift: Optional[int] = None
     kd_weight: Optional[float] = None  # from grid.kd_weights; None: kd.weight applies
+
+    @property
+    def dynamic(self) -> bool:
+        """A dynamic-chunk student: its chunk size is sampled per batch from grid.dynamic_chunk."""
+        return self.chunk_size == DYNAMIC
 
     @property
     def run_name(self) -> str:
@@ -52,8 +63,12 @@ class GridCell:
         return "-".join(parts)
 
     def train_args(self) -> List[str]:
-        """The cell's own ``streamkd train`` options (KD settings shared by all cells come separately)."""
-        args = ["--method", self.method, "--chunk-size", str(self.chunk_size), "--seed", str(self.seed)]
+        """The cell's own ``streamkd train`` options (KD settings shared by all cells come separately;
+        so does a dynamic cell's ``--dynamic-chunk``)."""
+        args = ["--method", self.method]
+        if not self.dynamic:
+            args += ["--chunk-size", str(self.chunk_size)]
+        args += ["--seed", str(self.seed)]
         if self.student_layers:
             args += ["--kd-layers", ",".join(map(str, self.student_layers))]
         if self.teacher_layers is not None:
@@ -100,6 +115,24 @@ def expand_grid(grid: Mapping[str, Any]) -> List[GridCell]:
                 for seed in grid["seeds"]:
                     cells.append(GridCell(method=method, chunk_size=chunk, seed=seed, **variant))
     return cells
+
+
+def fixed_chunk_sizes(grid: Mapping[str, Any]) -> List[int]:
+    """The integer chunk sizes of ``grid.chunk_sizes`` (``dynamic`` left out)."""
+    return [c for c in grid["chunk_sizes"] if c != DYNAMIC]
+
+
+def decode_chunk_sizes(config: Mapping[str, Any]) -> List[int]:
+    """The chunk sizes a dynamic-chunk student is decoded at, one table column each:
+    ``decoding.chunk_sizes``, else the grid's integer chunk sizes."""
+    return list(config["decoding"].get("chunk_sizes") or fixed_chunk_sizes(config["grid"]))
+
+
+def representative_chunk_size(grid: Mapping[str, Any]) -> int:
+    """One chunk size for what times a single student (benchmarks): the grid's first integer
+    size, else the largest size a dynamic-chunk student samples."""
+    fixed = fixed_chunk_sizes(grid)
+    return fixed[0] if fixed else max(grid["dynamic_chunk"]["chunk_sizes"])
 
 
 def kd_weight(cell: GridCell, kd: Mapping[str, Any]) -> float:

@@ -3,15 +3,19 @@
 Teacher: ``causal=False, chunk_size=None`` (full attention, symmetric convolution).
 Student: ``causal=True, chunk_size=C, left_chunks=L`` (chunk-wise attention mask,
 left-padded convolution). ``C`` is counted in encoder frames of 40 ms.
+Dynamic-chunk student: ``causal=True, chunk_size=None, dynamic_chunk=...`` samples ``C`` (and
+optionally ``L``) per training forward (:mod:`streamkd.dynamic_chunk`); outside training
+every call must name its chunk size.
 """
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..dynamic_chunk import DynamicChunk
 from ..schema import config_default
 from . import subsampling
 from .conformer import ConformerBlock
@@ -37,8 +41,17 @@ class EncoderConfig:
     # Channels of the convolutional front-end (default: d_model). Fewer channels make the
     # front-end, which dominates CPU time at small widths, several times cheaper.
     subsampling_channels: Optional[int] = None
+    # A dynamic-chunk student's chunk-size distribution (chunk_size is then None).
+    dynamic_chunk: Optional[DynamicChunk] = None
 
     def __post_init__(self) -> None:
+        if self.dynamic_chunk is not None and not isinstance(self.dynamic_chunk, DynamicChunk):
+            object.__setattr__(self, "dynamic_chunk", DynamicChunk.from_dict(self.dynamic_chunk))
+        if self.dynamic_chunk is not None and (not self.causal or self.chunk_size is not None):
+            raise ValueError(
+                "a dynamic-chunk encoder must be causal and have chunk_size None "
+                f"(got causal={self.causal}, chunk_size={self.chunk_size})"
+            )
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
         if (self.d_model // self.num_heads) % 2:
@@ -55,7 +68,12 @@ class EncoderConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        # Fixed-chunk and full-context encoders keep the dict (and config hash) they always had.
+        out.pop("dynamic_chunk")
+        if self.dynamic_chunk is not None:
+            out["dynamic_chunk"] = self.dynamic_chunk.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> "EncoderConfig":
@@ -93,6 +111,7 @@ class ConformerEncoder(nn.Module):
         chunk_size: Optional[int] = None,
         left_chunks: int = EncoderConfig.left_chunks,
         subsampling_channels: Optional[int] = None,
+        dynamic_chunk: Union[DynamicChunk, Mapping[str, Any], None] = None,
     ) -> None:
         super().__init__()
         self.config = EncoderConfig(
@@ -107,7 +126,11 @@ class ConformerEncoder(nn.Module):
             chunk_size=chunk_size,
             left_chunks=left_chunks,
             subsampling_channels=subsampling_channels,
+            dynamic_chunk=dynamic_chunk,
         )
+        # The chunk size a dynamic-chunk encoder uses in eval mode when a call names none (the
+        # trainer's dev loss); None: such a call is an error (decoding must name its chunk).
+        self.eval_chunk_size: Optional[int] = None
         self.cmvn = GlobalCmvn(feat_dim)
         self.subsampling = Conv2dSubsampling(feat_dim, d_model, channels=subsampling_channels)
         self.input_dropout = nn.Dropout(dropout)
@@ -138,9 +161,23 @@ class ConformerEncoder(nn.Module):
         return self.config.left_chunks
 
     @property
+    def dynamic_chunk(self) -> Optional[DynamicChunk]:
+        """The chunk-size distribution of a dynamic-chunk student, else None."""
+        return self.config.dynamic_chunk
+
+    @property
     def streaming(self) -> bool:
         """True when no output frame depends on input past its chunk (plus front-end lookahead)."""
-        return self.config.causal and self.config.chunk_size is not None
+        return self.config.causal and (self.config.chunk_size is not None or self.config.dynamic_chunk is not None)
+
+    def require_chunk_size(self, chunk_size: Optional[int], what: str) -> None:
+        """Refuse ``what`` (decoding, export, ...) of a dynamic-chunk encoder without a chunk size."""
+        if chunk_size is None and self.config.dynamic_chunk is not None:
+            sizes = ", ".join(map(str, self.config.dynamic_chunk.chunk_sizes))
+            raise ValueError(
+                f"{what}: this is a dynamic-chunk student (trained at chunk sizes {sizes}), which has no "
+                "single chunk size: give one explicitly (--chunk-size N, N encoder frames of 40 ms)"
+            )
 
     def algorithmic_latency_ms(self, chunk_size: Optional[int] = None) -> float:
         """``chunk_size * 40`` ms plus the front-end lookahead of 30 ms.
@@ -150,6 +187,7 @@ class ConformerEncoder(nn.Module):
         :mod:`streamkd.model.subsampling`. ``chunk_size`` defaults to the configured one.
         Raises ValueError for a non-streaming encoder (latency = whole utterance).
         """
+        self.require_chunk_size(chunk_size, "algorithmic latency")
         chunk = self.config.chunk_size if chunk_size is None else chunk_size
         if not self.config.causal or chunk is None or chunk <= 0:
             raise ValueError("algorithmic latency is only defined for a causal, chunked encoder")
@@ -166,8 +204,14 @@ class ConformerEncoder(nn.Module):
 
         ``chunk_size`` / ``left_chunks`` override the configured values for this call
         (e.g. decoding a student with another chunk); ``chunk_size <= 0`` forces full
-        attention. Overrides leave the convolution's causality unchanged.
+        attention. Overrides leave the convolution's causality unchanged. A dynamic-chunk
+        encoder samples the chunk size (and left context, when configured) of a training call
+        that names none.
         """
+        if chunk_size is None and self.config.dynamic_chunk is not None:
+            chunk_size, sampled_left = self._dynamic_chunk_size()
+            if left_chunks is None:
+                left_chunks = sampled_left
         chunk = self.config.chunk_size if chunk_size is None else chunk_size
         left = self.config.left_chunks if left_chunks is None else left_chunks
 
@@ -183,6 +227,16 @@ class ConformerEncoder(nn.Module):
             x = block(x, mask, valid, positions)
             hidden.append(x)
         return EncoderOutput(out=x, lengths=lengths, hidden=hidden)
+
+    def _dynamic_chunk_size(self) -> Tuple[int, Optional[int]]:
+        dynamic = self.config.dynamic_chunk
+        assert dynamic is not None
+        if self.training:
+            return dynamic.sample()
+        if self.eval_chunk_size is not None:
+            return self.eval_chunk_size, None
+        self.require_chunk_size(None, "encoder forward in eval mode")
+        raise AssertionError("unreachable")
 
 
 __all__ = ["EncoderConfig", "EncoderOutput", "ConformerEncoder"]

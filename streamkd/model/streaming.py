@@ -68,6 +68,7 @@ class StreamingEncoder:
         chunk_size: Optional[int] = None,
         left_chunks: Optional[int] = None,
     ) -> None:
+        encoder.require_chunk_size(chunk_size, "streaming inference")
         chunk = encoder.chunk_size if chunk_size is None else chunk_size
         left = encoder.left_chunks if left_chunks is None else left_chunks
         if not encoder.config.causal:

@@ -155,7 +155,7 @@ def select_runs(
         have = set(selected.loc[selected["record"] == record, "test_set"])
         for test_set in test_sets:
             if test_set not in have:
-                available = ", ".join(sorted(f"{t}/{d}" for t, d in zip(part["test_set"], part["decoding"])))
+                available = ", ".join(sorted({f"{t}/{d}" for t, d in zip(part["test_set"], part["decoding"])}))
                 problems.append((record, f"no WER for {test_set}/{want} (it has: {available})"))
     return selected, test_sets, problems
 
@@ -247,6 +247,10 @@ def _baselines(
         base = base[base["chunk_size"].isin(spec.chunk_sizes)]
     if spec.baseline_apc_shift is not None:
         base = base[base["apc_shift"] == spec.baseline_apc_shift]
+    fixed = base["chunk_training"].isna()
+    if fixed.any() and not fixed.all():
+        # Dynamic-chunk students are compared with the fixed-chunk baseline trained for each chunk size.
+        base = base[fixed]
     systems = base["model"].unique()
     if len(systems) > 1:
         raise RecordError(

@@ -3,7 +3,9 @@
 The result has one row per (run, test set, decoding method). A *system* is what a table row
 shows: the KD method with the settings that distinguish one distilled student from another
 (:data:`SYSTEM_FIELDS`); seeds are repetitions of a system and are averaged over, and the
-chunk size is a table column. Fields that a record lacks (records written before KD
+chunk size is a table column. A dynamic-chunk student (one checkpoint decoded at several chunk
+sizes, its decodes named ``METHOD@chunkN``) is one system with a row per chunk size it was
+decoded at (``chunk_training`` is ``dynamic``). Fields that a record lacks (records written before KD
 existed, the teacher, the baseline) count as null.
 """
 
@@ -19,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from streamkd.dynamic_chunk import DYNAMIC, decode_key, split_decode_key
 from streamkd.results.config import TEACHER_METHOD, normalise_layers
 from streamkd.results.kd_settings import SETTING_FIELDS, describe_setting, kd_settings, left_chunks_of
 from streamkd.results.record import REQUIRED_FIELDS, resolve_record_path
@@ -38,6 +41,7 @@ SYSTEM_FIELDS = (
     "kd_weight",
     "left_chunks",
     *SETTING_FIELDS,
+    "chunk_training",  # "dynamic" for a dynamic-chunk student, else null
 )
 # Shown in a row label only when they differ between systems of the same method.
 INTEGER_FIELDS = ("left_chunks", "kd_token_delay", "aux_ff_dim", "aux_num_heads", "aux_conv_kernel")
@@ -111,8 +115,12 @@ def check_record(record: Any) -> List[str]:
     if "method" in record and not (isinstance(record["method"], str) and record["method"]):
         problems.append(f"method is {record['method']!r}, expected a name")
     if role == "student" and "chunk_size" in record:
-        if not (_is_int(record["chunk_size"]) and record["chunk_size"] >= 1):
-            problems.append(f"a streaming student needs an integer chunk_size >= 1, got {record['chunk_size']!r}")
+        if record["chunk_size"] == DYNAMIC:
+            problems.extend(_dynamic_problems(record.get("wer")))
+        elif not (_is_int(record["chunk_size"]) and record["chunk_size"] >= 1):
+            problems.append(
+                f"a streaming student needs an integer chunk_size >= 1 or {DYNAMIC!r}, got {record['chunk_size']!r}"
+            )
     if "seed" in record and not _is_int(record["seed"]):
         problems.append(f"seed is {record['seed']!r}, expected an integer")
     if record.get("apc_shift") is not None and not _is_int(record["apc_shift"]):
@@ -162,6 +170,25 @@ def check_record(record: Any) -> List[str]:
     return problems
 
 
+def _dynamic_problems(wer: Any) -> List[str]:
+    """Every decode of a dynamic-chunk student must say its chunk size (``METHOD@chunkN``)."""
+    if not isinstance(wer, dict):
+        return []
+    problems = []
+    for test_set, by_method in wer.items():
+        for key in by_method if isinstance(by_method, dict) else ():
+            try:
+                chunk = split_decode_key(key)[1]
+            except ValueError as e:
+                problems.append(f"WER for {test_set}/{key}: {e}")
+                continue
+            if chunk is None:
+                problems.append(
+                    f"WER for {test_set}/{key} of a dynamic-chunk student names no chunk size (expected {key}@chunkN)"
+                )
+    return problems
+
+
 def _delay_problems(delay: Any) -> List[str]:
     if delay is None:
         return []
@@ -185,8 +212,9 @@ def _delay_of(record: dict, test_set: str, decoding: str) -> Dict[str, Any]:
     """
     by_method = (record.get("delay") or {}).get(test_set) or {}
     source = decoding
-    if source not in by_method and record["role"] == "student" and not decoding.endswith(STREAMING_SUFFIX):
-        source = decoding + STREAMING_SUFFIX
+    method, chunk = split_decode_key(decoding)
+    if source not in by_method and record["role"] == "student" and not method.endswith(STREAMING_SUFFIX):
+        source = decode_key(method + STREAMING_SUFFIX, chunk)
     stats = by_method.get(source)
     if stats is None:
         return {c: None for c in DELAY_COLUMNS}
@@ -229,6 +257,7 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
         "left_chunks": left_chunks_of(record["role"], record.get("left_chunks")),
         **settings,
         "chunk_size": None if is_teacher else record["chunk_size"],
+        "chunk_training": DYNAMIC if record.get("chunk_size") == DYNAMIC and not is_teacher else None,
         "seed": record["seed"],
         "train_summary": str(resolve_record_path(path, summary)) if summary else None,
         "num_params": record.get("num_params_deployed", record["num_params"]),
@@ -244,11 +273,14 @@ def _rows(path: Path, record: dict) -> List[Dict[str, Any]]:
     for test_set, by_method in record["wer"].items():
         for decoding, wer in by_method.items():
             stored = (errors.get(test_set) or {}).get(decoding)
+            # A dynamic-chunk student's decode says its chunk size: it is that row's column.
+            method, chunk = split_decode_key(decoding)
             rows.append(
                 {
                     **common,
+                    **({"chunk_size": chunk} if chunk is not None else {}),
                     "test_set": test_set,
-                    "decoding": decoding,
+                    "decoding": method,
                     "wer": float(wer),
                     "errors_path": str(resolve_record_path(path, stored)) if stored else None,
                     **_delay_of(record, test_set, decoding),
@@ -406,6 +438,8 @@ def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
         if not _is_null(r["apc_shift"]):
             parts.append(f"shift {int(r['apc_shift'])}")
         parts.extend(describe_varying(r, varying[r["method"]], skip=("kd_teacher_layers",)))
+        if r["chunk_training"] == DYNAMIC:
+            parts.append("dynamic chunk")
         if r["decoded_model"] != "final":
             parts.append(r["decoded_model"])  # e.g. avg-last-3: the weights averaged over 3 epochs
         return r["method"] + (f" ({'; '.join(parts)})" if parts else "")

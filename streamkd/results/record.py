@@ -105,7 +105,12 @@ def _decode_info(path: Path) -> Dict[str, Any]:
     """The per-decode facts a record keeps from a ``decode.json``."""
     try:
         stats = json.loads(Path(path).read_text())
-        return {"rtf": stats["rtf"], "latency_ms": stats["latency_ms"], "streaming": bool(stats["streaming"])}
+        return {
+            "rtf": stats["rtf"],
+            "latency_ms": stats["latency_ms"],
+            "streaming": bool(stats["streaming"]),
+            "chunk_size": stats.get("chunk_size"),  # the chunk the decode ran at (None: full context)
+        }
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"cannot read decoding statistics {path}: {e}") from e
 
@@ -218,7 +223,9 @@ def build_record(
         "kd": train.get("kd"),
         # The rest of what tells KD runs apart, flat, for the tables (see results.kd_settings).
         **kd_settings(train["method"], train.get("kd")),
+        # An integer, or "dynamic": decodes are then keyed METHOD@chunkN (streamkd.dynamic_chunk).
         "chunk_size": train.get("chunk_size"),
+        "dynamic_chunk": train.get("dynamic_chunk"),
         "left_chunks": left_chunks_of(train["role"], train.get("left_chunks")),
         "seed": train["seed"],
         "config_hash": train["config_hash"],

@@ -46,8 +46,9 @@ LABEL_COLUMNS = (
     ("aux_num_heads", "Branch heads"),
     ("aux_conv_kernel", "Branch kernel"),
     ("decoded_model", "Decoded model"),  # shown when some row is not the final weights (avg-last-N)
+    ("chunk_training", "Chunk"),  # shown when some row is a dynamic-chunk student: fixed | dynamic
 )
-ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift"}  # when any row has a value
+ALWAYS_SHOWN = {"method", "kd_layers", "apc_shift", "chunk_training"}  # when any row has a value
 REL_HEADER = "rel. %"
 GAP_HEADER = "gap %"
 DELAY_HEADER = "delay ms"
@@ -99,6 +100,14 @@ def _label_value(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _system_label(row, key: str) -> str:
+    """A label cell; a student beside dynamic-chunk students says that its own chunk is fixed."""
+    value = row[key]
+    if key == "chunk_training" and _label_value(value) == DASH and row["method"] != TEACHER:
+        return "fixed"
+    return _label_value(value)
 
 
 def _params(num: float) -> str:
@@ -159,7 +168,7 @@ def layout(table: TableData) -> Layout:
             or averaged
         ):
             shown_labels.append((key, header))
-    labels = [[_label_value(first.loc[m, k]) for k, _ in shown_labels] for m in table.systems]
+    labels = [[_system_label(first.loc[m], k) for k, _ in shown_labels] for m in table.systems]
 
     stats = value_stats(table)
     columns = [ValueColumn(c, t, stat) for c in table.chunk_sizes for t in table.test_sets for stat in stats]

@@ -14,6 +14,7 @@ from streamkd.data.tokenizer import Tokenizer
 from streamkd.distill.config import KdConfig
 from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import open_teacher_cache
+from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
 from streamkd.model.asr import AsrModel, build_asr_model
 from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
@@ -127,6 +128,7 @@ def train_asr(
     teacher_encoder: Optional[Mapping[str, Any]] = None,
     head: Optional[Mapping[str, Any]] = None,
     teacher_targets: Optional[Path] = None,
+    dynamic_chunk: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Train a full-context teacher (``role='teacher'``) or a streaming student.
 
@@ -135,7 +137,9 @@ def train_asr(
     need ``teacher_checkpoint``; ``teacher_encoder`` (the configured teacher's options) is
     checked against it. With ``kd.teacher_targets: cache``, ``teacher_targets`` is the
     teacher cache's cut manifest (``streamkd cache-teacher``), read instead of running the
-    teacher in every training step.
+    teacher in every training step. ``dynamic_chunk`` (the config's ``grid.dynamic_chunk``,
+    instead of ``chunk_size``) trains a dynamic-chunk student that samples its chunk size per
+    batch (:mod:`streamkd.dynamic_chunk`); its dev loss is computed at the largest size.
     """
     if role not in ("teacher", "student"):
         raise ValueError(f"unknown role {role!r}: expected 'teacher' or 'student'")
@@ -157,7 +161,17 @@ def train_asr(
                 "(training.max_utterance_seconds), or the manifest is empty"
             )
     streaming = role == "student"
-    if streaming:
+    dynamic = None
+    if dynamic_chunk is not None:
+        if not streaming or chunk_size is not None:
+            raise ConfigError("dynamic_chunk applies to a student only, and replaces chunk_size (give one of them)")
+        try:
+            dynamic = DynamicChunk.from_dict(dynamic_chunk)
+        except ValueError as e:
+            raise ConfigError(f"invalid dynamic-chunk settings: {e}") from e
+        for size in dynamic.chunk_sizes:
+            check_chunk_fits(size, train, train_cuts)
+    elif streaming:
         if chunk_size is None or chunk_size < 1:
             raise ConfigError(f"a streaming student needs chunk_size >= 1, got {chunk_size}")
         check_chunk_fits(chunk_size, train, train_cuts)
@@ -167,9 +181,20 @@ def train_asr(
         "chunk_size": chunk_size if streaming else None,
         "left_chunks": left_chunks,
     }
+    if dynamic is not None:
+        # Only dynamic students carry the key: fixed-chunk runs keep their config hashes.
+        encoder_config["dynamic_chunk"] = dynamic.to_dict()
     head_config = HeadConfig.from_dict(head)
     seed_everything(seed)
     model = build_asr_model(encoder_config, tokenizer.vocab_size, head_config)
+    if dynamic is not None:
+        model.encoder.eval_chunk_size = dynamic.largest
+        log.info(
+            "dynamic-chunk student: chunk sizes %s per batch%s; dev loss at chunk size %d",
+            dynamic.describe(),
+            f", left chunks {list(dynamic.left_chunks)}" if dynamic.left_chunks else "",
+            dynamic.largest,
+        )
     model.encoder.cmvn.fit(cut_features(c) for c in train.subset(first=CMVN_CUTS))
     objective = build_objective(model, kd_config, opt, teacher_checkpoint, teacher_encoder)
     train, teacher_fields = use_teacher_cache(
@@ -186,7 +211,7 @@ def train_asr(
     meta = {
         "role": role,
         **kd_record_fields(kd_config, pairs),
-        "chunk_size": chunk_size if streaming else None,
+        "chunk_size": (DYNAMIC if dynamic is not None else chunk_size) if streaming else None,
         "left_chunks": left_chunks if streaming else None,
         "head": head_config.type,
         "config_hash": config_hash(*hashed),
@@ -196,6 +221,8 @@ def train_asr(
         # Which teacher, by content: a retrained teacher with the same config is another teacher.
         "teacher_sha256": file_digest(teacher_checkpoint) if teacher_checkpoint else None,
     }
+    if dynamic is not None:
+        meta["dynamic_chunk"] = dynamic.to_dict()
     if role == "teacher":
         meta["method"] = "teacher"
     if env_rank() == 0:  # only the main process writes the summary: the others skip the hashing

@@ -10,7 +10,14 @@ import shlex
 from streamkd.config import validate_config
 from streamkd.data.corpora import pipeline_splits
 from streamkd.decode.methods import METHOD_NAMES, parse_method
-from streamkd.distill.grid import expand_grid, kd_weight, parse_teacher_cache_name, teacher_cache_name
+from streamkd.distill.grid import (
+    decode_chunk_sizes,
+    expand_grid,
+    kd_weight,
+    parse_teacher_cache_name,
+    teacher_cache_name,
+)
+from streamkd.dynamic_chunk import AT_CHUNK, decode_key, split_decode_key
 from streamkd.k2_support import check_k2_for
 from streamkd.results.config import PLOTS as PLOT_NAMES, ResultsConfig
 from streamkd.training.averaging import FINAL, averaged_model_name
@@ -44,6 +51,11 @@ TEACHER_MODEL = f"{EXP}/{TEACHER_RUN}/model.pt"
 # Every student of the grid, by run name (see streamkd/distill/grid.py for the naming).
 STUDENTS = {cell.run_name: cell for cell in expand_grid(config["grid"])}
 STUDENT_PATTERN = "|".join(re.escape(name) for name in STUDENTS)
+# A dynamic-chunk student (grid.chunk_sizes: dynamic) is decoded at each of these chunk sizes,
+# in folders named METHOD@chunkN (decoding.chunk_sizes, else the grid's integer chunk sizes).
+DYNAMIC_DECODE_CHUNKS = decode_chunk_sizes(config) if any(c.dynamic for c in STUDENTS.values()) else []
+# The {at_chunk} wildcard of the decode folders: empty, or @chunkN for a dynamic-chunk student.
+AT_CHUNK_PATTERN = f"({re.escape(AT_CHUNK)}[0-9]+)?"
 
 
 def student_runs():
@@ -59,8 +71,21 @@ def run_methods(run):
     return [m for m in DECODING_METHODS if run != TEACHER_RUN or not parse_method(m).streaming]
 
 
-def decode_dir(run, test_set, method):
-    return f"{EXP}/{run}/{DECODE_FOLDER}/{test_set}-{method}"
+def run_chunks(run):
+    """The chunk sizes a run is decoded at: its own (None) or, for a dynamic-chunk student, each
+    of DYNAMIC_DECODE_CHUNKS."""
+    cell = STUDENTS.get(run)
+    return DYNAMIC_DECODE_CHUNKS if cell is not None and cell.dynamic else [None]
+
+
+def decode_dir(run, test_set, method, chunk=None):
+    return f"{EXP}/{run}/{DECODE_FOLDER}/{test_set}-{decode_key(method, chunk)}"
+
+
+def chunk_arg(wildcards):
+    """--chunk-size N for a decode folder named METHOD@chunkN, else nothing (the model's own)."""
+    chunk = split_decode_key(wildcards.method + wildcards.at_chunk)[1]
+    return "" if chunk is None else f"--chunk-size {chunk}"
 
 
 def alternatives(names):
@@ -122,6 +147,8 @@ def student_args(wildcards):
     """The grid cell's arguments (chunk size, seed, KD method, ...) and the KD settings."""
     cell = STUDENTS[wildcards.student]
     args = ["--left-chunks", config["model"]["left_chunks"]] + cell.train_args()
+    if cell.dynamic:
+        args += ["--dynamic-chunk", as_json(config["grid"]["dynamic_chunk"])]
     if cell.method != "none":
         args += [
             "--kd",
@@ -247,7 +274,20 @@ def search_args():
 
 
 def decode_items(run):
-    return [(t, m, decode_dir(run, t, m)) for t in TEST_SETS for m in run_methods(run)]
+    """(test set, decode name, folder) of every decode of a run; the name is the method, or
+    METHOD@chunkN for a dynamic-chunk student (the record's key)."""
+    return [
+        (t, decode_key(m, c), decode_dir(run, t, m, c))
+        for t in TEST_SETS
+        for m in run_methods(run)
+        for c in run_chunks(run)
+    ]
+
+
+def delay_items(run):
+    """The decodes of a run whose emission delay is measured (one per chunk size for a dynamic student)."""
+    timed = emission_methods(run)
+    return [(t, key, d) for t, key, d in decode_items(run) if split_decode_key(key)[0] in timed]
 
 
 def decode_args(wildcards):
@@ -266,11 +306,7 @@ def record_cuts_args(wildcards):
 
 
 def delay_args(wildcards):
-    return " ".join(
-        f"--delay {t}/{m}={d}/delay.json"
-        for t, m, d in decode_items(wildcards.run)
-        if m in emission_methods(wildcards.run)
-    )
+    return " ".join(f"--delay {t}/{m}={d}/delay.json" for t, m, d in delay_items(wildcards.run))
 
 
 TABLE_FORMATS = {"html": "HTML", "csv": "CSV", "tex": "LaTeX", "md": "Markdown"}

@@ -1,6 +1,8 @@
 # k2 decoding of every trained model on every test set with every decoding method, and WER scoring.
+# A dynamic-chunk student is decoded once per chunk size, in folders TEST_SET-METHOD@chunkN
+# ({at_chunk} is empty for every other model).
 
-DECODE_OUT = f"{EXP}/{{run}}/{DECODE_FOLDER}/{{test_set}}-{{method}}"
+DECODE_OUT = f"{EXP}/{{run}}/{DECODE_FOLDER}/{{test_set}}-{{method}}{{at_chunk}}"
 SEARCH_ARGS = search_args()
 
 
@@ -16,21 +18,23 @@ rule decode:
     params:
         graph=lambda w, input: f"--graph {input.graph}" if input.graph else "",
         search=SEARCH_ARGS,
+        chunk=chunk_arg,
     wildcard_constraints:
         test_set=alternatives(TEST_SETS),
         method=alternatives(METHOD_NAMES),
+        at_chunk=AT_CHUNK_PATTERN,
     threads: THREADS
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{{run}}/log/{DECODE_FOLDER}-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/{DECODE_FOLDER}-{{test_set}}-{{method}}{{at_chunk}}.log",
     benchmark:
-        f"{EXP}/{{run}}/benchmark/{DECODE_FOLDER}-{{test_set}}-{{method}}.tsv"
+        f"{EXP}/{{run}}/benchmark/{DECODE_FOLDER}-{{test_set}}-{{method}}{{at_chunk}}.tsv"
     conda:
         CONDA_ENV
     shell:
         "streamkd decode --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
-        " --method {wildcards.method} {params.graph} --hyps {output.hyps} --stats {output.stats}"
+        " --method {wildcards.method} {params.chunk} {params.graph} --hyps {output.hyps} --stats {output.stats}"
         " {params.search} --threads {threads} > {log} 2>&1"
 
 
@@ -43,10 +47,11 @@ rule score:
     wildcard_constraints:
         test_set=alternatives(TEST_SETS),
         method=alternatives(METHOD_NAMES),
+        at_chunk=AT_CHUNK_PATTERN,
     resources:
         **RESOURCES["default"],
     log:
-        f"{EXP}/{{run}}/log/score{DECODE_FOLDER[len('decode'):]}-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/score{DECODE_FOLDER[len('decode'):]}-{{test_set}}-{{method}}{{at_chunk}}.log",
     conda:
         CONDA_ENV
     shell:

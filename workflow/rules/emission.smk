@@ -1,6 +1,7 @@
 # Emission delay: reference token times from the full-context teacher (once per test set and
 # head), then when each run's decoder emits its tokens (students chunk by chunk, the teacher
-# offline as a sanity check) and the delay against those times.
+# offline as a sanity check) and the delay against those times; a dynamic-chunk student once
+# per chunk size it is decoded at (folders METHOD@chunkN, see decode.smk).
 
 
 rule align_reference:
@@ -40,17 +41,19 @@ rule emission_delay:
     params:
         graph=lambda w, input: f"--graph {input.graph}" if input.graph else "",
         search=SEARCH_ARGS,
+        chunk=chunk_arg,
     wildcard_constraints:
         test_set=alternatives(TEST_SETS),
         method=alternatives(METHOD_NAMES),
+        at_chunk=AT_CHUNK_PATTERN,
     threads: THREADS
     resources:
         **RESOURCES["decode"],
     log:
-        f"{EXP}/{{run}}/log/emission-{{test_set}}-{{method}}.log",
+        f"{EXP}/{{run}}/log/emission-{{test_set}}-{{method}}{{at_chunk}}.log",
     conda:
         CONDA_ENV
     shell:
         "streamkd emission-delay --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
-        " --reference {input.reference} --method {wildcards.method} {params.graph}"
+        " --reference {input.reference} --method {wildcards.method} {params.chunk} {params.graph}"
         " --emissions {output.emissions} --summary {output.summary} {params.search} --threads {threads} > {log} 2>&1"

@@ -9,7 +9,7 @@ rule record:
         wers=lambda w: [f"{d}/wer.json" for _, _, d in decode_items(w.run)],
         errors=lambda w: [f"{d}/errors.jsonl" for _, _, d in decode_items(w.run)],
         stats=lambda w: [f"{d}/decode.json" for _, _, d in decode_items(w.run)],
-        delays=lambda w: [f"{d}/delay.json" for _, m, d in decode_items(w.run) if m in emission_methods(w.run)],
+        delays=lambda w: [f"{d}/delay.json" for _, _, d in delay_items(w.run)],
         checks=[f"{DATA}/fbank/check_{t}.json" for t in TEST_SETS],
         test_cuts=[checked_cuts(t) for t in TEST_SETS],
     output:
