@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from lhotse import load_manifest
 
 from streamkd.cli import main
 from streamkd.config import ConfigError, check_decoding_methods
@@ -180,7 +181,7 @@ def test_the_emission_delay_command_times_a_streaming_decode_against_the_referen
     emissions, summary = d / "emissions.jsonl", d / "delay.json"
     result = runner.invoke(
         main,
-        ["emission-delay", *common, "--reference", str(d / "times.jsonl"), "--method", "ctc-1best-streaming"]
+        ["emission-delay", *common, "--teacher-alignment", str(d / "times.jsonl"), "--method", "ctc-1best-streaming"]
         + ["--graph", str(d / "ctc_topo.pt"), "--emissions", str(emissions), "--summary", str(summary)]
         + ["--search-beam", "10", "--output-beam", "4"],
     )
@@ -188,8 +189,13 @@ def test_the_emission_delay_command_times_a_streaming_decode_against_the_referen
     stats = json.loads(summary.read_text())
     assert stats["method"] == "ctc-1best-streaming" and stats["mode"] == "streaming" and stats["chunk_size"] == 3
     assert stats["num_utterances"] == 4
+    # These cuts carry no word alignments: the reference is the teacher's (here: the model's own).
+    assert stats["reference"] == "teacher forced alignment"
     rows = read_hyps(emissions)
     assert set(rows) == {f"cuts-{i:03d}" for i in range(4)}
-    assert sum(len(row["tokens"]) for row in rows.values()) == stats["num_hypothesis"] > 0
-    # Every token is emitted at a chunk end (3 frames of 40 ms) plus the 30 ms look-ahead.
-    assert all((t - 30) % 120 == 0 for row in rows.values() for t in row["emission_ms"])
+    assert sum(len(row["words"]) for row in rows.values()) == stats["num_hypothesis"] > 0
+    # Every token is emitted when the last fbank window of its chunk (3 frames of 40 ms, read
+    # up to 30 ms ahead) ends, 7.5 ms after that frame's shift, or when the audio ends.
+    durations = {c.id: c.duration * 1000 for c in load_manifest(cuts)}
+    for row in rows.values():
+        assert all((t - 37.5) % 120 == 0 or t == durations[row["id"]] for t in row["emission_ms"])

@@ -18,7 +18,18 @@ from results_factory import write_run
 
 
 def delay(mean, median, p90, mode="streaming"):
-    return {"mean_ms": mean, "median_ms": median, "p90_ms": p90, "num_matched": 50, "num_reference": 60, "mode": mode}
+    return {
+        "mean_ms": mean,
+        "median_ms": median,
+        "p90_ms": p90,
+        "first_token_mean_ms": mean - 40,
+        "first_token_median_ms": median - 40,
+        "num_matched": 50,
+        "num_reference": 60,
+        "share_matched": 50 / 60,
+        "reference": "espeak-ng word events",
+        "mode": mode,
+    }
 
 
 @pytest.fixture
@@ -69,8 +80,11 @@ def test_tables_show_mean_median_p90_delay_beside_wer(timed_grid, tmp_path):
     none_row = next(line for line in markdown.splitlines() if line.startswith("| none"))
     assert [c.strip() for c in none_row.strip("|").split("|")][
         header.index("test @ 160 ms delay ms")
-    ] == "120 / 110 / 180"
-    assert "emission delay, mean / median / 90th percentile" in markdown
+    ] == "120 / 110 / 180 (83 %)"
+    teacher_row = next(line for line in markdown.splitlines() if line.startswith("| teacher"))
+    assert "offline 2 / 0 / 10 (83 %)" in teacher_row  # it waits for the utterance's end
+    assert "emission delay, mean / median / 90th percentile over correctly recognised words" in markdown
+    assert "word's end in the reference (espeak-ng word events)" in markdown
     runs = pd.read_csv(tmp_path / "tables/runs.csv")
     simulated = runs[(runs["run"] == "none-chunk4-seed1") & (runs["decoding"] == "ctc-1best")].iloc[0]
     assert simulated["delay_mean_ms"] == 100.0
@@ -160,3 +174,49 @@ def test_record_command_keeps_the_delay_summary(tmp_path):
             {("test", "m"): run_dir / "wer.json"},
             delay_stats={("test", "m"): run_dir / "bad.json"},
         )
+
+
+def test_report_recomputes_delays_from_the_emission_records_against_another_reference(tmp_path):
+    from streamkd.decode.word_delay import ReferenceWords
+
+    run_dir = tmp_path / "exp/none-chunk4-seed1"
+    decode = run_dir / "decode/test-ctc-1best-streaming"
+    decode.mkdir(parents=True)
+    (run_dir / "train_summary.json").write_text(
+        json.dumps(
+            {"role": "student", "method": "none", "seed": 1, "config_hash": "h", "num_params": 10}
+            | {"train_seconds": 1.0, "chunk_size": 4}
+        )
+    )
+    (decode / "wer.json").write_text(json.dumps({"wer": 12.5}))
+    (decode / "delay.json").write_text(json.dumps(delay(95.0, 80.0, 170.0)))
+    rows = [
+        {"id": "u1", "words": [["A", 100.0, 300.0], ["B", 400.0, 500.0]]},
+        {"id": "u2", "words": [["C", 50.0, 90.0]]},
+    ]
+    (decode / "emissions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    record = build_record(
+        "none-chunk4-seed1",
+        run_dir / "train_summary.json",
+        {("test", "ctc-1best-streaming"): decode / "wer.json"},
+        record_dir=run_dir,
+        delay_stats={("test", "ctc-1best-streaming"): decode / "delay.json"},
+    )
+    assert record["emissions"] == {"test": {"ctc-1best-streaming": "decode/test-ctc-1best-streaming/emissions.jsonl"}}
+    (run_dir / "record.json").write_text(json.dumps(record))
+    other = {
+        "u1": ReferenceWords("hand-made", (("A", 0.0, 200.0), ("B", 200.0, 250.0))),
+        "u2": ReferenceWords("hand-made", (("D", 0.0, 80.0),)),  # C is not D: unmatched
+    }
+    runs = load_records([run_dir / "record.json"], delay_reference=other).runs
+    row = runs[runs["decoding"] == "ctc-1best-streaming"].iloc[0]
+    assert row["delay_mean_ms"] == pytest.approx((100.0 + 250.0) / 2)
+    assert row["delay_first_token_ms"] == pytest.approx((100.0 + 200.0) / 2)
+    assert row["delay_share_matched"] == pytest.approx(2 / 3, abs=1e-4)
+    assert row["delay_reference"] == "hand-made" and row["delay_mode"] == "streaming"
+    # Without the emission records there is nothing to recompute from: refused, naming the record.
+    (decode / "emissions.jsonl").unlink()
+    del record["emissions"]
+    (run_dir / "record.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"record.json: no emission records for test/ctc-1best-streaming"):
+        load_records([run_dir / "record.json"], delay_reference=other)

@@ -12,18 +12,11 @@ from streamkd.decode.align import (
     ctc_forced_alignment,
     frame_time_ms,
     transducer_forced_alignment,
-    word_times,
 )
 from streamkd.decode.ctc import StreamingCtcSearch, build_ctc_topo
-from streamkd.decode.emission import (
-    DelaySummary,
-    chunk_ready_ms,
-    offline_pieces,
-    stable_emission_times,
-    token_delays,
-    track_emissions,
-)
+from streamkd.decode.emission import chunk_ready_ms, offline_pieces, stable_emission_times, track_emissions
 from streamkd.decode.transducer import GreedySearch
+from streamkd.decode.word_delay import ReferenceWords, summarise_delays, word_times
 from streamkd.model.heads import HeadConfig
 from streamkd.model.transducer import TransducerHead
 
@@ -139,6 +132,16 @@ def _ctc_search(batch_size: int) -> StreamingCtcSearch:
     return StreamingCtcSearch(build_ctc_topo(VOCAB), batch_size)
 
 
+def frame_by_frame(log_probs: torch.Tensor, lengths: torch.Tensor):
+    """Pieces of one encoder frame each, at the end of the frame's own span."""
+    for t in range(log_probs.size(1)):
+        yield log_probs[:, t : t + 1], (lengths > t).to(lengths.dtype), [frame_time_ms(t)] * log_probs.size(0)
+
+
+def one_word_per_token(tokens, times):
+    return [[f"w{token}", time, time] for token, time in zip(tokens, times)]
+
+
 @pytest.mark.parametrize("shift", [0, 1, 3])
 def test_spikes_shifted_by_k_frames_are_emitted_exactly_k_frames_late(shift):
     reference, spikes = [2, 4, 4, 1], {1: 2, 4: 4, 6: 4, 9: 1}
@@ -149,28 +152,40 @@ def test_spikes_shifted_by_k_frames_are_emitted_exactly_k_frames_late(shift):
 
     shifted = spiky_log_probs(frames + shift, {t + shift: token for t, token in spikes.items()}).unsqueeze(0)
     lengths = torch.tensor([frames + shift])
-    tokens, times = track_emissions(_ctc_search(1), offline_pieces(shifted, lengths), 1)
+    tokens, times = track_emissions(_ctc_search(1), frame_by_frame(shifted, lengths), 1)
     assert tokens == [reference]
-    delays = token_delays(reference, alignment.times_ms, tokens[0], times[0])
-    assert delays == [shift * FRAME_MS] * 4
-    summary = DelaySummary.from_delays(delays, num_reference=4, num_hypothesis=4, num_utterances=1, num_unaligned=0)
+    words = tuple((w, start, end) for w, start, end in one_word_per_token(reference, alignment.times_ms))
+    row = {"id": "u", "words": one_word_per_token(tokens[0], times[0])}
+    summary = summarise_delays([row], {"u": ReferenceWords("spikes", words)})
     assert (summary.mean_ms, summary.median_ms, summary.p90_ms) == (shift * FRAME_MS,) * 3
+    assert summary.first_token_mean_ms == shift * FRAME_MS
+    assert (summary.num_matched, summary.share_matched, summary.reference) == (4, 1.0, "spikes")
 
 
-def test_chunked_emission_waits_for_the_end_of_the_chunk_plus_the_lookahead():
+def test_chunked_emission_waits_for_the_last_fbank_window_of_the_chunk():
     reference, spikes, frames, chunk = [2, 4, 1], {1: 2, 4: 4, 6: 1}, 8, 4
     log_probs = spiky_log_probs(frames, spikes).unsqueeze(0)
-    input_frames = torch.tensor([4 * frames + 3])  # enough input for all 8 encoder frames
+    duration_ms = [10 * (4 * frames + 3)]  # enough audio for all 8 encoder frames
     pieces = [
-        (log_probs[:, s : s + chunk], torch.tensor([chunk]), chunk_ready_ms(s + chunk, input_frames))
+        (log_probs[:, s : s + chunk], torch.tensor([chunk]), chunk_ready_ms(s + chunk, duration_ms))
         for s in range(0, frames, chunk)
     ]
     tokens, times = track_emissions(_ctc_search(1), pieces, 1)
     assert tokens == [reference]
-    # Chunk 0 (frames 0-3) is ready at 4 * 40 + 30 ms, chunk 1 at 8 * 40 + 30 ms.
-    assert times[0] == [190.0, 350.0, 350.0]
-    ref_times = [frame_time_ms(f) for f in (1, 4, 6)]
-    assert token_delays(reference, ref_times, tokens[0], times[0]) == [110.0, 150.0, 70.0]
+    # Chunk 0 (encoder frames 0-3) reads input frames 0-18; lhotse's frame 18 (snip_edges=False)
+    # ends at 18 * 10 + 17.5 ms. Chunk 1 reads up to input frame 34, whose window ends at
+    # 357.5 ms, after the 350 ms of audio: it is ready when the audio ends.
+    assert times[0] == [197.5, 350.0, 350.0]
+    # The last chunk of a short utterance is ready when its audio ends.
+    assert chunk_ready_ms(8, [300.0, 500.0]) == [300.0, 357.5]
+
+
+def test_offline_model_emits_everything_when_the_utterance_ends():
+    log_probs = spiky_log_probs(8, {1: 2, 4: 4}).unsqueeze(0).repeat(2, 1, 1)
+    lengths = torch.tensor([8, 6])
+    tokens, times = track_emissions(_ctc_search(2), offline_pieces(log_probs, lengths, [335.0, 250.0]), 2)
+    assert tokens == [[2, 4], [2, 4]]
+    assert times == [[335.0, 335.0], [250.0, 250.0]]
 
 
 def test_emission_counts_revisions_of_the_best_hypothesis():
@@ -187,7 +202,7 @@ def test_greedy_transducer_emission_is_the_frame_it_emits_on():
     head = tiny_transducer(1)
     encoder_out = torch.randn(2, 7, 4) * 3
     lengths = torch.tensor([7, 5])
-    tokens, times = track_emissions(GreedySearch(head, 2), offline_pieces(encoder_out, lengths), 2)
+    tokens, times = track_emissions(GreedySearch(head, 2), frame_by_frame(encoder_out, lengths), 2)
     # Re-run greedily frame by frame and note the frame of each emitted token.
     for b in range(2):
         search, frames = GreedySearch(head, 1), []
@@ -199,11 +214,17 @@ def test_greedy_transducer_emission_is_the_frame_it_emits_on():
         assert times[b] == [frame_time_ms(t) for t in frames]
 
 
-def test_token_delays_only_for_correct_tokens_in_edit_distance_order():
-    ref, ref_times = [1, 2, 3, 4], [40.0, 80.0, 120.0, 160.0]
-    hyp, hyp_times = [1, 9, 3, 5, 4], [60.0, 90.0, 200.0, 210.0, 400.0]  # substitution 2->9, insertion 5
-    assert token_delays(ref, ref_times, hyp, hyp_times) == [20.0, 80.0, 240.0]
-    assert token_delays(ref, ref_times, [], []) == []
+def test_word_delays_only_for_correct_words_in_edit_distance_order():
+    ref = ReferenceWords("synth", (("A", 0.0, 40.0), ("B", 40.0, 80.0), ("C", 80.0, 120.0), ("D", 120.0, 160.0)))
+    # B substituted by X, Y inserted: A, C and D are matched.
+    hyp = [["A", 30.0, 60.0], ["X", 90.0, 90.0], ["C", 150.0, 200.0], ["Y", 205.0, 210.0], ["D", 300.0, 400.0]]
+    summary = summarise_delays([{"id": "u", "words": hyp}, {"id": "v", "words": []}], {"u": ref, "v": ref})
+    assert summary.mean_ms == pytest.approx((20.0 + 80.0 + 240.0) / 3, abs=1e-3)  # last token minus word end
+    assert summary.first_token_mean_ms == pytest.approx((30.0 + 70.0 + 180.0) / 3, abs=1e-3)  # first token minus start
+    assert (summary.num_matched, summary.num_reference, summary.share_matched) == (3, 8, 0.375)
+    assert summary.num_hypothesis == 5 and summary.num_utterances == 2
+    with pytest.raises(ValueError, match="no reference word times for utterance 'w'"):
+        summarise_delays([{"id": "w", "words": []}], {"u": ref})
 
 
 def test_word_times_group_pieces_at_word_boundaries():
@@ -216,7 +237,7 @@ def test_word_times_group_pieces_at_word_boundaries():
 
 
 @torch.no_grad()
-def test_streaming_pieces_arrive_at_chunk_end_plus_lookahead_and_match_the_masked_forward():
+def test_streaming_pieces_arrive_with_their_last_fbank_window_and_match_the_masked_forward():
     from streamkd.data.loaders import Batch
     from streamkd.decode.emission import streaming_pieces
     from streamkd.model import ConformerEncoder, StreamingEncoder, subsampled_lengths
@@ -237,10 +258,10 @@ def test_streaming_pieces_arrive_at_chunk_end_plus_lookahead_and_match_the_maske
     lens = torch.tensor([83, 50])  # 20 and 11 encoder frames
     assert subsampled_lengths(lens).tolist() == [20, 11]
     batch = Batch(torch.randn(2, 83, 20), lens, ["", ""], ["a", "b"])
-    pieces = list(streaming_pieces(StreamingEncoder(encoder), batch))
+    pieces = list(streaming_pieces(StreamingEncoder(encoder), batch, [830.0, 500.0]))
     assert len(pieces) == 7  # ceil(20 / 3) chunks of 3 frames
     for k, (_, lengths, times) in enumerate(pieces):
-        ready = (3 * (k + 1) * 4 + 3) * 10.0  # chunk end + 30 ms, in ms
+        ready = (3 * (k + 1) * 4 + 2) * 10.0 + 17.5  # the end of the chunk's last fbank window
         assert times == [min(ready, 830.0), min(ready, 500.0)]
         assert lengths.tolist() == [min(3, max(0, n - 3 * k)) for n in (20, 11)]
     masked = encoder(batch.feats, lens).out

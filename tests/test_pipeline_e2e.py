@@ -90,13 +90,19 @@ def check_emission_delays(exp: Path, records: dict, teacher_methods: set, studen
             summary = json.loads((decode / "delay.json").read_text())
             assert summary["mode"] == ("offline" if run == "teacher" else "streaming")
             assert summary["num_utterances"] == 8 and summary["num_unaligned"] == 0
-            assert summary["num_reference"] == sum(len(r["tokens"]) for r in reference.values())
+            # The embedded corpus's own word times are the reference, word for word.
+            assert summary["reference"] in ("espeak-ng word events", "espeak-ng word events + flite segment durations")
+            assert summary["num_reference"] == sum(len(r["ref"].split()) for r in reference.values())
             assert record["delay"]["test"][method]["mean_ms"] == summary["mean_ms"]
+            assert record["emissions"]["test"][method] == f"decode/test-{method}/emissions.jsonl"
             hyps = {r["id"]: r["hyp"] for r in read_jsonl(decode / "hyps.jsonl")}
             for row in read_jsonl(decode / "emissions.jsonl"):
                 assert sp.decode(row["tokens"]) == hyps[row["id"]]
+                assert " ".join(w[0] for w in row["words"]) == hyps[row["id"]]
                 assert len(row["emission_ms"]) == len(row["tokens"])
                 assert all(a <= b for a, b in zip(row["emission_ms"], row["emission_ms"][1:]))
+                if run == "teacher":  # offline: nothing before the utterance has ended
+                    assert set(row["emission_ms"]) <= {row["duration_ms"]}
 
 
 @requires_tts

@@ -110,3 +110,35 @@ def test_word_alignment_names_transcript_words_and_rejects_a_count_mismatch():
     assert word_alignment("HELLO", None, 1.0) is None
     with pytest.raises(ValueError, match="2 words"):
         word_alignment("HELLO THERE", [(0.1, 0.4)], 1.0)
+
+
+def test_compare_references_reports_how_far_teacher_word_ends_lie_from_the_alignment(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from lhotse import CutSet, MonoCut, SupervisionSegment
+    from lhotse.supervision import AlignmentItem
+
+    from streamkd.cli import main
+
+    words = [AlignmentItem("HELLO", 0.1, 0.3), AlignmentItem("THERE", 0.5, 0.4)]  # ends 400 and 900 ms
+    sup = SupervisionSegment("u", "u", 0.0, 1.0, text="HELLO THERE", alignment={"word": words})
+    CutSet.from_cuts([MonoCut("u", 0.0, 1.0, 0, supervisions=[sup])]).to_file(tmp_path / "cuts.jsonl.gz")
+    teacher = {"id": "u", "tokens": [5, 6], "words": [{"word": "HELLO", "start_ms": 320.0, "end_ms": 440.0}]}
+    teacher["words"].append({"word": "THERE", "start_ms": 760.0, "end_ms": 840.0})
+    (tmp_path / "align.jsonl").write_text(json.dumps(teacher) + "\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "compare-references",
+            "--cuts",
+            str(tmp_path / "cuts.jsonl.gz"),
+            "--teacher-alignment",
+            str(tmp_path / "align.jsonl"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["num_words"] == 2
+    assert summary["median_abs_diff_ms"] == pytest.approx(50.0)  # |440 - 400| and |840 - 900|
+    assert summary["mean_diff_ms"] == pytest.approx(-10.0)

@@ -188,11 +188,37 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
     log.info("reference alignment: %s", align_cuts(checkpoint, cuts, bpe_model, out, head, max_duration, device))
 
 
+@main.command("compare-references")
+@click.option("--cuts", required=True, type=ExistingPath, help="Cuts whose supervisions carry word alignments.")
+@click.option("--teacher-alignment", required=True, type=ExistingPath, help="align-reference output for those cuts.")
+@click.option("--out", type=PathType, default=None, help="Also write the summary here (JSON).")
+def compare_references(cuts, teacher_alignment, out) -> None:
+    """How far the teacher's forced-alignment word ends lie from the cuts' word alignments (ms)."""
+    from lhotse import load_manifest
+
+    from streamkd.decode.word_delay import reference_agreement, references_from_cuts, references_from_teacher
+    from streamkd.utils import write_json
+
+    words = references_from_cuts(load_manifest(cuts))
+    if not any(words.values()):
+        raise click.UsageError(f"{cuts}: no supervision carries a word alignment")
+    summary = reference_agreement(words, references_from_teacher(teacher_alignment))
+    summary.update(cuts=str(cuts), teacher_alignment=str(teacher_alignment))
+    if out is not None:
+        write_json(out, summary)
+    click.echo(json.dumps(summary, indent=2))
+
+
 @main.command("emission-delay")
 @click.option("--checkpoint", required=True, type=ExistingPath)
 @click.option("--cuts", required=True, type=ExistingPath)
 @click.option("--bpe-model", required=True, type=ExistingPath)
-@click.option("--reference", required=True, type=ExistingPath, help="Reference times from align-reference.")
+@click.option(
+    "--teacher-alignment",
+    type=ExistingPath,
+    default=None,
+    help="align-reference output: reference word times for cuts without word alignments.",
+)
 @click.option(
     "--method",
     default="ctc-1best-streaming",
@@ -201,8 +227,8 @@ def align_reference(checkpoint, cuts, bpe_model, head, out, max_duration, thread
     help="A token-level method: '-streaming' times chunk by chunk, others frame by frame (offline).",
 )
 @click.option("--graph", type=ExistingPath, default=None, help="ctc_topo.pt for ctc-1best.")
-@click.option("--emissions", required=True, type=PathType, help="Output: per-utterance tokens, emission times, delays.")
-@click.option("--summary", required=True, type=PathType, help="Output: mean/median/p90 delay (JSON).")
+@click.option("--emissions", required=True, type=PathType, help="Output: per-utterance tokens, words, emission times.")
+@click.option("--summary", required=True, type=PathType, help="Output: word-level delay summary (JSON).")
 @click.option("--chunk-size", type=int, default=None, help="Override the streaming model's chunk size.")
 @search_options
 @click.option("--max-duration", default=120.0, show_default=True)
@@ -212,7 +238,7 @@ def emission_delay(
     checkpoint,
     cuts,
     bpe_model,
-    reference,
+    teacher_alignment,
     method,
     graph,
     emissions,
@@ -223,7 +249,10 @@ def emission_delay(
     threads,
     device,
 ) -> None:
-    """When each hypothesis token is emitted, and its delay against the reference times."""
+    """When each hypothesis word is emitted, and its delay against the reference word times.
+
+    Reference times are the cuts' word alignments (the synthesiser's, on the embedded corpus)
+    and the teacher's forced alignment only where a cut has none."""
     import torch
 
     from streamkd.decode.emission import measure_emission_delay
@@ -235,9 +264,9 @@ def emission_delay(
         checkpoint,
         cuts,
         bpe_model,
-        reference,
         emissions,
         summary,
+        teacher_alignment=teacher_alignment,
         method=method,
         graph_path=graph,
         chunk_size=chunk_size,

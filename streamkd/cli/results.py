@@ -244,6 +244,13 @@ def plot(
 )
 @click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
 @click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
+@click.option(
+    "--delay-reference",
+    type=ExistingPath,
+    default=None,
+    help="Recompute every delay from the records' emission records against these word times: a cut "
+    "manifest with word alignments, or an align-reference output (the teacher's).",
+)
 @_fail_on_record_errors
 def report(
     exp_dirs: Tuple[Path, ...],
@@ -251,6 +258,7 @@ def report(
     config_file: Optional[Path],
     skip_invalid: bool,
     allow_mixed_teachers: bool = False,
+    delay_reference: Optional[Path] = None,
 ) -> None:
     """Rebuild every table and plot from a folder of run records, and OUT_DIR/report.html.
 
@@ -266,6 +274,7 @@ def report(
         _results_config(None, config_file),
         skip_invalid=skip_invalid,
         allow_mixed_teachers=allow_mixed_teachers,
+        delay_reference=delay_reference,
     )
     click.echo((outputs.table_dir / f"{MAIN_TABLE}.md").read_text())
     click.echo(f"tables: {outputs.table_dir}/{{{','.join(outputs.tables)}}}.{{csv,md,tex,html}}")

@@ -26,12 +26,11 @@ import k2
 import torch
 from torch import Tensor
 
+from streamkd.decode.word_delay import word_times
 from streamkd.model.ctc import BLANK_ID
 from streamkd.model.subsampling import ENCODER_FRAME_MS as FRAME_MS
 from streamkd.model.subsampling import frame_time_ms
 from streamkd.model.transducer import TransducerHead
-
-WORD_START = "\u2581"  # sentencepiece's word-boundary mark
 
 log = logging.getLogger(__name__)
 
@@ -163,22 +162,6 @@ def transducer_forced_alignment(
         frames = _path_token_frames(best, best.labels)[0]
         out.append(None if frames is None else Alignment(list(reference), frames, score))
     return out
-
-
-def word_times(pieces: Sequence[str], times_ms: Sequence[float]) -> List[Dict[str, object]]:
-    """Group sentencepiece pieces into words (a piece starting with the boundary mark opens one).
-
-    Each word gets the time of its first token (``start_ms``) and of its last (``end_ms``,
-    when the whole word has been seen).
-    """
-    words: List[Dict[str, object]] = []
-    for piece, time_ms in zip(pieces, times_ms):
-        if piece.startswith(WORD_START) or not words:
-            words.append({"word": piece.lstrip(WORD_START), "start_ms": time_ms, "end_ms": time_ms})
-        else:
-            words[-1]["word"] = str(words[-1]["word"]) + piece
-            words[-1]["end_ms"] = time_ms
-    return [w for w in words if w["word"]]
 
 
 HEADS = ("ctc", "transducer")

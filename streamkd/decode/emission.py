@@ -1,24 +1,24 @@
-"""When does a decoder emit each token, and how late is that against the reference times?
+"""When does a decoder emit each token and word?
 
 Emission time: a search is fed its frames in the pieces a real-time system would get them
-(chunk by chunk for a streaming student, frame by frame for an offline model), and its best
-hypothesis is read after every piece. A token of the final hypothesis is emitted at the time
-of the first piece from which on every partial hypothesis starts with the final one up to
-that token: later revisions of the hypothesis (beam search, CTC best-path changes) count, a
-token shown and withdrawn does not.
+(chunk by chunk for a streaming student) and its best hypothesis is read after every piece.
+A token of the final hypothesis is emitted at the time of the first piece from which on
+every partial hypothesis starts with the final one up to that token: later revisions of the
+hypothesis (beam search, CTC best-path changes) count, a token shown and withdrawn does not.
 
 The time of a piece:
 
-- streaming: when the chunk can be computed, ``input_frames_needed(F) * 10 ms`` for the
-  encoder frames ``0 .. F-1`` done after it, i.e. the chunk's end plus the 30 ms the
-  front-end reads ahead, or the end of the audio if that comes first;
-- offline (a full-context model, not streaming): the end of the frame itself,
-  ``(t + 1) * 40 ms``, the convention of the reference times (:mod:`streamkd.decode.align`),
-  so the teacher decoding its own posteriors shows near-zero delay.
+- streaming: when the chunk can be computed, i.e. when the last input frame it reads has
+  been recorded. lhotse's fbank frames are centred on their 10 ms shift
+  (``snip_edges=False``), so input frames ``0 .. n-1`` are complete at ``n * 10 + 7.5`` ms
+  (:func:`streamkd.model.subsampling.input_frames_ready_ms`), or at the end of the audio if
+  that comes first;
+- offline (a full-context model): the end of the utterance, since the model needs all of
+  it; the delay then is the real wait of an offline system (compute time not included).
 
-Delay: hypothesis tokens are matched to reference tokens through the edit-distance
-alignment (kaldialign); each correctly recognised token contributes ``emission time -
-reference time``. Substituted, inserted and deleted tokens have no delay.
+Each emission record holds the hypothesis tokens with their times and its words with the
+time of their first and last token, so that :mod:`streamkd.decode.word_delay` can compute
+delays against any reference word times, now or later, without decoding again.
 """
 
 from __future__ import annotations
@@ -26,25 +26,28 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import kaldialign
-import numpy as np
 import torch
 from torch import Tensor
 
 from streamkd.data.loaders import Batch, eval_dataloader, load_cuts, unpack_batch
 from streamkd.decode.methods import STREAMING_SUFFIX, parse_method
 from streamkd.decode.run import Decoder, SearchOptions, load_decoder, stream_chunks
+from streamkd.decode.word_delay import (
+    ReferenceWords,
+    merge_references,
+    references_from_cuts,
+    references_from_teacher,
+    summarise_delays,
+    word_times,
+)
 from streamkd.model.streaming import StreamingEncoder
-from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, frame_time_ms, input_frames_needed
+from streamkd.model.subsampling import input_frames_needed, input_frames_ready_ms
 from streamkd.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
-
-EPS = -1  # kaldialign's gap symbol: no token id is negative
 
 # A piece of frames for a search: (frames (B, n, ...), valid lengths (B,), time of each stream's piece in ms).
 Piece = Tuple[Tensor, Tensor, List[float]]
@@ -94,113 +97,61 @@ def track_emissions(search, pieces: Iterable[Piece], batch_size: int) -> Tuple[L
     return final, [stable_emission_times(snapshots[b], final[b]) for b in range(batch_size)]
 
 
-def chunk_ready_ms(frames_done: int, input_frames: Tensor) -> List[float]:
-    """When encoder frames ``0 .. frames_done-1`` can be computed, per stream of ``input_frames`` total."""
-    needed = input_frames_needed(frames_done)
-    return [min(needed, int(n)) * INPUT_FRAME_SHIFT_MS for n in input_frames.tolist()]
+def chunk_ready_ms(frames_done: int, durations_ms: Sequence[float]) -> List[float]:
+    """When encoder frames ``0 .. frames_done-1`` can be computed, per stream of the given durations."""
+    ready = input_frames_ready_ms(input_frames_needed(frames_done))
+    return [min(ready, float(d)) for d in durations_ms]
 
 
-def streaming_pieces(stream: StreamingEncoder, batch: Batch) -> Iterator[Piece]:
+def streaming_pieces(stream: StreamingEncoder, batch: Batch, durations_ms: Sequence[float]) -> Iterator[Piece]:
     """The encoder chunks of chunk-by-chunk streaming, each with its arrival time."""
     for out, lengths, frames_done in stream_chunks(stream, batch):
-        yield out, lengths, chunk_ready_ms(frames_done, batch.feat_lens)
+        yield out, lengths, chunk_ready_ms(frames_done, durations_ms)
 
 
-def offline_pieces(encoder_out: Tensor, lengths: Tensor) -> Iterator[Piece]:
-    """Whole-utterance encoder frames handed out one at a time, each at the end of its own span."""
-    for t in range(encoder_out.size(1)):
-        yield encoder_out[:, t : t + 1], (lengths > t).to(lengths.dtype), [frame_time_ms(t)] * encoder_out.size(0)
+def offline_pieces(encoder_out: Tensor, lengths: Tensor, durations_ms: Sequence[float]) -> Iterator[Piece]:
+    """A full-context model's frames: all of them at once, when the utterance has ended."""
+    yield encoder_out, lengths, [float(d) for d in durations_ms]
 
 
-def token_delays(
-    ref_tokens: Sequence[int], ref_times: Sequence[float], hyp_tokens: Sequence[int], hyp_times: Sequence[float]
-) -> List[float]:
-    """``hyp time - ref time`` of every correctly recognised token, in reference order."""
-    if len(ref_tokens) != len(ref_times) or len(hyp_tokens) != len(hyp_times):
-        raise ValueError("every token needs a time")
-    delays, i, j = [], 0, 0
-    for ref, hyp in kaldialign.align(list(ref_tokens), list(hyp_tokens), EPS):
-        if ref != EPS and ref == hyp:
-            delays.append(float(hyp_times[j]) - float(ref_times[i]))
-        i += ref != EPS
-        j += hyp != EPS
-    return delays
+def hypothesis_words(pieces: Sequence[str], times_ms: Sequence[float]) -> List[List[Any]]:
+    """``[word, first-token ms, last-token ms]`` of every word of a hypothesis."""
+    return [[w["word"], w["start_ms"], w["end_ms"]] for w in word_times(pieces, times_ms)]
 
 
-@dataclass
-class DelaySummary:
-    """Emission delay over every correctly recognised token of a test set, in ms."""
-
-    mean_ms: Optional[float]
-    median_ms: Optional[float]
-    p90_ms: Optional[float]
-    min_ms: Optional[float]
-    max_ms: Optional[float]
-    num_matched: int  # tokens with a delay (correct and aligned)
-    num_reference: int  # reference tokens of the aligned utterances
-    num_hypothesis: int
-    num_utterances: int
-    num_unaligned: int  # utterances without reference times (left out)
-
-    @classmethod
-    def from_delays(cls, delays: Sequence[float], **counts: int) -> "DelaySummary":
-        if not len(delays):
-            return cls(None, None, None, None, None, 0, **counts)
-        values = np.asarray(delays, dtype=np.float64)
-        stats = [
-            float(np.mean(values)),
-            float(np.median(values)),
-            float(np.percentile(values, 90)),
-            float(values.min()),
-            float(values.max()),
-        ]
-        return cls(*[round(v, 3) for v in stats], num_matched=len(values), **counts)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-def read_reference_times(path: Path) -> Dict[str, Optional[Dict[str, Any]]]:
-    """Reference alignments by utterance id (None for an utterance that could not be aligned)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"reference alignments not found: {path}")
-    out: Dict[str, Optional[Dict[str, Any]]] = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            try:
-                row = json.loads(line)
-                utt = str(row["id"])
-                if row["times_ms"] is None:
-                    out[utt] = None
-                    continue
-                tokens, times = [int(t) for t in row["tokens"]], [float(t) for t in row["times_ms"]]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{line_no}: not a reference alignment ({e})") from e
-            if len(tokens) != len(times):
-                raise ValueError(f"{path}:{line_no}: {len(tokens)} tokens but {len(times)} times")
-            out[utt] = {"tokens": tokens, "times_ms": times}
-    return out
-
-
-def _batch_emissions(loaded, search_decoder: Decoder, batch: Batch) -> Tuple[List[List[int]], List[List[float]]]:
+def _batch_emissions(loaded, search_decoder: Decoder, batch: Batch, durations_ms: Sequence[float]):
     size = batch.feats.size(0)
     search = search_decoder.new_search(size)
     if loaded.stream is not None:
-        return track_emissions(search, streaming_pieces(loaded.stream, batch), size)
+        return track_emissions(search, streaming_pieces(loaded.stream, batch, durations_ms), size)
     enc = loaded.model.encoder(batch.feats, batch.feat_lens, chunk_size=loaded.chunk_size)
-    return track_emissions(search, offline_pieces(enc.out, enc.lengths), size)
+    return track_emissions(search, offline_pieces(enc.out, enc.lengths, durations_ms), size)
 
 
 def _incremental_decoder(loaded, options: SearchOptions) -> Decoder:
-    """The decoder a token-level method reads partial results from (CTC: the online intersecter)."""
+    """The decoder a token-level method reads partial results from (CTC 1-best: the online intersecter)."""
     method = loaded.method
-    if method.head == "ctc" and method.search != "1best":
-        raise ValueError(f"emission times need token-level decoding; {method.name!r} outputs words")
-    if method.head == "ctc" and not method.streaming:
+    if method.head == "ctc" and method.search not in ("1best", "greedy"):
+        raise ValueError(
+            f"emission times need a token-level search; {method.name!r} searches a word graph, whose "
+            "partial results are not tokens (use ctc-1best or ctc-greedy, -streaming for chunk by chunk)"
+        )
+    if method.head == "ctc" and method.search == "1best" and not method.streaming:
         incremental = parse_method(method.name + STREAMING_SUFFIX)
         return Decoder(loaded.model, incremental, loaded.tokenizer, loaded.graph, options)
     return loaded.decoder
+
+
+def reference_words_for(cuts, teacher_alignment: Optional[Path]) -> Dict[str, Optional[ReferenceWords]]:
+    """The supervisions' word times, and the teacher's alignment only where those are absent."""
+    references = references_from_cuts(cuts)
+    if teacher_alignment is not None and any(r is None for r in references.values()):
+        teacher = references_from_teacher(teacher_alignment)
+        missing = [utt for utt, r in references.items() if r is None and utt not in teacher]
+        if missing:
+            raise ValueError(f"{teacher_alignment}: no reference alignment for utterance {missing[0]!r}")
+        references = merge_references(references, teacher)
+    return references
 
 
 @torch.no_grad()
@@ -208,9 +159,9 @@ def measure_emission_delay(
     checkpoint: Path,
     cuts_path: Path,
     bpe_model: Path,
-    reference_path: Path,
     emissions_path: Path,
     summary_path: Path,
+    teacher_alignment: Optional[Path] = None,
     method: str = "ctc-1best-streaming",
     graph_path: Optional[Path] = None,
     chunk_size: Optional[int] = None,
@@ -218,40 +169,41 @@ def measure_emission_delay(
     max_duration: float = 120.0,
     device: str = "cpu",
 ) -> Dict[str, Any]:
-    """Decode ``cuts_path`` tracking emission times; write per-utterance times and the delay summary.
+    """Decode ``cuts_path`` tracking emission times; write the emission records and the delay summary.
 
     A ``-streaming`` method runs the student chunk by chunk; any other method runs the encoder
-    over whole utterances and times each token by its frame (the offline reference point).
+    over whole utterances, which are only complete when the utterance ends. Reference word
+    times are the cuts' word alignments, or ``teacher_alignment`` where a cut has none.
     """
     loaded = load_decoder(checkpoint, bpe_model, method, graph_path, chunk_size, options, device)
     search_decoder = _incremental_decoder(loaded, options)
-    references = read_reference_times(reference_path)
-    rows, all_delays = [], []
-    counts = {"num_reference": 0, "num_hypothesis": 0, "num_utterances": 0, "num_unaligned": 0}
-    for raw in eval_dataloader(load_cuts(cuts_path), max_duration):
+    cuts = load_cuts(cuts_path).to_eager()
+    durations_ms = {cut.id: cut.duration * 1000.0 for cut in cuts}
+    references = reference_words_for(cuts, teacher_alignment)
+    rows = []
+    for raw in eval_dataloader(cuts, max_duration):
         batch = unpack_batch(raw).to(torch.device(device))
-        tokens, times = _batch_emissions(loaded, search_decoder, batch)
-        for utt, hyp, hyp_times in zip(batch.cut_ids, tokens, times):
-            if utt not in references:
-                raise ValueError(f"{reference_path}: no reference alignment for utterance {utt!r} of {cuts_path}")
-            ref = references[utt]
-            counts["num_utterances"] += 1
-            counts["num_hypothesis"] += len(hyp)
-            row: Dict[str, Any] = {"id": utt, "tokens": hyp, "emission_ms": hyp_times, "delays_ms": None}
-            if ref is None:
-                counts["num_unaligned"] += 1
-            else:
-                counts["num_reference"] += len(ref["tokens"])
-                row["delays_ms"] = token_delays(ref["tokens"], ref["times_ms"], hyp, hyp_times)
-                all_delays.extend(row["delays_ms"])
-            rows.append(row)
+        durations = [durations_ms[c] for c in batch.cut_ids]
+        tokens, times = _batch_emissions(loaded, search_decoder, batch, durations)
+        for utt, duration, hyp, hyp_times in zip(batch.cut_ids, durations, tokens, times):
+            pieces = [loaded.tokenizer.sp.id_to_piece(t) for t in hyp]
+            rows.append(
+                {
+                    "id": utt,
+                    "duration_ms": round(duration, 3),
+                    "tokens": hyp,
+                    "emission_ms": [round(t, 3) for t in hyp_times],
+                    "words": hypothesis_words(pieces, hyp_times),
+                }
+            )
     if not rows:
         raise ValueError(f"{cuts_path}: no utterances to decode")
+    rows.sort(key=lambda r: r["id"])
     with atomic_path(emissions_path) as tmp:
         with open(tmp, "w") as f:
-            for row in sorted(rows, key=lambda r: r["id"]):
-                f.write(json.dumps(row) + "\n")
-    summary = DelaySummary.from_delays(all_delays, **counts).to_dict()
+            for row in rows:
+                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+    summary = summarise_delays(rows, references, where=str(cuts_path)).to_dict()
     summary.update(
         method=loaded.method.name,
         mode="streaming" if loaded.stream is not None else "offline",
@@ -260,18 +212,17 @@ def measure_emission_delay(
     )
     write_json(summary_path, summary)
     if summary["mean_ms"] is None or math.isnan(summary["mean_ms"]):
-        log.warning("%s: no correctly recognised token, so no emission delay", method)
+        log.warning("%s: no correctly recognised word, so no emission delay", method)
     return summary
 
 
 __all__ = [
-    "DelaySummary",
     "stable_emission_times",
     "track_emissions",
     "chunk_ready_ms",
     "streaming_pieces",
     "offline_pieces",
-    "token_delays",
-    "read_reference_times",
+    "hypothesis_words",
+    "reference_words_for",
     "measure_emission_delay",
 ]

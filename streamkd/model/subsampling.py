@@ -72,6 +72,19 @@ def input_frames_needed(num_output_frames: int) -> int:
     return SUBSAMPLING_FACTOR * (num_output_frames - 1) + RECEPTIVE_FIELD_FRAMES
 
 
+# lhotse's fbank (snip_edges=False) centres a 25 ms window on each 10 ms shift: input frame i
+# reads audio up to i * 10 + 17.5 ms.
+FBANK_WINDOW_MS = 25.0
+FRAME_END_OFFSET_MS = INPUT_FRAME_SHIFT_MS / 2 + FBANK_WINDOW_MS / 2
+
+
+def input_frames_ready_ms(num_input_frames: int) -> float:
+    """When input frames ``0 .. n-1`` are complete: the end of frame n-1's window (0 for none)."""
+    if num_input_frames <= 0:
+        return 0.0
+    return (num_input_frames - 1) * INPUT_FRAME_SHIFT_MS + FRAME_END_OFFSET_MS
+
+
 def frame_time_ms(frame: int) -> float:
     """The end of encoder frame ``frame``'s own audio span: when a decoder that has seen it could show its token."""
     return (frame + 1) * ENCODER_FRAME_MS
@@ -128,6 +141,7 @@ __all__ = [
     "MIN_INPUT_FRAMES",
     "ENCODER_FRAME_MS",
     "frame_time_ms",
+    "input_frames_ready_ms",
     "subsampled_lengths",
     "input_frames_needed",
     "algorithmic_latency_ms",

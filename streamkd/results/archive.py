@@ -18,9 +18,14 @@ from streamkd.results.record import resolve_record_path
 
 
 def files_of_record(record_path: Path) -> List[Path]:
-    """The record and the relative files it names (errors per test set and method, training summary)."""
+    """The record and the relative files it names (errors and emissions per test set and method, training summary)."""
     record = json.loads(Path(record_path).read_text())
-    named = [name for per_test in (record.get("errors") or {}).values() for name in per_test.values()]
+    named = [
+        name
+        for kind in ("errors", "emissions")
+        for per_test in (record.get(kind) or {}).values()
+        for name in per_test.values()
+    ]
     if record.get("train_summary"):
         named.append(record["train_summary"])
     relative = [n for n in named if not Path(n).is_absolute()]

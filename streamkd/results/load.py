@@ -17,12 +17,14 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from streamkd.decode.word_delay import TEACHER_REFERENCE, ReferenceWords
 from streamkd.dynamic_chunk import DYNAMIC, decode_key, split_decode_key
 from streamkd.results.config import TEACHER_METHOD, normalise_layers
+from streamkd.results.delays import recompute_delays
 from streamkd.results.kd_settings import SETTING_FIELDS, describe_setting, kd_settings, left_chunks_of
 from streamkd.results.record import REQUIRED_FIELDS, resolve_record_path
 from streamkd.results.teachers import check_one_teacher
@@ -49,7 +51,16 @@ LABELLED_WHEN_VARYING = ("kd_teacher_layers", "kd_loss", "kd_weight", "left_chun
 METHOD_ORDER = ("teacher", "none", "token", "layer", "aux")
 FRAME_MS = 40  # one encoder frame after 4x subsampling of 10 ms features
 # Emission delay (ms) of a row, and which decode it was measured on (see _delay_of).
-DELAY_COLUMNS = ("delay_mean_ms", "delay_median_ms", "delay_p90_ms", "delay_decoding")
+DELAY_COLUMNS = (
+    "delay_mean_ms",
+    "delay_median_ms",
+    "delay_p90_ms",
+    "delay_first_token_ms",
+    "delay_share_matched",
+    "delay_reference",
+    "delay_mode",
+    "delay_decoding",
+)
 STREAMING_SUFFIX = "-streaming"
 
 RUN_COLUMNS = [
@@ -222,6 +233,11 @@ def _delay_of(record: dict, test_set: str, decoding: str) -> Dict[str, Any]:
         "delay_mean_ms": stats.get("mean_ms"),
         "delay_median_ms": stats.get("median_ms"),
         "delay_p90_ms": stats.get("p90_ms"),
+        # Word-level measurements (records before them: token-level, teacher reference).
+        "delay_first_token_ms": stats.get("first_token_mean_ms"),
+        "delay_share_matched": stats.get("share_matched"),
+        "delay_reference": stats.get("reference", TEACHER_REFERENCE + " (tokens)"),
+        "delay_mode": stats.get("mode"),
         "delay_decoding": source,
     }
 
@@ -299,7 +315,10 @@ class LoadedRecords:
 
 
 def load_records(
-    paths: Iterable[Path], skip_invalid: bool = False, allow_mixed_teachers: bool = False
+    paths: Iterable[Path],
+    skip_invalid: bool = False,
+    allow_mixed_teachers: bool = False,
+    delay_reference: Optional[Mapping[str, Optional[ReferenceWords]]] = None,
 ) -> LoadedRecords:
     """One row per (run, test set, decoding method), with a ``model`` (system label) column.
 
@@ -307,7 +326,8 @@ def load_records(
     file; with ``skip_invalid`` the broken records are left out instead, each with a warning,
     and listed in ``skipped``. Runs from different teachers, or KD students that name none,
     raise :class:`~streamkd.results.teachers.MixedTeachersError` unless
-    ``allow_mixed_teachers``.
+    ``allow_mixed_teachers``. With ``delay_reference`` every delay is recomputed from the
+    records' emission records against those word times.
     """
     rows: List[Dict[str, Any]] = []
     usable: List[Tuple[Path, dict]] = []
@@ -322,6 +342,8 @@ def load_records(
         if found:
             problems.extend((str(path), p) for p in found)
             continue
+        if delay_reference is not None:
+            record = recompute_delays(path, record, delay_reference)
         rows.extend(_rows(path, record))
         usable.append((path, record))
     runs = pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c != "model"])
@@ -447,7 +469,7 @@ def assign_systems(runs: pd.DataFrame) -> pd.DataFrame:
     runs["model"] = runs.apply(label, axis=1) if len(runs) else pd.Series(dtype=str)
     for column in ("chunk_size", "apc_shift", *INTEGER_FIELDS):
         runs[column] = runs[column].astype("Int64")
-    for column in DELAY_COLUMNS[:3]:
+    for column in ("delay_mean_ms", "delay_median_ms", "delay_p90_ms", "delay_first_token_ms", "delay_share_matched"):
         runs[column] = pd.to_numeric(runs[column]).astype(float)
     return runs[RUN_COLUMNS]
 

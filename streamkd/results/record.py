@@ -115,7 +115,19 @@ def _decode_info(path: Path) -> Dict[str, Any]:
         raise ValueError(f"cannot read decoding statistics {path}: {e}") from e
 
 
-DELAY_FIELDS = ("mean_ms", "median_ms", "p90_ms", "num_matched", "num_reference", "mode")
+DELAY_FIELDS = (
+    "mean_ms",
+    "median_ms",
+    "p90_ms",
+    "first_token_mean_ms",
+    "first_token_median_ms",
+    "num_matched",
+    "num_reference",
+    "share_matched",
+    "reference",
+    "mode",
+)
+EMISSIONS_FILE = "emissions.jsonl"  # beside each delay.json: what the delays are computed from
 
 
 def _delay_info(path: Path) -> Dict[str, Any]:
@@ -204,9 +216,13 @@ def build_record(
         test_set, method = _split_key(key, decoding_method)
         decoding.setdefault(test_set, {})[method] = _decode_info(path)
     delay: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    emissions: Dict[str, Dict[str, str]] = {}
     for key, path in (delay_stats or {}).items():
         test_set, method = _split_key(key, decoding_method)
         delay.setdefault(test_set, {})[method] = _delay_info(path)
+        emitted = Path(path).parent / EMISSIONS_FILE
+        if emitted.is_file():
+            emissions.setdefault(test_set, {})[method] = relative_to_record(emitted, base)
     unscored = sorted(set(test_cuts or {}) - set(wer))
     if unscored:
         raise ValueError(f"test cuts given for test set(s) without a WER: {', '.join(unscored)}")
@@ -247,6 +263,8 @@ def build_record(
         "errors": errors,
         "decoding": decoding,
         "delay": delay,
+        # Per-utterance emission times: delays can be recomputed against another reference.
+        "emissions": emissions,
         "scored_utterances": scored,
         "excluded_utterances": {t: _excluded_count(p) for t, p in (data_checks or {}).items()},
         "train_summary": relative_to_record(train_summary_path, base),

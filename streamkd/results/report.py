@@ -69,14 +69,23 @@ def build_report(
     config: Optional[ResultsConfig] = None,
     skip_invalid: bool = False,
     allow_mixed_teachers: bool = False,
+    delay_reference: Optional[Path] = None,
 ) -> ReportOutputs:
-    """Tables to ``out_dir/tables`` and plots to ``out_dir/plots``."""
+    """Tables to ``out_dir/tables`` and plots to ``out_dir/plots``; delays recomputed against
+    ``delay_reference`` (word times: a cut manifest or a teacher alignment) when given."""
     from streamkd.results.plots import build_plots
 
     config = config or ResultsConfig()
     records = [Path(r) for r in records]
     out_dir = Path(out_dir)
-    loaded = load_records(records, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers)
+    references = None
+    if delay_reference is not None:
+        from streamkd.decode.word_delay import load_references
+
+        references = load_references(delay_reference)
+    loaded = load_records(
+        records, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers, delay_reference=references
+    )
     tables = write_tables(loaded, out_dir / "tables", config, skip_invalid=skip_invalid)
     plots = build_plots(loaded.runs, out_dir / "plots", config)
     outputs = ReportOutputs(tables=tables, table_dir=out_dir / "tables", plots=plots, records=records)
@@ -159,6 +168,7 @@ def report_from_exp_dir(
     config: Optional[ResultsConfig] = None,
     skip_invalid: bool = False,
     allow_mixed_teachers: bool = False,
+    delay_reference: Optional[Path] = None,
 ) -> ReportOutputs:
     """The report of every record under one or more folders (a variant's records with the grid's)."""
     exp_dirs = [Path(exp_dirs)] if isinstance(exp_dirs, (str, Path)) else [Path(d) for d in exp_dirs]
@@ -168,4 +178,11 @@ def report_from_exp_dir(
     if not records:
         raise FileNotFoundError(f"no record.json under {where}: run the workflow (or `streamkd record`) first")
     log.info("found %d run record(s) under %s", len(records), where)
-    return build_report(records, out_dir, config, skip_invalid=skip_invalid, allow_mixed_teachers=allow_mixed_teachers)
+    return build_report(
+        records,
+        out_dir,
+        config,
+        skip_invalid=skip_invalid,
+        allow_mixed_teachers=allow_mixed_teachers,
+        delay_reference=delay_reference,
+    )

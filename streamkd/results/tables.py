@@ -135,11 +135,26 @@ def has_delay(table: TableData) -> bool:
 
 
 def _delay_text(row) -> Optional[str]:
-    """``mean / median / p90`` in whole ms, or None without a measurement."""
+    """``mean / median / p90 (matched %)`` in whole ms, ``offline`` first for a full-context model."""
     values = [row["delay_mean_ms"], row["delay_median_ms"], row["delay_p90_ms"]]
     if any(pd.isna(v) for v in values):
         return None
-    return " / ".join(f"{v:.0f}" for v in values)
+    text = " / ".join(f"{v:.0f}" for v in values)
+    if not pd.isna(row.get("delay_share_matched")):
+        text += f" ({100 * row['delay_share_matched']:.0f} %)"
+    return ("offline " if row.get("delay_mode") == "offline" else "") + text
+
+
+def delay_legend(table: TableData) -> str:
+    """What the delay column measures, against which reference times."""
+    references = sorted(set(table.summary["delay_reference"].dropna()))
+    return (
+        f"{DELAY_HEADER}: emission delay, mean / median / 90th percentile over correctly recognised words (mean over "
+        "seeds), and the share of reference words recognised: when chunk-by-chunk decoding shows a word's last token "
+        "for good (chunk arrival plus front-end look-ahead) minus the word's end in the reference "
+        f"({'; '.join(references) or 'none'}). An offline row waits for the end of the utterance. The first-token "
+        "delay (first token minus word start) is in the CSV."
+    )
 
 
 def _baseline_label(table: TableData) -> str:
@@ -308,11 +323,7 @@ def describe(table: TableData) -> Tuple[str, List[str]]:
             f"Seeds: {int(seeds.min())} to {int(seeds.max())} per student; (n=k) after a WER: the k seeds it is the mean of."
         )
     if has_delay(table):
-        legend.append(
-            f"{DELAY_HEADER}: emission delay, mean / median / 90th percentile over correctly recognised tokens (mean over seeds): "
-            "when chunk-by-chunk decoding first shows a token for good (chunk arrival plus front-end look-ahead) minus "
-            "the token's time in the teacher's forced alignment of the reference. The teacher's row is its own offline decode."
-        )
+        legend.append(delay_legend(table))
     if spec.relative_reduction:
         legend.append(
             f"{REL_HEADER}: relative WER reduction against the baseline ({_baseline_label(table)}) at the same chunk size (positive: fewer errors)."

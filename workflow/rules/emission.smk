@@ -30,11 +30,11 @@ rule align_reference:
 
 rule emission_delay:
     input:
-        model=f"{EXP}/{{run}}/model.pt",
+        model=f"{EXP}/{{run}}/{DECODED_MODEL_FILE}",
         cuts=checked_cuts("{test_set}"),
         bpe=BPE_MODEL,
         graph=decoding_graph,
-        reference=reference_alignment,
+        teacher_alignment=reference_alignment,
     output:
         emissions=f"{DECODE_OUT}/emissions.jsonl",
         summary=f"{DECODE_OUT}/delay.json",
@@ -55,5 +55,5 @@ rule emission_delay:
         CONDA_ENV
     shell:
         "streamkd emission-delay --checkpoint {input.model} --cuts {input.cuts} --bpe-model {input.bpe}"
-        " --reference {input.reference} --method {wildcards.method} {params.chunk} {params.graph}"
+        " --teacher-alignment {input.teacher_alignment} --method {wildcards.method} {params.chunk} {params.graph}"
         " --emissions {output.emissions} --summary {output.summary} {params.search} --threads {threads} > {log} 2>&1"
