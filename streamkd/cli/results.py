@@ -170,13 +170,24 @@ def record(
     )
 
 
+def _records_options(command):
+    """The options of a command that reads run records given as arguments (aggregate, plot)."""
+    for decorator in reversed(
+        (
+            click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP),
+            click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP),
+            click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP),
+            click.argument("records", nargs=-1, required=True, type=ExistingPath),
+            _fail_on_record_errors,
+        )
+    ):
+        command = decorator(command)
+    return command
+
+
 @main.command("aggregate")
 @click.option("--out-dir", required=True, type=PathType, help="Folder for the tables (e.g. results/tables).")
-@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
-@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
-@click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
-@click.argument("records", nargs=-1, required=True, type=ExistingPath)
-@_fail_on_record_errors
+@_records_options
 def aggregate(
     out_dir: Path,
     results_json: Optional[str],
@@ -203,11 +214,7 @@ def aggregate(
 
 @main.command("plot")
 @click.option("--out-dir", required=True, type=PathType, help="Folder for the figures (e.g. results/plots).")
-@click.option("--results-config", "results_json", default=None, help=RESULTS_CONFIG_HELP)
-@click.option("--skip-invalid", is_flag=True, help=SKIP_INVALID_HELP)
-@click.option("--allow-mixed-teachers", is_flag=True, help=ALLOW_MIXED_HELP)
-@click.argument("records", nargs=-1, required=True, type=ExistingPath)
-@_fail_on_record_errors
+@_records_options
 def plot(
     out_dir: Path,
     results_json: Optional[str],
