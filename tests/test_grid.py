@@ -129,10 +129,10 @@ def test_snakemake_schedules_one_training_and_decoding_job_per_cell(tmp_path):
 
 @pytest.mark.k2
 def test_evidence_grid_configs_schedule_every_cell(tmp_path):
-    # embedded-grid.yaml: 2 chunk sizes x (none, token, layer, aux shift 0) x 3 seeds.
+    # embedded-grid.yaml: 2 chunk sizes x (none, token, layer, aux shift 0) x 5 seeds.
     counts = _dry_run_counts(tmp_path, REPO / "workflow/configs/embedded-grid.yaml")
     assert counts["train_teacher"] == 1
-    assert counts["train_student"] == 24 and counts["decode"] == _decodes_per_test_set(25)
+    assert counts["train_student"] == 40 and counts["decode"] == _decodes_per_test_set(41)
     # With the APC-shift sweep at 40 ms: none and aux shifts 0, 1, 2, 4, 3 seeds each.
     counts = _dry_run_counts(
         tmp_path, REPO / "workflow/configs/embedded-grid.yaml", REPO / "workflow/configs/embedded-grid-shifts.yaml"
