@@ -199,3 +199,26 @@ def test_the_emission_delay_command_times_a_streaming_decode_against_the_referen
     durations = {c.id: c.duration * 1000 for c in load_manifest(cuts)}
     for row in rows.values():
         assert all((t - 37.5) % 120 == 0 or t == durations[row["id"]] for t in row["emission_ms"])
+
+
+def test_greedy_streaming_is_timed_and_a_word_graph_search_is_refused_with_its_reason(setup):
+    d, bpe, cuts, models = setup
+    runner = CliRunner()
+    common = ["--checkpoint", str(models["ctc"]), "--cuts", str(cuts), "--bpe-model", str(bpe)]
+    result = runner.invoke(main, ["align-reference", *common, "--out", str(d / "times.jsonl")])
+    assert result.exit_code == 0, result.output
+    out = ["--teacher-alignment", str(d / "times.jsonl"), "--emissions", str(d / "g.jsonl"), "--summary"]
+    result = runner.invoke(
+        main, ["emission-delay", *common, *out, str(d / "g.json"), "--method", "ctc-greedy-streaming"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads((d / "g.json").read_text())
+    assert stats["method"] == "ctc-greedy-streaming" and stats["mode"] == "streaming"
+    assert stats["num_utterances"] == 4 and stats["num_reference"] > 0
+    # A word-graph search shows words, not tokens, as partial results: no emission times.
+    from types import SimpleNamespace
+
+    from streamkd.decode.emission import _incremental_decoder
+
+    with pytest.raises(ValueError, match="ctc-hlg-streaming' searches a word graph"):
+        _incremental_decoder(SimpleNamespace(method=parse_method("ctc-hlg-streaming")), None)
