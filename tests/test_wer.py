@@ -57,7 +57,7 @@ def test_record_keeps_every_method_and_its_decoding_facts(tmp_path):
     for method, wer, streaming in (("rnnt-greedy", 12.5, False), ("rnnt-greedy-streaming", 12.5, True)):
         (tmp_path / f"{method}.wer.json").write_text(json.dumps({"wer": wer}))
         (tmp_path / f"{method}.decode.json").write_text(
-            json.dumps({"rtf": 0.1, "latency_ms": 190.0, "streaming": streaming})
+            json.dumps({"rtf": 0.1, "latency_ms": 190.0, "streaming": streaming, "chunk_size": 4})
         )
         args += [
             "--wer",
@@ -69,7 +69,12 @@ def test_record_keeps_every_method_and_its_decoding_facts(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["wer"] == {"test": {"rnnt-greedy": 12.5, "rnnt-greedy-streaming": 12.5}}
-    assert record["decoding"]["test"]["rnnt-greedy-streaming"] == {"rtf": 0.1, "latency_ms": 190.0, "streaming": True}
+    assert record["decoding"]["test"]["rnnt-greedy-streaming"] == {
+        "rtf": 0.1,
+        "latency_ms": 190.0,
+        "streaming": True,
+        "chunk_size": 4,
+    }
     assert record["head"] == "transducer"
     bad = CliRunner().invoke(main, args[:7] + ["--wer", "test=x.json"])
     assert bad.exit_code != 0 and "TEST_SET/METHOD=PATH" in bad.output
