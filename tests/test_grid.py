@@ -140,6 +140,13 @@ def test_evidence_grid_configs_schedule_every_cell(tmp_path):
     assert counts["train_student"] == 15 and counts["decode"] == _decodes_per_test_set(16)
 
 
+def test_the_kd_weight_sweep_schedules_one_student_per_weight_and_braces_in_a_caption_are_text(tmp_path):
+    # kd-weights.yaml: none plus token, layer and aux at weights 1, 3 and 10; its caption
+    # holds "{1, 3, 10}", which Snakemake must not read as a wildcard.
+    counts = _dry_run_counts(tmp_path, REPO / "workflow/configs/kd-weights.yaml")
+    assert counts["train_student"] == 10 and counts["aggregate"] == 1
+
+
 def test_bad_grid_stops_snakemake_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"grid": dict(BIG_GRID, kd_layers=[[1, 9]])}))

@@ -48,7 +48,8 @@ rule aggregate:
         ),
     params:
         out_dir=lambda w, output: parent_dir(output.runs),
-        results=as_json(config["results"]),
+        # A function, so that braces in a caption are not read as wildcards.
+        results=lambda w: as_json(config["results"]),
     resources:
         **RESOURCES["default"],
     log:
@@ -69,7 +70,8 @@ rule plots:
         pdf=[plot_output(name, "pdf") for name in PLOT_NAMES],
     params:
         out_dir=lambda w, output: parent_dir(output.png[0]),
-        results=as_json(config["results"]),
+        # A function, so that braces in a caption are not read as wildcards.
+        results=lambda w: as_json(config["results"]),
     resources:
         **RESOURCES["default"],
     log:
