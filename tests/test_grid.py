@@ -140,6 +140,7 @@ def test_evidence_grid_configs_schedule_every_cell(tmp_path):
     assert counts["train_student"] == 15 and counts["decode"] == _decodes_per_test_set(16)
 
 
+@pytest.mark.k2
 def test_the_kd_weight_sweep_schedules_one_student_per_weight_and_braces_in_a_caption_are_text(tmp_path):
     # kd-weights.yaml: none plus token, layer and aux at weights 1, 3 and 10; its caption
     # holds "{1, 3, 10}", which Snakemake must not read as a wildcard.
