@@ -26,22 +26,10 @@ import ctypes
 import multiprocessing
 import re
 import subprocess
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-
-
-@dataclass(frozen=True)
-class WordTime:
-    word: str
-    start: float  # seconds
-    end: float
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
 
 
 def word_spans(text: str) -> List[Tuple[int, int]]:
@@ -261,7 +249,6 @@ def flite_times_for(voice: str, text: str, psdur_output: str) -> Optional[List[T
 
 
 __all__ = [
-    "WordTime",
     "word_spans",
     "espeak_word_times",
     "espeak_times_for",
