@@ -14,6 +14,7 @@ from streamkd.distill.grid import GridCell, decode_chunk_sizes, expand_grid
 from streamkd.dynamic_chunk import DynamicChunk, decode_key, split_decode_key
 from streamkd.model import ConformerEncoder, build_asr_model
 from streamkd.model.checkpoint import save_model
+from streamkd.results.config import ResultsConfig, ResultsConfigError
 from streamkd.results.load import RecordError, load_records
 from streamkd.results.record import build_record, write_record
 from streamkd.results.table_writer import aggregate
@@ -262,6 +263,61 @@ def test_a_dynamic_student_is_one_row_across_the_chunk_columns(tmp_path):
     assert "| Chunk " in markdown and "| dynamic " in markdown and "| fixed " in markdown
     csv = pd.read_csv(tmp_path / "tables/wer.csv")
     assert set(csv["chunk_training"].dropna()) == {"dynamic"}
+
+
+def test_a_table_of_dynamic_students_is_tested_against_the_dynamic_baseline(tmp_path):
+    """chunk_training: dynamic keeps the dynamic students (and the teacher), and its baseline is
+    the dynamic none; a table of one method compares the dynamic student with the fixed ones."""
+    records = [_dynamic_record(tmp_path, "teacher", "teacher", 42, {"ctc-1best": 5.0}, role="teacher")]
+    for method, wer in (("none", 20.0), ("aux", 15.0)):
+        teacher = {"teacher_sha256": "ab" * 32} if method == "aux" else {}
+        for chunk in (1, 4):
+            records.append(
+                _dynamic_record(
+                    tmp_path,
+                    f"{method}-chunk{chunk}-seed1",
+                    method,
+                    1,
+                    {"ctc-1best": wer - chunk},
+                    chunk_size=chunk,
+                    **teacher,
+                )
+            )
+        records.append(
+            _dynamic_record(
+                tmp_path,
+                f"{method}-chunkdynamic-seed1",
+                method,
+                1,
+                {"ctc-1best@chunk1": wer + 2.0, "ctc-1best@chunk4": wer},
+                chunk_size="dynamic",
+                dynamic_chunk=DYNAMIC,
+                **teacher,
+            )
+        )
+    tables = {
+        "dynamic_kd": {"chunk_training": "dynamic", "significance": False},
+        "fixed_kd": {"chunk_training": "fixed", "significance": False},
+        "aux_dynamic_vs_fixed": {"methods": ["aux"], "baseline": "aux", "significance": False},
+    }
+    written = aggregate(records, tmp_path / "tables", ResultsConfig.from_dict({"tables": tables}))
+
+    dynamic = written["dynamic_kd"]
+    assert dynamic.baseline_model == "none (dynamic chunk)"
+    assert set(dynamic.summary["model"]) == {"teacher", "none (dynamic chunk)", "aux (dynamic chunk)"}
+    aux = dynamic.summary[dynamic.summary["model"] == "aux (dynamic chunk)"].set_index("chunk_size")
+    assert aux["baseline_wer"].to_dict() == {1: 22.0, 4: 20.0}  # the dynamic none, not the fixed one
+    fixed = written["fixed_kd"]
+    assert fixed.baseline_model == "none" and "aux (dynamic chunk)" not in set(fixed.summary["model"])
+    versus = written["aux_dynamic_vs_fixed"].summary.set_index(["model", "chunk_size"])
+    assert versus.loc[("aux (dynamic chunk)", 1), "baseline_wer"] == 14.0  # the fixed aux at 40 ms
+    assert versus.loc[("aux (dynamic chunk)", 4), "baseline_wer"] == 11.0
+
+
+@pytest.mark.parametrize("value", ["both", "DYNAMIC", 1])
+def test_an_unknown_chunk_training_is_refused_by_name(value):
+    with pytest.raises(ResultsConfigError, match=r"results.tables.t.chunk_training: expected one of fixed, dynamic"):
+        ResultsConfig.from_dict({"tables": {"t": {"chunk_training": value}}})
 
 
 def test_a_dynamic_record_must_say_each_decodes_chunk_size(tmp_path):

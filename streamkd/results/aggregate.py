@@ -122,7 +122,14 @@ def _system_filters(runs: pd.DataFrame, spec: TableSpec) -> pd.Series:
         keep &= runs["kd_layers"].isna() | runs["kd_layers"].isin(spec.kd_layers)
     if spec.apc_shifts is not None:
         keep &= runs["apc_shift"].isna() | runs["apc_shift"].isin(spec.apc_shifts)
+    if spec.chunk_training is not None:
+        keep &= _is_teacher(runs) | _trained_as(runs, spec.chunk_training)
     return keep
+
+
+def _trained_as(runs: pd.DataFrame, chunk_training: str) -> pd.Series:
+    """Students with a fixed chunk size (no ``chunk_training``), or dynamic-chunk ones."""
+    return runs["chunk_training"].isna() if chunk_training == "fixed" else runs["chunk_training"] == chunk_training
 
 
 def _decoding_filter(runs: pd.DataFrame, decoding: str, teacher_decoding: str) -> pd.Series:
@@ -251,6 +258,8 @@ def _baselines(
         base = base[base["chunk_size"].isin(spec.chunk_sizes)]
     if spec.baseline_apc_shift is not None:
         base = base[base["apc_shift"] == spec.baseline_apc_shift]
+    if spec.chunk_training is not None:
+        base = base[_trained_as(base, spec.chunk_training)]
     fixed = base["chunk_training"].isna()
     if fixed.any() and not fixed.all():
         # Dynamic-chunk students are compared with the fixed-chunk baseline trained for each chunk size.

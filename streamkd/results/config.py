@@ -12,12 +12,14 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from streamkd.dynamic_chunk import DYNAMIC
 from streamkd.schema import config_default
 
 MAIN_TABLE = "wer"
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 BASELINE_METHOD = config_default("results.baseline")
 TEACHER_METHOD = "teacher"
+CHUNK_TRAINING = ("fixed", DYNAMIC)  # a table's students: one chunk size each, or sampled per batch
 # The figures every results folder gets (streamkd.results.plots), written as PNG and PDF.
 PLOTS = ("wer_vs_chunk", "wer_vs_apc_shift", "loss_curves", "wer_vs_delay")
 
@@ -66,7 +68,9 @@ class TableSpec:
     ``baseline_apc_shift`` picks one shift of a shifted baseline method, e.g. to test aux
     KD's APC shifts against shift 0.
     ``kd_layers`` and ``apc_shifts`` filter only the runs that have such a field: the
-    teacher and the ``none`` and ``token`` students stay in the table.
+    teacher and the ``none`` and ``token`` students stay in the table. ``chunk_training``
+    keeps only the ``fixed``- or only the ``dynamic``-chunk students (the teacher stays), so
+    that a table of dynamic students is tested against the dynamic baseline.
     """
 
     caption: Optional[str] = None
@@ -79,6 +83,7 @@ class TableSpec:
     apc_shifts: Optional[Tuple[int, ...]] = None
     baseline: Optional[str] = None  # default: ResultsConfig.baseline
     baseline_apc_shift: Optional[int] = None  # the baseline's shift where its method has several
+    chunk_training: Optional[str] = None  # "fixed" or "dynamic": only such students (and the teacher)
     std: bool = config_default("definitions.results_table.std")
     relative_reduction: bool = config_default("definitions.results_table.relative_reduction")
     significance: bool = config_default("definitions.results_table.significance")
@@ -103,6 +108,11 @@ class TableSpec:
             raise ResultsConfigError(
                 f"{section}.baseline_apc_shift: expected a shift of 0 or more frames, got {shift!r}"
             )
+        chunk_training = options.get("chunk_training")
+        if chunk_training is not None and chunk_training not in CHUNK_TRAINING:
+            raise ResultsConfigError(
+                f"{section}.chunk_training: expected one of {', '.join(CHUNK_TRAINING)}, got {chunk_training!r}"
+            )
         kd_layers = options.get("kd_layers")
         if kd_layers is not None:
             kd_layers = [normalise_layers(v) for v in kd_layers] if isinstance(kd_layers, (list, tuple)) else kd_layers
@@ -122,6 +132,7 @@ class TableSpec:
             apc_shifts=_optional_list(section, "apc_shifts", options.get("apc_shifts"), int),
             baseline=_check_baseline(section, options.get("baseline")),
             baseline_apc_shift=shift,
+            chunk_training=chunk_training,
             std=options.get("std", cls.std),
             relative_reduction=options.get("relative_reduction", cls.relative_reduction),
             significance=options.get("significance", cls.significance),
