@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a streaming student with a CTC head")
     parser.add_argument("--bpe-model", type=Path, required=True)
     parser.add_argument("--audio", type=Path, required=True, help="a folder of 16 kHz WAV files")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="default: the model's own (needed for a dynamic one)"
+    )
     parser.add_argument("--left-chunks", type=int, default=None, help="default: the model's own")
     parser.add_argument("--limit", type=int, default=None, help="only the first N files")
     parser.add_argument("--hlg", type=Path, default=None, help="HLG.pt: also compare HLG decoding")
@@ -116,8 +119,9 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="sherpa-speed-"))
     sherpa_dir, own_dir, padded = work / "sherpa", work / "streamkd", work / "audio"
-    export_sherpa_onnx(args.checkpoint, args.bpe_model, sherpa_dir, left_chunks=args.left_chunks, hlg=args.hlg)
-    export_model_dir(args.checkpoint, args.bpe_model, own_dir, left_chunks=args.left_chunks, torchscript=False)
+    shape = {"chunk_size": args.chunk_size, "left_chunks": args.left_chunks}
+    export_sherpa_onnx(args.checkpoint, args.bpe_model, sherpa_dir, hlg=args.hlg, **shape)
+    export_model_dir(args.checkpoint, args.bpe_model, own_dir, torchscript=False, **shape)
     chunk = json.loads((sherpa_dir / "sherpa-onnx.json").read_text())["chunk_size"]
     padded.mkdir()
     wavs = []
