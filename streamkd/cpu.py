@@ -53,6 +53,16 @@ def cpu_vendor(info: Optional[Dict[str, str]] = None) -> str:
     return info.get("vendor_id", "unknown")
 
 
+# The variables that choose MKL's code path, and with it the float results of its kernels.
+MKL_PATH_VARIABLES = (MKL_CPU_TYPE_VARIABLE, "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def mkl_settings(environ: Optional[MutableMapping[str, str]] = None) -> Dict[str, str]:
+    """The MKL code-path variables set in this process (a run's record keeps them)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in MKL_PATH_VARIABLES if name in environ}
+
+
 def use_fast_blas_path(
     environ: Optional[MutableMapping[str, str]] = None, vendor: Optional[str] = None
 ) -> Optional[str]:

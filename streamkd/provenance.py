@@ -7,10 +7,14 @@ Feature archives can be large (LibriSpeech's run to tens of GB), so a file's dig
 remembered by ``(path, size, mtime_ns)``: in this process, and for files of at least
 :data:`SIDECAR_MIN_BYTES` in a sidecar ``.<name>.sha256.json`` beside the file, which later
 jobs reuse while the file's size and modification time are unchanged.
+
+A gzipped manifest is digested by its content: gzip's header stores the time it was
+written, so the same cuts written twice would otherwise get two digests.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -22,6 +26,7 @@ from streamkd.utils import file_digest, source_commit, write_json
 log = logging.getLogger(__name__)
 
 SIDECAR_MIN_BYTES = 64 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 _DIGESTS: Dict[Tuple[str, int, int], str] = {}
 
 
@@ -29,8 +34,21 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f".{path.name}.sha256.json")
 
 
+def content_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of its decompressed bytes if it is gzipped."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == GZIP_MAGIC
+    if not gzipped:
+        return file_digest(path)
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def cached_file_digest(path: Path) -> str:
-    """:func:`~streamkd.utils.file_digest`, reused while the file's size and mtime stay the same."""
+    """:func:`content_digest`, reused while the file's size and mtime stay the same."""
     path = Path(path).resolve()
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -44,14 +62,20 @@ def cached_file_digest(path: Path) -> str:
             stored = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             stored = None
-    if isinstance(stored, dict) and (stored.get("size"), stored.get("mtime_ns")) == key[1:]:
+    # "of": sidecars written before gzipped files were digested by content hold the file's digest.
+    if isinstance(stored, dict) and (stored.get("size"), stored.get("mtime_ns"), stored.get("of")) == (
+        *key[1:],
+        "content",
+    ):
         digest = str(stored["sha256"])
     else:
         log.info("computing the SHA-256 of %s (%.1f MB)", path, stat.st_size / 1e6)
-        digest = file_digest(path)
+        digest = content_digest(path)
         if big:
             try:
-                write_json(sidecar, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest})
+                write_json(
+                    sidecar, {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "of": "content", "sha256": digest}
+                )
             except OSError as e:  # a read-only data folder: the digest is still right, only not kept
                 log.warning("cannot keep the digest of %s in %s: %s", path, sidecar, e)
     _DIGESTS[key] = digest

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from streamkd.distill.config import KdConfig
-from streamkd.provenance import PROVENANCE_FIELDS, combined_digest
+from streamkd.provenance import PROVENANCE_FIELDS, combined_digest, content_digest
 from streamkd.results.kd_settings import SETTING_FIELDS
 from streamkd.results.load import RecordError, load_records
 from streamkd.results.record import build_record, write_record
@@ -193,7 +193,7 @@ def test_a_record_carries_the_runs_provenance_and_the_digests_of_its_test_sets(t
     )
     assert record["provenance"] == {
         **provenance,
-        "test_cuts_sha256": {"test": file_digest(test)},
+        "test_cuts_sha256": {"test": content_digest(test)},
         "test_features_sha256": {"test": combined_digest([file_digest(tmp_path / "test/test_feats.lca")])},
     }
     assert record["teacher_sha256"] == TEACHER_SHA256 and record["checkpoint_sha256"] == "run-sha256"

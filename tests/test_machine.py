@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from streamkd.cpu import MKL_CPU_TYPE_VARIABLE, cpu_vendor, cpuinfo, use_fast_blas_path
+from streamkd.cpu import MKL_CPU_TYPE_VARIABLE, cpu_vendor, cpuinfo, mkl_settings, use_fast_blas_path
 
 AMD_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -44,6 +44,12 @@ def test_a_value_the_user_set_is_kept(users_value):
     environ = {MKL_CPU_TYPE_VARIABLE: users_value}
     assert use_fast_blas_path(environ, vendor="AuthenticAMD") == users_value
     assert environ == {MKL_CPU_TYPE_VARIABLE: users_value}
+
+
+def test_a_run_keeps_the_mkl_path_variables_set_and_nothing_else():
+    environ = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", MKL_CPU_TYPE_VARIABLE: "5", "OMP_NUM_THREADS": "1"}
+    assert mkl_settings(environ) == {MKL_CPU_TYPE_VARIABLE: "5", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    assert mkl_settings({}) == {}
 
 
 def test_importing_streamkd_sets_the_path_for_this_processor():

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from streamkd.provenance import PROVENANCE_FIELDS
+from streamkd.model.checkpoint import model_digest
+from streamkd.provenance import PROVENANCE_FIELDS, content_digest
 from streamkd.results.record import resolve_record_path
 from streamkd.results.tables import latex_problems
 from streamkd.utils import file_digest, source_commit
@@ -147,7 +148,7 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
     # The aux student read its targets from the teacher cache, built once for the grid.
     cache = json.loads((tmp_path / "exp/teacher/targets/layers1_2/summary.json").read_text())
     assert cache["fields"] == ["teacher_layer1", "teacher_layer2"] and cache["num_cuts"] > 0
-    assert cache["cuts_sha256"] == file_digest(tmp_path / "data/fbank/cuts_train.checked.jsonl.gz")
+    assert cache["cuts_sha256"] == content_digest(tmp_path / "data/fbank/cuts_train.checked.jsonl.gz")
     aux_log = (tmp_path / "exp/aux-chunk4-layers1_2-shift1-seed1/log/train.log").read_text()
     assert "from the teacher cache" in aux_log
 
@@ -174,10 +175,14 @@ def test_micro_pipeline_produces_a_numeric_wer_table(micro_run):
         # What it was made from, by content; the teacher is its own teacher.
         assert all(record["provenance"][key] for key in PROVENANCE_FIELDS), record["provenance"]
         assert record["provenance"]["test_cuts_sha256"] == {
-            "test": file_digest(tmp_path / "data/fbank/cuts_test.checked.jsonl.gz")
+            "test": content_digest(tmp_path / "data/fbank/cuts_test.checked.jsonl.gz")
         }
-        teacher_digest = file_digest(tmp_path / "exp/teacher/model.pt")
+        # The file and the model it holds each have a digest; a teacher is named by its model's.
+        assert record["checkpoint_sha256"] == file_digest(run_dir / "model.pt")
+        assert record["model_sha256"] == model_digest(run_dir / "model.pt")
+        teacher_digest = model_digest(tmp_path / "exp/teacher/model.pt")
         assert record["teacher_sha256"] == (None if run == "none-chunk4-seed1" else teacher_digest)
+        assert isinstance(record["hardware"]["mkl_settings"], dict)
         methods = {"ctc-1best", "ctc-hlg"} | ({"ctc-1best-streaming"} if run != "teacher" else set())
         assert set(record["wer"]["test"]) == set(record["decoding"]["test"]) == set(record["errors"]["test"]) == methods
         for method in methods:

@@ -25,8 +25,8 @@ from streamkd.distill.teacher_cache import (
 )
 from streamkd.model import build_asr_model
 from streamkd.model.checkpoint import save_model
+from streamkd.provenance import content_digest
 from streamkd.training.objectives import DistillationObjective
-from streamkd.utils import file_digest
 
 from helpers import write_feature_cuts
 
@@ -225,7 +225,7 @@ def test_a_cache_from_another_teacher_or_other_cuts_or_without_a_field_is_refuse
 def test_a_cache_from_another_training_manifest_or_features_is_refused(cache, tmp_path):
     ids = [c.id for c in CutSet.from_file(cache["cuts"])]
     teacher = cache["root"] / "teacher.pt"
-    assert cache["summary"]["cuts_sha256"] == file_digest(cache["cuts"])
+    assert cache["summary"]["cuts_sha256"] == content_digest(cache["cuts"])
     assert open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, cache["cuts"])
 
     # The same cut ids, one cut shorter: a changed training manifest.
@@ -236,7 +236,7 @@ def test_a_cache_from_another_training_manifest_or_features_is_refused(cache, tm
         open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, changed)
     message = str(refused.value)
     assert "another training cuts manifest" in message and str(changed) in message
-    assert cache["summary"]["cuts_sha256"] in message and file_digest(changed) in message
+    assert cache["summary"]["cuts_sha256"] in message and content_digest(changed) in message
 
     # The same manifest over rewritten features.
     copy = tmp_path / "features"
@@ -245,7 +245,7 @@ def test_a_cache_from_another_training_manifest_or_features_is_refused(cache, tm
     summary_path = cache["cached"].parent / "summary.json"
     summary = json.loads(summary_path.read_text())
     try:
-        summary_path.write_text(json.dumps({**summary, "cuts_sha256": file_digest(moved)}))
+        summary_path.write_text(json.dumps({**summary, "cuts_sha256": content_digest(moved)}))
         with pytest.raises(TeacherCacheError, match="another feature archive"):
             open_teacher_cache(cache["cached"], teacher, TargetSpec(layers=(1,)), ids, moved)
     finally:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, List
 
 import sentencepiece as spm
+
+from streamkd.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -16,31 +17,33 @@ BLANK = "<blk>"
 
 
 def train_bpe(texts: Iterable[str], model_path: Path, vocab_size: int, model_type: str = "bpe") -> None:
-    """Train a sentencepiece model on transcripts and write it to ``model_path`` atomically."""
+    """Train a sentencepiece model on transcripts and write it to ``model_path`` atomically.
+
+    The trainer reads the transcripts from memory and writes the model to memory: given a
+    file, sentencepiece stores its path (a fresh temporary name each time) in the model, and
+    the same transcripts would then give a model with a different digest on every run.
+    """
     model_path = Path(model_path)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
-        text_file = Path(tmp) / "transcripts.txt"
-        lines = [t for t in texts if t.strip()]
-        if not lines:
-            raise ValueError("no transcripts to train the BPE model on")
-        text_file.write_text("\n".join(lines) + "\n")
-        prefix = Path(tmp) / "bpe"
-        spm.SentencePieceTrainer.train(
-            input=str(text_file),
-            model_prefix=str(prefix),
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=1.0,
-            # The blank takes id 0 so that CTC and k2's topologies can use their defaults.
-            user_defined_symbols=[BLANK],
-            unk_id=1,
-            bos_id=-1,
-            eos_id=-1,
-            input_sentence_size=10_000_000,
-            minloglevel=2,
-        )
-        shutil.move(str(prefix) + ".model", model_path)
+    lines = [t for t in texts if t.strip()]
+    if not lines:
+        raise ValueError("no transcripts to train the BPE model on")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        # The blank takes id 0 so that CTC and k2's topologies can use their defaults.
+        user_defined_symbols=[BLANK],
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        input_sentence_size=10_000_000,
+        minloglevel=2,
+    )
+    with atomic_path(model_path) as tmp:
+        tmp.write_bytes(model.getvalue())
     log.info("trained a %d-token %s model -> %s", vocab_size, model_type, model_path)
 
 

@@ -36,9 +36,10 @@ from torch import Tensor
 from streamkd.data.cached_targets import TeacherCacheError
 from streamkd.data.loaders import eval_dataloader, load_cuts, unpack_batch
 from streamkd.distill.teacher import FrozenTeacher
+from streamkd.model.checkpoint import model_digest
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
 from streamkd.provenance import cached_file_digest, features_digest
-from streamkd.utils import atomic_path, file_digest, format_seconds, write_json
+from streamkd.utils import atomic_path, format_seconds, write_json
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def build_teacher_cache(
     summary = {
         "format": CACHE_FORMAT,
         "teacher": str(teacher_path),
-        "teacher_sha256": file_digest(teacher_path),
+        "teacher_sha256": model_digest(teacher_path),
         "teacher_config_hash": teacher.meta.get("config_hash"),
         "cuts": str(cuts_path),
         "cuts_sha256": cached_file_digest(cuts_path),
@@ -227,7 +228,7 @@ def open_teacher_cache(
     summary = json.loads(summary_path.read_text())
     if summary.get("format") != CACHE_FORMAT:
         raise TeacherCacheError(f"{summary_path}: format {summary.get('format')!r} is not {CACHE_FORMAT!r}")
-    digest = file_digest(teacher_path)
+    digest = model_digest(teacher_path)
     if summary.get("teacher_sha256") != digest:
         raise TeacherCacheError(
             f"teacher cache {cache_cuts} was built from another teacher checkpoint than {teacher_path} "

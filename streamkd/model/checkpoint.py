@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -22,6 +24,25 @@ def save_model(path: Path, model: torch.nn.Module, meta: Optional[Dict[str, Any]
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def model_digest(path: Path) -> str:
+    """SHA-256 of the model a checkpoint holds: its config and weights, not the file's bytes.
+
+    The file also holds the run's summary (timings, paths) and torch's archive name, so the
+    same weights saved twice make two different files. A teacher is named by this digest:
+    a retrain that reproduces it bit for bit (another session, another machine) is the
+    same teacher.
+    """
+    payload = load_tagged_payload(
+        Path(path), FORMAT, "model checkpoint", f"a streamkd model checkpoint (format {FORMAT!r} expected)"
+    )
+    digest = hashlib.sha256(json.dumps(payload["model_config"], sort_keys=True, default=str).encode())
+    for name, tensor in payload["state_dict"].items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"\n{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_model(path: Path, expected_vocab_size: Optional[int] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:

@@ -148,9 +148,12 @@ def _excluded_count(report_path: Path) -> int:
 
 
 def teacher_digest(train: Mapping[str, Any]) -> Optional[str]:
-    """The teacher a run's model came from, by checkpoint digest: the teacher's is its own."""
+    """The teacher a run's model came from, by model digest: the teacher's is its own.
+
+    Summaries written before the model digest name the teacher by its file's digest.
+    """
     if train.get("role") == "teacher":
-        return train.get("checkpoint_sha256")
+        return train.get("teacher_sha256") or train.get("checkpoint_sha256")
     return train.get("teacher_sha256")
 
 
@@ -255,6 +258,7 @@ def build_record(
         # The code the run trained with (None for runs from before it was recorded).
         "source_commit": train.get("source_commit"),
         "checkpoint_sha256": train.get("checkpoint_sha256"),
+        "model_sha256": train.get("model_sha256"),
         "teacher_sha256": teacher_digest(train),
         "provenance": provenance(train, test_cuts or {}),
         "decoded_model": decoded_model,

@@ -1,8 +1,9 @@
 """One teacher per table: students distilled from different teachers are not comparable.
 
-Every run is grouped by the digest of the teacher checkpoint it came from: a student's
-``teacher_sha256``, the teacher's own ``checkpoint_sha256``. Records written before the
-record carried it are read from the training summary they name. Runs without a teacher
+Every run is grouped by the digest of the teacher model it came from: a student's
+``teacher_sha256``, the teacher's own (its ``model_sha256``; the checkpoint file's digest in
+records from before the model digest). Records written before the record carried it are
+read from the training summary they name. Runs without a teacher
 (the ``none`` baseline) and an older teacher without a digest join any group.
 """
 

@@ -16,6 +16,7 @@ from streamkd.distill.teacher import load_teacher
 from streamkd.distill.teacher_cache import open_teacher_cache
 from streamkd.dynamic_chunk import DYNAMIC, DynamicChunk
 from streamkd.model.asr import AsrModel, build_asr_model
+from streamkd.model.checkpoint import model_digest
 from streamkd.model.heads import HeadConfig
 from streamkd.model.subsampling import INPUT_FRAME_SHIFT_MS, SUBSAMPLING_FACTOR
 from streamkd.provenance import training_provenance
@@ -23,7 +24,6 @@ from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import env_rank
 from streamkd.training.objectives import DistillationObjective, asr_objective
 from streamkd.training.trainer import Trainer, seed_everything
-from streamkd.utils import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,8 @@ def train_asr(
         # The student plus KD branches/projections; the frozen teacher is not trained.
         "num_params_training": sum(p.numel() for p in objective.parameters() if p.requires_grad),
         "teacher_checkpoint": str(teacher_checkpoint) if teacher_checkpoint else None,
-        # Which teacher, by content: a retrained teacher with the same config is another teacher.
-        "teacher_sha256": file_digest(teacher_checkpoint) if teacher_checkpoint else None,
+        # Which teacher, by its config and weights: a retrain that reproduces it is the same teacher.
+        "teacher_sha256": model_digest(teacher_checkpoint) if teacher_checkpoint else None,
     }
     if dynamic is not None:
         meta["dynamic_chunk"] = dynamic.to_dict()

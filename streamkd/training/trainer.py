@@ -46,10 +46,10 @@ import torch
 from lhotse import CutSet
 from torch.nn.parallel import DistributedDataParallel
 
-from streamkd.cpu import cpu_model
+from streamkd.cpu import cpu_model, mkl_settings
 from streamkd.data.loaders import Batch, eval_dataloader, train_dataloader, unpack_batch
 from streamkd.data.tokenizer import Tokenizer
-from streamkd.model.checkpoint import save_model
+from streamkd.model.checkpoint import model_digest, save_model
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.monitor import TrainingMonitor
@@ -593,16 +593,21 @@ class Trainer:
             "hardware": {
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model(),
                 "threads": torch.get_num_threads(),
+                # MKL's code path decides the float results: the same path gives the same bits
+                # on Intel and AMD processors (docs/evidence-grid.md).
+                "mkl_settings": mkl_settings(),
             },
             "source_commit": source_commit(),
         }
         if self.dist.is_main:
             save_model(self.out_dir / "model.pt", model, meta=summary)
-            # Beside the checkpoint, not in it: a KD student's summary names its teacher by this digest.
+            # Beside the checkpoint, not in it: the file's digest, and the model's (config and
+            # weights), by which a KD student's summary names its teacher.
             summary["checkpoint_sha256"] = file_digest(self.out_dir / "model.pt")
+            summary["model_sha256"] = model_digest(self.out_dir / "model.pt")
             if summary.get("role") == "teacher":
                 # The teacher is its own teacher: its runs group with the students that learnt from it.
-                summary["teacher_sha256"] = summary["checkpoint_sha256"]
+                summary["teacher_sha256"] = summary["model_sha256"]
             write_json(self.out_dir / "train_summary.json", summary)
             log.info("wrote %s (%d parameters)", self.out_dir / "model.pt", summary["num_params"])
         self.dist.barrier()
