@@ -154,3 +154,25 @@ def test_a_table_with_fewer_than_three_seeds_says_no_seed_level_test_was_possibl
     assert tables["wer"].summary["seed_p_value"].isna().all()
     md = (tmp_path / "tables/wer.md").read_text()
     assert "No seed-level test (†) was possible: it needs at least 3 seeds" in md
+
+
+def test_the_seed_level_test_pairs_seed_numbers_over_the_seeds_both_systems_have(tmp_path):
+    """A grid in progress: none has seeds 1-5, aux 1-3; the seed level uses seeds 1-3 and says so."""
+    exp = tmp_path / "exp"
+    for seed in (1, 2, 3, 4, 5):
+        # none's seeds 4 and 5 are far worse: the seed level must leave them out.
+        write_run(exp, f"none-chunk4-seed{seed}", seed=seed, errors={"test": ue(120 if seed < 4 else 300, 40)})
+    for seed in (1, 2, 3):
+        write_run(exp, f"aux-seed{seed}", method="aux", kd_layers="2", seed=seed, errors={"test": ue(40 + seed, 40)})
+    tables = aggregate(find_records(exp), tmp_path / "tables")
+    row = tables["wer"].summary.set_index("model").loc["aux (layers 2)"]
+    # The interval is that of aux against none's seeds 1-3 alone: about -20 points, not -34.
+    three = aggregate(
+        [p for p in find_records(exp) if not any(f"seed{s}" in str(p) for s in (4, 5))], tmp_path / "three"
+    )
+    expected = three["wer"].summary.set_index("model").loc["aux (layers 2)"]
+    assert row["seed_ci_low"] == pytest.approx(expected["seed_ci_low"])
+    assert row["seed_ci_high"] == pytest.approx(expected["seed_ci_high"]) and row["seed_ci_high"] < 0
+    assert bool(row["seed_significant"]) is True
+    md = (tmp_path / "tables/wer.md").read_text()
+    assert "seed-level test over the seeds both have (1, 2, 3)" in md

@@ -17,7 +17,7 @@ The numbers of a table are computed here, as a tidy pandas frame with one row pe
   averaged, models treated as fixed) against the same baseline, uncorrected.
 - ``seed_ci_low``, ``seed_ci_high``, ``seed_p_value``, ``seed_p_holm``, ``seed_significant``:
   the two-level (seeds, then utterances) bootstrap against the same baseline, seeds paired by
-  index, where both sides have at least ``MIN_SEEDS`` seeds and the same number of them;
+  number, over the seeds both sides have where they share at least ``MIN_SEEDS``;
   ``seed_p_holm`` is Holm-adjusted over every seed-level comparison of the table (its family),
   and ``seed_significant`` means ``seed_p_holm < 1 - confidence``.
 """
@@ -327,13 +327,19 @@ def _significance(
             result.num_utterances,
         ]
         stats.loc[i, "significant"] = result.significant
-        # Seed level: the i-th seed of each side paired, where both have enough and the same number.
-        mine_paths = list(mine.sort_values("seed")["errors_path"])
-        theirs_paths = list(theirs.sort_values("seed")["errors_path"])
-        if min(len(mine_paths), len(theirs_paths)) >= MIN_SEEDS and len(mine_paths) == len(theirs_paths):
+        # Seed level: seeds paired by number, over the seeds both sides have (a grid in
+        # progress may have more seeds of one method than of another).
+        shared = sorted(set(mine["seed"]) & set(theirs["seed"]))
+        if len(shared) >= MIN_SEEDS:
             by_seed = compare_seeds(
-                mine_paths, theirs_paths, num_resamples=sig.num_resamples, confidence=sig.confidence, seed=sig.seed
+                list(mine.set_index("seed").loc[shared, "errors_path"]),
+                list(theirs.set_index("seed").loc[shared, "errors_path"]),
+                num_resamples=sig.num_resamples,
+                confidence=sig.confidence,
+                seed=sig.seed,
             )
+            if len(shared) < max(len(mine), len(theirs)):
+                notes.append(f"{what}: seed-level test over the seeds both have ({', '.join(map(str, shared))})")
             stats.loc[i, ["seed_ci_low", "seed_ci_high", "seed_p_value"]] = [
                 by_seed.ci_low,
                 by_seed.ci_high,
