@@ -593,8 +593,7 @@ class Trainer:
             "hardware": {
                 "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else cpu_model(),
                 "threads": torch.get_num_threads(),
-                # MKL's code path decides the float results: the same path gives the same bits
-                # on Intel and AMD processors (docs/evidence-grid.md).
+                # MKL's code path decides the float results (docs/clusters.md).
                 "mkl_settings": mkl_settings(),
             },
             "source_commit": source_commit(),
