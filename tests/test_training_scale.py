@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamkd.model.checkpoint import model_digest
 from streamkd.utils import file_digest, source_commit
 
 from fakes import tone_corpus_with_features
@@ -266,10 +267,13 @@ def test_killed_aux_student_resumes_mid_epoch_to_identical_parameters(data, teac
     resumed = run(cmd)
     assert "resumed from" in resumed.stderr and "kd=" in resumed.stderr
     assert_same_run(out, reference)
-    # The summary names the teacher and the student's own checkpoint by content.
+    # The summary names the teacher by its model's digest, and the student's own file and model.
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["teacher_sha256"] == file_digest(teacher)
+    assert summary["teacher_sha256"] == model_digest(teacher) != file_digest(teacher)
     assert summary["checkpoint_sha256"] == file_digest(out / "model.pt")
+    assert summary["model_sha256"] == model_digest(out / "model.pt")
+    # The interrupted and the uninterrupted run trained the same weights: one model digest.
+    assert summary["model_sha256"] == json.loads((reference / "train_summary.json").read_text())["model_sha256"]
     assert summary["source_commit"] == source_commit() and summary["source_commit"]  # this checkout
 
 
