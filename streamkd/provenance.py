@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
-from streamkd.utils import file_digest, source_commit, write_json
+from streamkd.utils import file_digest, source_commit, stream_digest, write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,8 @@ def content_digest(path: Path) -> str:
         gzipped = f.read(2) == GZIP_MAGIC
     if not gzipped:
         return file_digest(path)
-    digest = hashlib.sha256()
     with gzip.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return stream_digest(f)
 
 
 def cached_file_digest(path: Path) -> str:

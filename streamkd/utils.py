@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, BinaryIO, Iterator, Optional
 
 
 def _default_file_mode() -> int:
@@ -127,10 +127,15 @@ def source_commit(package: Optional[Path] = None) -> Optional[str]:
     return commit + ("+dirty" if dirty else "")
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file: the identity of a checkpoint (e.g. the teacher a student learnt from)."""
+def stream_digest(stream: BinaryIO) -> str:
+    """SHA-256 of what a binary stream reads to its end, a megabyte at a time."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (a model's identity is its config and weights: model_digest)."""
+    with open(path, "rb") as f:
+        return stream_digest(f)

@@ -37,8 +37,13 @@ def model_digest(path: Path) -> str:
     payload = load_tagged_payload(
         Path(path), FORMAT, "model checkpoint", f"a streamkd model checkpoint (format {FORMAT!r} expected)"
     )
-    digest = hashlib.sha256(json.dumps(payload["model_config"], sort_keys=True, default=str).encode())
-    for name, tensor in payload["state_dict"].items():
+    return weights_digest(payload["model_config"], payload["state_dict"])
+
+
+def weights_digest(model_config: Dict[str, Any], state_dict: Dict[str, torch.Tensor]) -> str:
+    """:func:`model_digest` of a model in memory: what :func:`save_model` writes of it."""
+    digest = hashlib.sha256(json.dumps(model_config, sort_keys=True, default=str).encode())
+    for name, tensor in state_dict.items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"\n{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())

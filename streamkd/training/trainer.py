@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from streamkd.cpu import cpu_model, mkl_settings
 from streamkd.data.loaders import Batch, eval_dataloader, train_dataloader, unpack_batch
 from streamkd.data.tokenizer import Tokenizer
-from streamkd.model.checkpoint import model_digest, save_model
+from streamkd.model.checkpoint import save_model, weights_digest
 from streamkd.training.config import OptimisationConfig
 from streamkd.training.distributed import DistributedContext
 from streamkd.training.monitor import TrainingMonitor
@@ -603,7 +603,7 @@ class Trainer:
             # Beside the checkpoint, not in it: the file's digest, and the model's (config and
             # weights), by which a KD student's summary names its teacher.
             summary["checkpoint_sha256"] = file_digest(self.out_dir / "model.pt")
-            summary["model_sha256"] = model_digest(self.out_dir / "model.pt")
+            summary["model_sha256"] = weights_digest(model.config, model.state_dict())
             if summary.get("role") == "teacher":
                 # The teacher is its own teacher: its runs group with the students that learnt from it.
                 summary["teacher_sha256"] = summary["model_sha256"]
