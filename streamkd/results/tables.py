@@ -277,14 +277,14 @@ def _significance_legend(table: TableData) -> List[str]:
     if tested:
         seed_line = (
             f"{DAGGER}: seed-level test, a two-level paired bootstrap (training seeds, then test utterances within "
-            f"them; seeds paired by index) of the WER difference to the baseline at the same chunk size; "
+            f"them; seeds paired by number) of the WER difference to the baseline at the same chunk size; "
             f"Holm-adjusted p < {1 - table.confidence:g} over the family of this table's {tested} seed-level "
             f"comparisons (every student against {_baseline_label(table)} in every column)."
         )
     else:
         seed_line = (
-            f"No seed-level test ({DAGGER}) was possible: it needs at least {MIN_SEEDS} seeds per student and "
-            "baseline, with the same number on both sides."
+            f"No seed-level test ({DAGGER}) was possible: it needs at least {MIN_SEEDS} seed numbers that a student "
+            "and its baseline both have."
         )
     return [
         seed_line,
